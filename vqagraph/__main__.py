@@ -1,0 +1,5 @@
+import sys
+
+from vqagraph.agents.cli import main
+
+sys.exit(main())

@@ -1,0 +1,33 @@
+"""What a question returns: the short answer and the trace of how it was reached."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class Trace(BaseModel):
+    profile: str
+    route: str
+    route_reason: str
+    captions: list[str] = Field(default_factory=list)
+    caption_scores: list[float] = Field(default_factory=list)
+    caption_stats: dict[str, int] = Field(default_factory=dict)
+    candidates: list[str] = Field(default_factory=list)
+    exemplars: list[dict[str, str]] = Field(default_factory=list)
+    prompt: str = Field("", description="exactly the text sent to the LLM")
+    prompt_stats: dict[str, int] = Field(default_factory=dict)
+    raw_answer: str = ""
+    token_logprobs: list[float] = Field(default_factory=list)
+    gradcam: list[float] = Field(default_factory=list)
+    grid: list[int] = Field(default_factory=list)
+    image_encoded: bool = Field(True, description="False when the vision features came from the cache")
+    timings: dict[str, float] = Field(default_factory=dict, description="seconds per node")
+
+
+class Answer(BaseModel):
+    answer: str
+    question: str
+    image_ref: str
+    route: str
+    meaningless: bool = Field(False, description="the profile's models are untrained: the answer is noise")
+    trace: Trace

@@ -1,0 +1,182 @@
+"""Settings and named profiles: which model plays which role, and the knobs of each method.
+
+A profile is a pydantic model, so a TOML or YAML file is validated with the same rules as the built-ins.
+Constants from the papers are cited to ../shared/REFERENCE.md (section numbers in comments).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from vqagraph.errors import ProfileError
+
+
+class ModelRef(BaseModel):
+    """Where a model's weights come from: a Hub id, a local directory, or `builtin:NAME` (built by vqagraph)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    revision: str | None = None
+
+
+class Img2LLMSettings(BaseModel):
+    """The text route's knobs; defaults reproduce Img2LLM (REFERENCE.md §1)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gradcam_layer: int = Field(7, ge=0, description="text-encoder layer whose cross-attention is used (§1.1 block_num=7)")
+    gradcam_floor: float = Field(1e-6, gt=0, description="added to the normalised map so multinomial sampling never fails")
+    num_patches: int = Field(20, ge=1, description="K' patches sampled per caption (§1.2)")
+    num_captions: int = Field(100, ge=1, description="captions targeted per question (§1.2; the LAVIS demo uses 50)")
+    caption_prompt: str = Field("a picture of ", description="decoder prompt, stripped from the output (§1.2)")
+    caption_top_k: int = 50  # §1.2
+    caption_top_p: float = 1.0  # §1.2
+    caption_min_length: int = 10  # §1.2, generate's min_length (prompt included, as in LAVIS)
+    caption_max_length: int = 20  # §1.2, generate's max_length (prompt included, as in LAVIS)
+    caption_repetition_penalty: float = 1.0  # §1.2
+    itm_threshold: float = Field(0.5, ge=0, le=1, description="keep a caption when P(match) >= this (§1.3)")
+    max_caption_rounds: int = Field(3, ge=1, description="cap on LAVIS's unbounded filter loop (§1.3)")
+    num_candidates: int = Field(30, ge=1, description="answer candidates kept, before `yes` is appended (§1.4)")
+    question_generation: Literal["neural", "template"] = "neural"
+    qg_num_beams: int = 3  # §1.5
+    qg_max_length: int = 30  # §1.5
+    max_context_captions: int = 30  # §1.6
+    max_exemplars: int = 30  # §1.6
+    exemplar_max_answer_words: int = Field(4, description="exemplars need answers of fewer than 5 words (§1.6)")
+    llm_context_length: int = Field(2048, description="prompt + answer must fit; OPT's 2048 (§1.6)")
+    answer_reserve_tokens: int = 20  # §1.6
+    answer_max_new_tokens: int = 10  # §1.7
+    seed: int = Field(0, description="seeds patch sampling and caption sampling, so a question answers the same way twice")
+
+
+class Limits(BaseModel):
+    """What intake accepts; larger inputs are rejected before any model runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_image_pixels: int = Field(40_000_000, ge=1)
+    max_question_chars: int = Field(1000, ge=1)
+
+
+class Profile(BaseModel):
+    """A named set of models per role plus the knobs of each method."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    itm: ModelRef
+    captioner: ModelRef
+    question_generator: ModelRef
+    llm: ModelRef
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N")
+    meaningless: bool = Field(False, description="models are untrained placeholders: answers carry no meaning")
+    img2llm: Img2LLMSettings = Field(default_factory=Img2LLMSettings)
+    limits: Limits = Field(default_factory=Limits)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_ids(cls, data: Any) -> Any:
+        # Let files say `itm = "Salesforce/blip-itm-large-coco"` instead of `itm = {id = ...}`.
+        if isinstance(data, dict):
+            for role in ("itm", "captioner", "question_generator", "llm"):
+                if isinstance(data.get(role), str):
+                    data = {**data, role: {"id": data[role]}}
+        return data
+
+
+BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
+    # The real models of Img2LLM (REFERENCE.md §1): BLIP-large ITM and caption (COCO), a T5-large question
+    # generator, OPT as the frozen LLM. Needs the Hugging Face Hub (or a populated HF cache).
+    "blip-opt": {
+        "name": "blip-opt",
+        "description": "BLIP-large ITM + captioner (COCO), T5-large question generator, OPT-2.7B (Hub)",
+        "itm": "Salesforce/blip-itm-large-coco",
+        "captioner": "Salesforce/blip-image-captioning-large",
+        # Img2LLM's fine-tuned T5-large QG checkpoint is published by LAVIS as a file, not a Hub id: convert it
+        # to a transformers directory and point `question_generator` at it; plain T5-large is the architecture.
+        "question_generator": "google-t5/t5-large",
+        "llm": "facebook/opt-2.7b",
+    },
+    # Offline: tiny models built from configs by vqagraph itself (seeded). They run the whole route but are
+    # untrained, so their answers are noise; the Shapes-world profile replaces them.
+    "tiny": {
+        "name": "tiny",
+        "description": "tiny untrained models built from configs; runs offline, answers are meaningless",
+        "itm": "builtin:tiny-blip-itm",
+        "captioner": "builtin:tiny-blip-captioner",
+        "question_generator": "builtin:tiny-t5",
+        "llm": "builtin:tiny-llama",
+        "meaningless": True,
+        "img2llm": {"gradcam_layer": 1, "num_captions": 8, "max_caption_rounds": 2},
+    },
+}
+
+DEFAULT_PROFILE = "tiny"
+
+
+def _read_profile_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (OSError, tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ProfileError(f"cannot read profile file {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ProfileError(f"profile file {path} must hold a table of settings")
+    base = data.pop("extends", None)
+    merged = _deep_merge(BUILTIN_PROFILES[_known(base)] if base else {}, data)
+    merged.setdefault("name", path.stem)
+    for role in ("itm", "captioner", "question_generator", "llm"):
+        value = merged.get(role)
+        ref = value.get("id") if isinstance(value, dict) else value
+        if isinstance(ref, str) and ref.startswith((".", "/", "~")):
+            # Relative model directories are relative to the profile file, not to the working directory.
+            resolved = str((path.parent / Path(ref).expanduser()).resolve())
+            merged[role] = {**value, "id": resolved} if isinstance(value, dict) else resolved
+    return merged
+
+
+def _known(name: str) -> str:
+    if name not in BUILTIN_PROFILES:
+        raise ProfileError(f"unknown profile {name!r}; built-in profiles: {', '.join(sorted(BUILTIN_PROFILES))}")
+    return name
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_profile(name_or_path: str | Path | Profile | None = None, **overrides: Any) -> Profile:
+    """A built-in profile by name, or a TOML/YAML file (which may `extends` a built-in), with overrides."""
+    if isinstance(name_or_path, Profile):
+        data: dict[str, Any] = name_or_path.model_dump()
+    else:
+        key = str(name_or_path or DEFAULT_PROFILE)
+        path = Path(key).expanduser()
+        if key in BUILTIN_PROFILES:
+            data = BUILTIN_PROFILES[key]
+        elif path.suffix in {".toml", ".yaml", ".yml"} or path.exists():
+            if not path.is_file():
+                raise ProfileError(f"profile file {path} does not exist")
+            data = _read_profile_file(path)
+        else:
+            data = BUILTIN_PROFILES[_known(key)]
+    data = _deep_merge(data, overrides)
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ProfileError(f"invalid profile {data.get('name', name_or_path)!r}: {where}: {first['msg']}") from exc

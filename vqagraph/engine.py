@@ -1,0 +1,82 @@
+"""`Engine`: a profile's tools plus the compiled VQA graph, behind one `ask` call."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from vqagraph.answer import Answer, Trace
+from vqagraph.config import Profile, load_profile
+from vqagraph.errors import QuestionError
+from vqagraph.graphs.state import VQAContext
+from vqagraph.graphs.vqa import ROUTES, build_graph
+from vqagraph.media import ImageInput, load_image
+from vqagraph.toolkit import Toolkit
+
+
+def validate_question(question: str, max_chars: int) -> str:
+    if not isinstance(question, str) or not question.strip():
+        raise QuestionError("the question is empty")
+    question = " ".join(question.split())
+    if len(question) > max_chars:
+        raise QuestionError(f"the question has {len(question)} characters, over the limit of {max_chars}")
+    return question
+
+
+class Engine:
+    """Answers questions about images with a frozen LLM, through the VQA graph."""
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self.tools = Toolkit(profile)
+        self.graph = build_graph()
+
+    @classmethod
+    def from_profile(cls, name_or_path: str | Path | Profile | None = None, **overrides: Any) -> Engine:
+        """A built-in profile name (`tiny`, `blip-opt`), a TOML/YAML profile file, or a `Profile`."""
+        return cls(load_profile(name_or_path, **overrides))
+
+    def add_image(self, image: ImageInput) -> str:
+        """Take an image in (validated) and return its content reference."""
+        return self.tools.images.add(load_image(image, max_pixels=self.profile.limits.max_image_pixels))
+
+    def ask(self, image: ImageInput, question: str, route: str = "auto") -> Answer:
+        question = validate_question(question, self.profile.limits.max_question_chars)
+        if route not in ROUTES:
+            raise QuestionError(f"unknown route {route!r}; choose one of {', '.join(ROUTES)}")
+        start = time.perf_counter()
+        ref = self.add_image(image)
+        intake = time.perf_counter() - start
+        state = self.graph.invoke(
+            {"image_ref": ref, "question": question, "route": route},
+            context=VQAContext(tools=self.tools),
+        )
+        timings = {"intake": round(intake, 4), **state.get("timings", {})}
+        timings["total"] = round(time.perf_counter() - start, 4)
+        trace = Trace(
+            profile=self.profile.name,
+            route=state["chosen_route"],
+            route_reason=state["route_reason"],
+            captions=state.get("captions", []),
+            caption_scores=state.get("caption_scores", []),
+            caption_stats=state.get("caption_stats", {}),
+            candidates=state.get("candidates", []),
+            exemplars=state.get("exemplars", []),
+            prompt=state.get("prompt", ""),
+            prompt_stats=state.get("prompt_stats", {}),
+            raw_answer=state.get("raw_answer", ""),
+            token_logprobs=state.get("token_logprobs", []),
+            gradcam=state.get("gradcam", []),
+            grid=state.get("grid", []),
+            image_encoded=state.get("image_encoded", True),
+            timings=timings,
+        )
+        return Answer(
+            answer=state.get("answer", ""),
+            question=question,
+            image_ref=ref,
+            route=trace.route,
+            meaningless=self.profile.meaningless,
+            trace=trace,
+        )

@@ -1,0 +1,35 @@
+"""The project's exception types: every failure a user can cause has one, with a message that says what to do."""
+
+from __future__ import annotations
+
+
+class VQAGraphError(Exception):
+    """Base of every error vqagraph raises on purpose; the CLI prints these as one line and exits 2."""
+
+
+class ImageError(VQAGraphError):
+    """An image could not be taken in: unreadable, truncated, not an image, empty."""
+
+
+class ImageTooLargeError(ImageError):
+    """An image has more pixels than the configured limit (a guard against decompression bombs)."""
+
+
+class QuestionError(VQAGraphError):
+    """A question is empty, or longer than the configured limit."""
+
+
+class ProfileError(VQAGraphError):
+    """A profile name is unknown, or a profile file is malformed."""
+
+
+class ModelNotAvailableError(VQAGraphError):
+    """Weights for a model cannot be found locally and the Hub cannot be reached."""
+
+
+class ModelMismatchError(VQAGraphError):
+    """Two models that must work together do not fit (patch grids, hidden sizes)."""
+
+
+class LLMError(VQAGraphError):
+    """The frozen LLM failed to answer: server down, timed out, or rejected the request."""

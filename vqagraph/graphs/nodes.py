@@ -1,0 +1,119 @@
+"""Node adapters: each reads a few state keys, calls one tool, and writes a few keys back.
+
+`READS` and `WRITES` on every node say which keys it touches, so users composing graphs can check wiring.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from vqagraph.graphs.state import VQAContext, VQAState
+from vqagraph.tools.answer_candidates import extract_candidates
+from vqagraph.tools.llm.base import GenerationParams
+from vqagraph.tools.llm.postprocess import postprocess_answer
+from vqagraph.tools.question_generator import Exemplar
+from vqagraph.tools.prompts import build_prompt, select_context_captions, select_exemplars
+
+Node = Callable[[VQAState, Runtime[VQAContext]], dict[str, Any]]
+
+
+def node(name: str, reads: tuple[str, ...], writes: tuple[str, ...]) -> Callable[[Node], Node]:
+    """Declare a node's keys and record its wall time under `timings[name]`."""
+
+    def wrap(fn: Node) -> Node:
+        @wraps(fn)
+        def run(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
+            start = time.perf_counter()
+            update = fn(state, runtime)
+            update["timings"] = {name: round(time.perf_counter() - start, 4)}
+            return update
+
+        run.READS = reads  # type: ignore[attr-defined]
+        run.WRITES = writes  # type: ignore[attr-defined]
+        run.NAME = name  # type: ignore[attr-defined]
+        return run
+
+    return wrap
+
+
+@node("region_captions", reads=("image_ref", "question"),
+      writes=("captions", "caption_scores", "caption_stats", "gradcam", "grid", "image_encoded"))
+def region_captions(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
+    tools = runtime.context.tools
+    image = tools.images.get(state["image_ref"])
+    result = tools.region_captioner(state["image_ref"], image, state["question"])
+    return {
+        "captions": result.captions,
+        "caption_scores": result.scores,
+        "caption_stats": {
+            "kept": len(result.captions),
+            "generated": result.generated,
+            "rejected_itm": result.rejected_itm,
+            "rejected_duplicate": result.rejected_duplicate,
+            "rounds": result.rounds,
+        },
+        "gradcam": result.gradcam,
+        "grid": list(result.grid),
+        "image_encoded": result.image_encoded,
+    }
+
+
+@node("question_generation", reads=("captions",), writes=("candidates", "answer_captions", "exemplars"))
+def question_generation(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
+    tools = runtime.context.tools
+    settings = tools.profile.img2llm
+    captions = state.get("captions", [])
+    found = extract_candidates(captions, tools.extractor, top=settings.num_candidates)
+    generator = tools.question_generator
+    if settings.question_generation == "neural" and captions:
+        exemplars = generator.neural(found.answers, captions)
+    else:
+        exemplars = generator.templates(found.answers, found.pos)
+    where = {a: found.answer_to_captions[a] for a in found.answers if a in found.answer_to_captions}
+    return {"candidates": found.answers, "answer_captions": where, "exemplars": [e.model_dump() for e in exemplars]}
+
+
+@node("img2llm_prompt", reads=("question", "captions", "candidates", "answer_captions", "exemplars"),
+      writes=("prompt", "prompt_stats"))
+def img2llm_prompt(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
+    tools = runtime.context.tools
+    settings = tools.profile.img2llm
+    captions = state.get("captions", [])
+    where = state.get("answer_captions", {})
+    ids = select_context_captions(state.get("candidates", []), where, len(captions), settings.max_context_captions)
+    exemplars = select_exemplars(
+        [Exemplar(**e) for e in state.get("exemplars", [])],
+        settings.max_exemplars,
+        settings.exemplar_max_answer_words,
+    )
+    llm = tools.llm
+    budget = min(settings.llm_context_length, llm.context_length) - settings.answer_reserve_tokens
+    built = build_prompt(state["question"], [captions[i] for i in ids], exemplars, llm.count_tokens, budget)
+    return {
+        "prompt": built.text,
+        "prompt_stats": {
+            "tokens": built.tokens,
+            "context_captions": len(built.context_captions),
+            "exemplars": len(built.exemplars),
+            "dropped_exemplars": built.dropped_exemplars,
+            "dropped_captions": built.dropped_captions,
+        },
+    }
+
+
+@node("llm_answer", reads=("prompt",), writes=("raw_answer", "answer", "token_logprobs"))
+def llm_answer(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
+    tools = runtime.context.tools
+    settings = tools.profile.img2llm
+    params = GenerationParams(max_new_tokens=settings.answer_max_new_tokens, min_new_tokens=1)
+    (generation,) = tools.llm.generate([state["prompt"]], params)
+    return {
+        "raw_answer": generation.text,
+        "answer": postprocess_answer(generation.text),
+        "token_logprobs": [round(x, 5) for x in generation.logprobs],
+    }

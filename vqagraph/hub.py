@@ -1,0 +1,86 @@
+"""Loads models by Hub id, local directory or `builtin:NAME`, once per process.
+
+The only place that picks device and dtype: CUDA when present (float16), else CPU (float32).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from platformdirs import user_cache_dir
+
+from vqagraph.config import ModelRef
+from vqagraph.errors import ModelNotAvailableError
+
+T = TypeVar("T")
+
+_LOADED: dict[tuple[Any, ...], Any] = {}
+_LOCK = threading.Lock()
+
+
+def cache_root() -> Path:
+    """Where vqagraph keeps models it builds or converts (override with VQAGRAPH_CACHE)."""
+    return Path(os.environ.get("VQAGRAPH_CACHE") or user_cache_dir("vqagraph"))
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(preference)
+
+
+def pick_dtype(device: torch.device) -> torch.dtype:
+    # fp32 on CPU: bf16 autocast measured 30-50x slower on these CPUs (DEVELOPERS.md).
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def resolve(ref: ModelRef) -> str:
+    """A local directory for built-ins and paths; the Hub id unchanged otherwise."""
+    if ref.id.startswith("builtin:"):
+        from vqagraph.tiny import BUILDERS, ensure_builtin
+
+        name = ref.id.removeprefix("builtin:")
+        if name not in BUILDERS:
+            raise ModelNotAvailableError(f"unknown built-in model {ref.id!r}; known: {', '.join(sorted(BUILDERS))}")
+        return str(ensure_builtin(name, cache_root() / "builtin"))
+    path = Path(ref.id).expanduser()
+    if path.exists() or ref.id.startswith((".", "/", "~")):
+        if not (path / "config.json").exists() and not any(path.glob("*.json")):
+            raise ModelNotAvailableError(f"model directory {path} has no config.json")
+        return str(path)
+    return ref.id
+
+
+def load(cls: Any, ref: ModelRef, role: str, device: torch.device | None = None, **kwargs: Any) -> Any:
+    """`cls.from_pretrained` once per (class, source, device); a missing model names itself and its role."""
+    source = resolve(ref)
+    key = (cls, source, ref.revision, str(device), tuple(sorted(kwargs.items())))
+    with _LOCK:
+        if key in _LOADED:
+            return _LOADED[key]
+        try:
+            if ref.revision:
+                kwargs = {**kwargs, "revision": ref.revision}
+            obj = cls.from_pretrained(source, **kwargs)
+        except (OSError, ValueError) as exc:
+            offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+            hint = "the Hugging Face Hub is not reachable" if not offline else "HF_HUB_OFFLINE=1 is set"
+            raise ModelNotAvailableError(
+                f"cannot load the {role} model {ref.id!r} ({cls.__name__}): weights are not available locally "
+                f"and {hint}. Point the profile's `{role}` at a local directory, or use the offline profile. "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+            ) from exc
+        if device is not None and isinstance(obj, torch.nn.Module):
+            obj = obj.to(device=device, dtype=pick_dtype(device)).eval()
+        _LOADED[key] = obj
+        return obj
+
+
+def clear() -> None:
+    """Forget every loaded model (tests use this to measure loading)."""
+    with _LOCK:
+        _LOADED.clear()

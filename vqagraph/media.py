@@ -1,0 +1,163 @@
+"""Safe image intake, content-addressed `ImageRef`s, and the per-process stores keyed by them.
+
+Graph state holds only `ImageRef` strings; the pixels and every feature computed from them live here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, NewType
+
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from vqagraph.errors import ImageError, ImageTooLargeError
+
+ImageRef = NewType("ImageRef", str)
+"""`sha256:<hex>` of the normalised RGB pixels (mode, size and bytes), so equal pictures share features."""
+
+ImageInput = str | Path | bytes | Image.Image
+
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+def load_image(source: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode a path, bytes or PIL image into a validated RGB image, with its EXIF orientation applied."""
+    if isinstance(source, Image.Image):
+        image = source
+        _check_size(image.size, max_pixels, "image")
+        image.load()
+        return _to_rgb(image)
+    name = "image bytes" if isinstance(source, bytes) else str(source)
+    if isinstance(source, bytes):
+        if not source:
+            raise ImageError("image bytes are empty")
+        stream: Any = io.BytesIO(source)
+    else:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise ImageError(f"image file not found: {path}")
+        if path.stat().st_size == 0:
+            raise ImageError(f"image file is empty: {path}")
+        stream = path
+    # ImageFile.LOAD_TRUNCATED_IMAGES stays False: a truncated file is an error, not a half-grey picture.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(stream) as opened:
+                _check_size(opened.size, max_pixels, name)
+                opened.load()
+                image = ImageOps.exif_transpose(opened) or opened
+                image.load()
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+            raise ImageTooLargeError(f"{name}: image is too large ({exc})") from exc
+        except UnidentifiedImageError as exc:
+            raise ImageError(f"{name}: not an image, or a format Pillow cannot read") from exc
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ImageError(f"{name}: unreadable or truncated image ({exc})") from exc
+    return _to_rgb(image)
+
+
+def _check_size(size: tuple[int, int], max_pixels: int, name: str) -> None:
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise ImageError(f"{name}: image has zero size ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"{name}: image has {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}"
+        )
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGBA/LA/P-with-transparency go onto white; 16-bit and float images are rescaled, not clipped."""
+    if image.mode in {"I;16", "I;16B", "I;16L", "I", "F"}:
+        import numpy as np
+
+        array = np.asarray(image, dtype=np.float64)
+        low, high = float(array.min()), float(array.max())
+        scaled = (array - low) / (high - low) * 255.0 if high > low else np.zeros_like(array)
+        image = Image.fromarray(scaled.round().astype("uint8"), mode="L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in {"RGBA", "LA", "PA"}:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode == "CMYK":
+        return image.convert("RGB")
+    return image.convert("RGB") if image.mode != "RGB" else image.copy()
+
+
+def image_ref(image: Image.Image) -> ImageRef:
+    """Content hash of an RGB image: the same pixels always give the same reference."""
+    digest = hashlib.sha256()
+    digest.update(f"{image.mode}:{image.width}x{image.height}:".encode())
+    digest.update(image.tobytes())
+    return ImageRef("sha256:" + digest.hexdigest())
+
+
+class LRUStore:
+    """A small thread-safe LRU map; the image store and the feature cache are two of these."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Any) -> Any | None:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return self._items[key]
+            self.misses += 1
+            return None
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def __contains__(self, key: Any) -> bool:
+        with self._lock:
+            return key in self._items
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+class ImageStore:
+    """Images by reference, so graph nodes receive an `ImageRef` and fetch pixels here."""
+
+    def __init__(self, capacity: int = 256) -> None:
+        self._store = LRUStore(capacity)
+
+    def add(self, image: Image.Image) -> ImageRef:
+        ref = image_ref(image)
+        self._store.put(ref, image)
+        return ref
+
+    def get(self, ref: str) -> Image.Image:
+        image = self._store.get(ref)
+        if image is None:
+            raise ImageError(f"image {ref} is not in this process's image store; take it in again")
+        return image  # type: ignore[no-any-return]
+
+
+class FeatureCache(LRUStore):
+    """Vision features keyed by `(model key, ImageRef)`: an image is encoded once per model and process."""
+
+    def __init__(self, capacity: int = 64) -> None:
+        super().__init__(capacity)
+
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False

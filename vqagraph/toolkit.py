@@ -1,0 +1,80 @@
+"""The tools of one profile, loaded once: what graph nodes reach through LangGraph's runtime context."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from vqagraph import hub
+from vqagraph.config import Profile
+from vqagraph.media import FeatureCache, ImageStore
+from vqagraph.tools.answer_candidates import Extractor, default_extractor
+from vqagraph.tools.gradcam import BlipMatcher
+from vqagraph.tools.llm.base import FrozenLLM
+from vqagraph.tools.question_generator import QuestionGenerator
+from vqagraph.tools.region_captioner import BlipCaptioner, RegionCaptioner
+
+
+@dataclass
+class Toolkit:
+    """Lazily loads each role's model on first use, so a route that is not taken loads nothing."""
+
+    profile: Profile
+    images: ImageStore = field(default_factory=ImageStore)
+    features: FeatureCache = field(default_factory=FeatureCache)
+
+    @cached_property
+    def device(self):  # type: ignore[no-untyped-def]
+        return hub.pick_device(self.profile.device)
+
+    def _blip(self, cls: type, role: str):  # type: ignore[no-untyped-def]
+        from transformers import AutoTokenizer, BlipImageProcessorPil
+
+        ref = getattr(self.profile, role)
+        model = hub.load(cls, ref, role, device=self.device)
+        tokenizer = hub.load(AutoTokenizer, ref, role)
+        processor = hub.load(BlipImageProcessorPil, ref, role)
+        return model, tokenizer, processor
+
+    @cached_property
+    def matcher(self) -> BlipMatcher:
+        from transformers import BlipForImageTextRetrieval
+
+        return BlipMatcher(*self._blip(BlipForImageTextRetrieval, "itm"))
+
+    @cached_property
+    def captioner(self) -> BlipCaptioner:
+        from transformers import BlipForConditionalGeneration
+
+        return BlipCaptioner(*self._blip(BlipForConditionalGeneration, "captioner"))
+
+    @cached_property
+    def region_captioner(self) -> RegionCaptioner:
+        return RegionCaptioner(self.matcher, self.captioner, self.profile.img2llm, self.features)
+
+    @cached_property
+    def question_generator(self) -> QuestionGenerator:
+        settings = self.profile.img2llm
+        if settings.question_generation == "template":
+            return QuestionGenerator()
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+        ref = self.profile.question_generator
+        model = hub.load(AutoModelForSeq2SeqLM, ref, "question_generator", device=self.device)
+        tokenizer = hub.load(AutoTokenizer, ref, "question_generator")
+        return QuestionGenerator(model, tokenizer, num_beams=settings.qg_num_beams, max_length=settings.qg_max_length)
+
+    @cached_property
+    def extractor(self) -> Extractor:
+        return default_extractor()
+
+    @cached_property
+    def llm(self) -> FrozenLLM:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from vqagraph.tools.llm.transformers_backend import TransformersLLM
+
+        ref = self.profile.llm
+        model = hub.load(AutoModelForCausalLM, ref, "llm", device=self.device)
+        tokenizer = hub.load(AutoTokenizer, ref, "llm")
+        return TransformersLLM(model, tokenizer, name=ref.id)

@@ -1,0 +1,54 @@
+"""`FrozenLLM`: what both routes need from a served LLM, whatever serves it."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import torch
+from pydantic import BaseModel, Field
+
+
+class GenerationParams(BaseModel):
+    """Greedy by default (temperature 0), 1-10 new tokens as Img2LLM answers (REFERENCE.md §1.7)."""
+
+    max_new_tokens: int = Field(10, ge=1)
+    min_new_tokens: int = Field(1, ge=0)
+    temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int | None = None
+
+
+class Generation(BaseModel):
+    """One completion; every backend returns exactly this."""
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: Literal["stop", "length"]
+
+    @property
+    def mean_logprob(self) -> float:
+        return sum(self.logprobs) / len(self.logprobs) if self.logprobs else float("-inf")
+
+
+@runtime_checkable
+class FrozenLLM(Protocol):
+    """A frozen decoder LLM: text or prompt embeddings in, completions with log-probabilities out."""
+
+    name: str
+
+    @property
+    def context_length(self) -> int: ...
+
+    @property
+    def tokenizer(self) -> Any: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def generate(self, prompts: list[str], params: GenerationParams | None = None) -> list[Generation]: ...
+
+    def generate_from_embeddings(
+        self, embeds: list[torch.Tensor], params: GenerationParams | None = None
+    ) -> list[Generation]: ...
+
+    def input_embeddings(self) -> torch.Tensor: ...

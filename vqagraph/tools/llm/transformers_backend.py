@@ -1,0 +1,98 @@
+"""In-process transformers backend: the embedded default on a machine without a GPU or vLLM."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from vqagraph.tools.llm.base import Generation, GenerationParams
+
+
+class TransformersLLM:
+    """A causal LM run with `generate`, batched with left padding; greedy unless a temperature is given."""
+
+    def __init__(self, model: Any, tokenizer: Any, name: str = "transformers") -> None:
+        self.model = model.eval()
+        self._tokenizer = tokenizer
+        self.name = name
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "left"
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer
+
+    @property
+    def context_length(self) -> int:
+        config = self.model.config
+        return int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 2048))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer(text).input_ids)
+
+    def input_embeddings(self) -> torch.Tensor:
+        return self.model.get_input_embeddings().weight.detach()
+
+    def generate(self, prompts: list[str], params: GenerationParams | None = None) -> list[Generation]:
+        batch = self._tokenizer(prompts, return_tensors="pt", padding=True).to(self.device)
+        return self._generate(params or GenerationParams(), input_ids=batch.input_ids,
+                              attention_mask=batch.attention_mask)
+
+    def generate_from_embeddings(
+        self, embeds: list[torch.Tensor], params: GenerationParams | None = None
+    ) -> list[Generation]:
+        longest = max(e.shape[0] for e in embeds)
+        hidden = embeds[0].shape[-1]
+        dtype = next(self.model.parameters()).dtype
+        padded = torch.zeros(len(embeds), longest, hidden, dtype=dtype, device=self.device)
+        mask = torch.zeros(len(embeds), longest, dtype=torch.long, device=self.device)
+        for i, e in enumerate(embeds):
+            padded[i, longest - e.shape[0] :] = e.to(self.device, dtype)
+            mask[i, longest - e.shape[0] :] = 1
+        return self._generate(params or GenerationParams(), inputs_embeds=padded, attention_mask=mask)
+
+    @torch.no_grad()
+    def _generate(self, params: GenerationParams, **inputs: torch.Tensor) -> list[Generation]:
+        sampling = params.temperature > 0
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": params.max_new_tokens,
+            "min_new_tokens": params.min_new_tokens,
+            "do_sample": sampling,
+            "pad_token_id": self._tokenizer.pad_token_id,
+            "eos_token_id": self.model.generation_config.eos_token_id or self._tokenizer.eos_token_id,
+            "return_dict_in_generate": True,
+            "output_scores": True,
+        }
+        if sampling:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        with torch.random.fork_rng(devices=[]):
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            out = self.model.generate(**inputs, **kwargs)
+        prompt_len = 0 if "inputs_embeds" in inputs else inputs["input_ids"].shape[1]
+        new_tokens = out.sequences[:, prompt_len:]
+        scores = torch.stack(out.scores, dim=1).float().log_softmax(dim=-1)  # (batch, steps, vocab)
+        eos = kwargs["eos_token_id"]
+        eos_ids = set(eos if isinstance(eos, list) else [eos])
+        results = []
+        for row, row_scores in zip(new_tokens, scores, strict=True):
+            ids: list[int] = []
+            logprobs: list[float] = []
+            finish: str = "length"
+            for step, token in enumerate(row.tolist()):
+                if token in eos_ids:
+                    finish = "stop"
+                    break
+                ids.append(token)
+                logprobs.append(float(row_scores[step, token]))
+            text = self._tokenizer.decode(ids, skip_special_tokens=True)
+            results.append(Generation(text=text, token_ids=ids, logprobs=logprobs, finish_reason=finish))  # type: ignore[arg-type]
+        return results

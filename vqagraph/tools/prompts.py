@@ -1,0 +1,95 @@
+"""The Img2LLM prompt (REFERENCE.md §1.6), assembled inside the LLM's token budget.
+
+    Please reason the answer of the questions according to the given contexts.
+    Contexts:{caption}. {caption}. ...
+    Question:{synthetic question}
+    Answer:{synthetic answer}
+    ...
+    Question:{user question}
+    Answer:
+
+Unlike the LAVIS port, the synthetic QA exemplars are kept: the paper's gain comes from them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from pydantic import BaseModel
+
+from vqagraph.errors import QuestionError
+from vqagraph.tools.question_generator import Exemplar
+
+HEADER = "Please reason the answer of the questions according to the given contexts.\n"
+
+
+class Img2LLMPrompt(BaseModel):
+    text: str
+    context_captions: list[str]
+    exemplars: list[Exemplar]
+    tokens: int
+    dropped_exemplars: int
+    dropped_captions: int
+
+
+def select_context_captions(
+    answers: Sequence[str], answer_to_captions: dict[str, list[int]], num_captions: int, limit: int = 30
+) -> list[int]:
+    """§1.6: walk the answers from the least frequent upward (`yes` first), one unused caption per answer.
+
+    As LAVIS's `create_context_prompt`, the walk wraps around the answer list `limit` times and an answer
+    found in no caption points at caption 0.
+    """
+    if not answers or num_captions == 0:
+        return []
+    chosen: list[int] = []
+    for idx in range(limit):
+        answer = answers[(len(answers) - 1 - idx) % len(answers)]
+        for cap_id in answer_to_captions.get(answer.lower(), [0]):
+            if cap_id not in chosen and cap_id < num_captions:
+                chosen.append(cap_id)
+                break
+    return chosen
+
+
+def select_exemplars(exemplars: Sequence[Exemplar], limit: int = 30, max_answer_words: int = 4) -> list[Exemplar]:
+    """§1.6: one pair per candidate whose answer has fewer than 5 words, up to `limit`."""
+    return [e for e in exemplars if len(e.answer.split()) <= max_answer_words][:limit]
+
+
+def render_prompt(question: str, captions: Sequence[str], exemplars: Sequence[Exemplar]) -> str:
+    contexts = " ".join(f"{c.strip().rstrip('.')}." for c in captions)
+    pairs = "".join(f"Question:{e.question}\nAnswer:{e.answer}\n" for e in exemplars)
+    return f"{HEADER}Contexts:{contexts}\n{pairs}Question:{question.strip()}\nAnswer:"
+
+
+def build_prompt(
+    question: str,
+    captions: Sequence[str],
+    exemplars: Sequence[Exemplar],
+    count_tokens: Callable[[str], int],
+    max_tokens: int,
+) -> Img2LLMPrompt:
+    """Drop exemplars, then captions, from the end until the prompt fits `max_tokens`."""
+    caps, exs = list(captions), list(exemplars)
+    text = render_prompt(question, caps, exs)
+    tokens = count_tokens(text)
+    while tokens > max_tokens and (exs or caps):
+        if exs:
+            exs.pop()
+        else:
+            caps.pop()
+        text = render_prompt(question, caps, exs)
+        tokens = count_tokens(text)
+    if tokens > max_tokens:
+        raise QuestionError(
+            f"the question alone needs {tokens} prompt tokens, over the LLM's budget of {max_tokens}: shorten it"
+        )
+    return Img2LLMPrompt(
+        text=text,
+        context_captions=caps,
+        exemplars=exs,
+        tokens=tokens,
+        dropped_exemplars=len(exemplars) - len(exs),
+        dropped_captions=len(captions) - len(caps),
+    )

@@ -1,0 +1,171 @@
+"""Question-guided region captions (Img2LLM, REFERENCE.md §1.2-1.3).
+
+GradCAM picks the patches the question is about; K' of them are sampled per caption, the BLIP decoder
+captions all M samples in one batched `generate` call, and the ITM model keeps the captions that match the
+same patches. Each image is encoded once per model and reused from the feature cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+from pydantic import BaseModel
+
+from vqagraph.config import Img2LLMSettings
+from vqagraph.errors import ModelMismatchError
+from vqagraph.media import FeatureCache
+from vqagraph.tools.gradcam import BlipMatcher, normalise_gradcam, patch_grid
+
+
+class RegionCaptions(BaseModel):
+    """What the captioner produced for one question; serialisable, so it can go into graph state."""
+
+    captions: list[str]
+    scores: list[float]
+    gradcam: list[float]
+    grid: tuple[int, int]
+    patch_ids: list[list[int]]
+    generated: int
+    rejected_itm: int
+    rejected_duplicate: int
+    rounds: int
+    image_encoded: bool
+
+
+@dataclass
+class BlipCaptioner:
+    """A BLIP captioning model whose decoder can be conditioned on any subset of the image's patches."""
+
+    model: Any
+    tokenizer: Any
+    processor: Any
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def encode_image(self, image: Image.Image) -> torch.Tensor:
+        pixels = self.processor(images=image, return_tensors="pt")["pixel_values"]
+        pixels = pixels.to(self.device, dtype=next(self.model.parameters()).dtype)
+        return self.model.vision_model(pixel_values=pixels).last_hidden_state
+
+    @torch.no_grad()
+    def caption(self, patch_embeds: torch.Tensor, settings: Img2LLMSettings, seed: int) -> list[str]:
+        """One sampled caption per row of `patch_embeds` (M, K, dim), in one batched generate call."""
+        count = patch_embeds.shape[0]
+        prompt = self.tokenizer([settings.caption_prompt] * count, return_tensors="pt").to(self.device)
+        input_ids = prompt.input_ids.clone()
+        input_ids[:, 0] = self.model.config.text_config.bos_token_id  # [DEC] replaces [CLS], as BLIP does
+        input_ids = input_ids[:, :-1]  # drop [SEP]
+        atts = torch.ones(patch_embeds.shape[:-1], dtype=torch.long, device=self.device)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            out = self.model.text_decoder.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                encoder_hidden_states=patch_embeds,
+                encoder_attention_mask=atts,
+                do_sample=True,
+                top_k=settings.caption_top_k,
+                top_p=settings.caption_top_p,
+                min_length=settings.caption_min_length,
+                max_length=settings.caption_max_length,
+                repetition_penalty=settings.caption_repetition_penalty,
+                eos_token_id=self.model.config.text_config.sep_token_id,
+                pad_token_id=self.model.config.text_config.pad_token_id,
+            )
+        texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
+        prefix = settings.caption_prompt.strip().lower()
+        return [_strip_prompt(t, prefix) for t in texts]
+
+
+def _strip_prompt(text: str, prefix: str) -> str:
+    text = text.strip()
+    if text.lower().startswith(prefix):
+        text = text[len(prefix) :]
+    return " ".join(text.split()).strip(" .")
+
+
+class RegionCaptioner:
+    """GradCAM → patch sampling → batched captions → ITM filter, with the image encoded once per model."""
+
+    def __init__(
+        self, matcher: BlipMatcher, captioner: BlipCaptioner, settings: Img2LLMSettings, cache: FeatureCache
+    ) -> None:
+        self.matcher = matcher
+        self.captioner = captioner
+        self.settings = settings
+        self.cache = cache
+
+    def _features(self, which: str, model: Any, ref: str, image: Image.Image) -> tuple[torch.Tensor, bool]:
+        key = (which, id(model), ref)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached, False
+        embeds = model.encode_image(image)
+        self.cache.put(key, embeds)
+        return embeds, True
+
+    def gradcam(self, ref: str, image: Image.Image, question: str) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """The normalised patch distribution for `question`, with the ITM features it came from."""
+        itm_embeds, fresh = self._features("itm", self.matcher, ref, image)
+        cam = self.matcher.gradcam(itm_embeds, question, self.settings.gradcam_layer)
+        return normalise_gradcam(cam[None], self.settings.gradcam_floor)[0], itm_embeds, fresh
+
+    def __call__(self, ref: str, image: Image.Image, question: str) -> RegionCaptions:
+        s = self.settings
+        probs, itm_embeds, itm_fresh = self.gradcam(ref, image, question)
+        cap_embeds, cap_fresh = self._features("caption", self.captioner, ref, image)
+        if cap_embeds.shape[1] != itm_embeds.shape[1]:
+            raise ModelMismatchError(
+                f"the captioner sees {cap_embeds.shape[1] - 1} patches but the ITM model {itm_embeds.shape[1] - 1}:"
+                " their vision encoders must share image and patch size"
+            )
+        num_patches = probs.shape[0]
+        k = min(s.num_patches, num_patches)
+        generator = torch.Generator().manual_seed(s.seed)
+        kept: list[str] = []
+        scores: list[float] = []
+        kept_ids: list[list[int]] = []
+        generated = rejected_itm = rejected_dup = rounds = 0
+        while len(kept) < s.num_captions and rounds < s.max_caption_rounds:
+            # §1.2: K' patches per caption, without replacement; +1 skips the image CLS; ids sorted.
+            ids = torch.multinomial(probs.cpu().expand(s.num_captions, -1), k, replacement=False, generator=generator)
+            ids = (ids + 1).sort(dim=1).values
+            gather = ids.to(cap_embeds.device)[..., None]
+            cap_patches = torch.gather(cap_embeds.expand(s.num_captions, -1, -1), 1,
+                                       gather.expand(-1, -1, cap_embeds.shape[-1]))
+            texts = self.captioner.caption(cap_patches, s, seed=s.seed * 1000 + rounds)
+            itm_patches = torch.gather(itm_embeds.expand(s.num_captions, -1, -1), 1,
+                                       gather.to(itm_embeds.device).expand(-1, -1, itm_embeds.shape[-1]))
+            # §1.3: ITM against the same sampled patches; all captions of the round in one pass.
+            match = self.matcher.match_probability(itm_patches, [t or "." for t in texts]).tolist()
+            generated += len(texts)
+            rounds += 1
+            for text, p, row in zip(texts, match, ids.tolist(), strict=True):
+                if len(kept) >= s.num_captions:
+                    break
+                if p < s.itm_threshold:
+                    rejected_itm += 1
+                elif not text or any(text in other for other in kept):
+                    rejected_dup += 1  # §1.3: not a substring of a caption already kept
+                else:
+                    kept.append(text)
+                    scores.append(round(p, 4))
+                    kept_ids.append([i - 1 for i in row])
+        return RegionCaptions(
+            captions=kept,
+            scores=scores,
+            gradcam=[round(v, 6) for v in probs.tolist()],
+            grid=patch_grid(num_patches),
+            patch_ids=kept_ids,
+            generated=generated,
+            rejected_itm=rejected_itm,
+            rejected_duplicate=rejected_dup,
+            rounds=rounds,
+            image_encoded=itm_fresh or cap_fresh,
+        )

@@ -41,12 +41,12 @@ def pick_dtype(device: torch.device) -> torch.dtype:
 def resolve(ref: ModelRef) -> str:
     """A local directory for built-ins and paths; the Hub id unchanged otherwise."""
     if ref.id.startswith("builtin:"):
-        from vqagraph.tiny import BUILDERS, ensure_builtin
+        from vqagraph.tiny import BUILDERS, VERSION, ensure_builtin
 
         name = ref.id.removeprefix("builtin:")
         if name not in BUILDERS:
             raise ModelNotAvailableError(f"unknown built-in model {ref.id!r}; known: {', '.join(sorted(BUILDERS))}")
-        return str(ensure_builtin(name, cache_root() / "builtin"))
+        return str(ensure_builtin(name, cache_root() / f"builtin-v{VERSION}"))
     path = Path(ref.id).expanduser()
     if path.exists() or ref.id.startswith((".", "/", "~")):
         if not (path / "config.json").exists() and not any(path.glob("*.json")):

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
+VERSION = 2  # bump when a builder changes, so caches of older builds are not reused
+
 WORDS = (
     "a an the this that these those is are was were be being been has have had do does did of in on at to "
     "from with without by for and or but not no yes there here what which who whose where when why how many "
@@ -78,7 +80,8 @@ def _blip_config(ids: dict[str, int]):  # type: ignore[no-untyped-def]
     # 96 px / 8 px patches = a 12x12 grid of 144 patches: room for K'=20 samples.
     vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
               "image_size": 96, "patch_size": 8}
-    text = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+    # Three text layers: GradCAM reads layer 1; the last layer's tokens never reach the ITM head.
+    text = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 2,
             "encoder_hidden_size": 32, "max_position_embeddings": 64, **ids}
     return BlipConfig(vision_config=vision, text_config=text, projection_dim=32, image_text_hidden_size=32)
 

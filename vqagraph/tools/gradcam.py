@@ -34,6 +34,11 @@ def compute_gradcam(
     layers = model.text_encoder.encoder.layer
     if not 0 <= layer < len(layers):
         raise ModelMismatchError(f"GradCAM layer {layer} does not exist: the ITM text encoder has {len(layers)} layers")
+    if layer == len(layers) - 1:
+        raise ModelMismatchError(
+            f"GradCAM layer {layer} is the ITM text encoder's last layer: only its [CLS] position reaches the ITM"
+            " head, so the question tokens' gradients are zero there; choose an earlier layer"
+        )
     captured: dict[str, torch.Tensor] = {}
 
     def keep_probs(_module: Any, _inputs: Any, output: tuple[torch.Tensor, torch.Tensor]) -> None:

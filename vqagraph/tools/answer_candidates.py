@@ -34,7 +34,8 @@ _CLOSED = set(
     "through across against along around among during before after up down off out about like as than "
     "and or but nor so yet if while because although is are was were be been being am has have had do does "
     "did will would can could should may might must shall it he she they we you i me him them us who whom "
-    "what which whose where when why how there here not".split()
+    "what which whose where when why how there here not next past inside outside toward towards upon within then "
+    "also very too just".split()
 )
 _NUMBERS = set("zero one two three four five six seven eight nine ten eleven twelve twenty hundred".split())
 _ADJECTIVES = set(

@@ -482,3 +482,15 @@ def test_feature_cache_is_an_lru_keyed_by_model_and_ref() -> None:
     cache.put(("clip", "sha256:y"), "other")
     assert cache.get(("clip", "sha256:x")) is None
     assert (cache.hits, cache.misses) == (1, 1)
+
+
+def test_exif_orientation_applied_to_an_opened_pil_image() -> None:
+    opened = Image.open(io.BytesIO(_oriented_jpeg(6)))
+    assert load_image(opened).size == (32, 64)
+
+
+def test_truncated_pil_image_is_an_image_error() -> None:
+    data = _encode(Image.new("RGB", (64, 64), (10, 200, 30)), "PNG")
+    opened = Image.open(io.BytesIO(data[: len(data) // 2]))
+    with pytest.raises(ImageError, match="unreadable, truncated"):
+        load_image(opened)

@@ -114,7 +114,8 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
         "question_generator": "builtin:tiny-t5",
         "llm": "builtin:tiny-llama",
         "meaningless": True,
-        "img2llm": {"gradcam_layer": 1, "num_captions": 8, "max_caption_rounds": 2},
+        # An untrained ITM's match probabilities are arbitrary, so the filter is off (threshold 0) here.
+        "img2llm": {"gradcam_layer": 1, "num_captions": 8, "max_caption_rounds": 2, "itm_threshold": 0.0},
     },
 }
 

@@ -28,10 +28,13 @@ DEFAULT_MAX_PIXELS = 40_000_000
 def load_image(source: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode a path, bytes or PIL image into a validated RGB image, with its EXIF orientation applied."""
     if isinstance(source, Image.Image):
-        image = source
-        _check_size(image.size, max_pixels, "image")
-        image.load()
-        return _to_rgb(image)
+        _check_size(source.size, max_pixels, "image")
+        try:
+            source.load()
+            image = ImageOps.exif_transpose(source) or source
+            return _to_rgb(image)
+        except (OSError, ValueError) as exc:
+            raise ImageError(f"image: unreadable, truncated or in an unsupported mode ({exc})") from exc
     name = "image bytes" if isinstance(source, bytes) else str(source)
     if isinstance(source, bytes):
         if not source:
@@ -59,7 +62,10 @@ def load_image(source: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> I
             raise ImageError(f"{name}: not an image, or a format Pillow cannot read") from exc
         except (OSError, SyntaxError, ValueError) as exc:
             raise ImageError(f"{name}: unreadable or truncated image ({exc})") from exc
-    return _to_rgb(image)
+    try:
+        return _to_rgb(image)
+    except ValueError as exc:
+        raise ImageError(f"{name}: image mode {image.mode} cannot be converted to RGB ({exc})") from exc
 
 
 def _check_size(size: tuple[int, int], max_pixels: int, name: str) -> None:

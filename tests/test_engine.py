@@ -1,0 +1,102 @@
+"""The whole text route through the LangGraph graph: trace, reuse, serialisable state, input errors."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from langgraph.checkpoint.sqlite import SqliteSaver
+
+from vqagraph import Answer, Engine, QuestionError, build_graph
+from vqagraph.graphs.state import VQAContext
+
+
+def test_ask_runs_the_whole_text_route(engine, red_circle, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    sent: list[str] = []
+    real = engine.tools.llm.generate
+
+    def spy(prompts, params=None):  # type: ignore[no-untyped-def]
+        sent.extend(prompts)
+        return real(prompts, params)
+
+    monkeypatch.setattr(engine.tools.llm, "generate", spy)
+    answer = engine.ask(red_circle, "  What colour is   the circle? ")
+    assert isinstance(answer, Answer)
+    assert answer.question == "What colour is the circle?"
+    assert answer.route == "img2llm" and answer.meaningless
+    trace = answer.trace
+    assert sent == [trace.prompt]  # the trace's prompt is exactly what the LLM received
+    assert trace.prompt.startswith("Please reason the answer of the questions according to the given contexts.\n")
+    assert trace.prompt.endswith("Question:What colour is the circle?\nAnswer:")
+    assert trace.captions and trace.caption_stats["kept"] == len(trace.captions)
+    assert trace.candidates[-1] == "yes"
+    assert trace.exemplars and all(e["answer"] in trace.candidates for e in trace.exemplars)
+    for node in ("intake", "region_captions", "question_generation", "img2llm_prompt", "llm_answer", "total"):
+        assert trace.timings[node] >= 0
+    assert answer.answer == answer.answer.lower() and "\n" not in answer.answer
+    assert len(trace.gradcam) == trace.grid[0] * trace.grid[1]
+
+
+def test_second_question_on_the_same_image_reuses_its_features(engine, red_circle) -> None:  # type: ignore[no-untyped-def]
+    image = red_circle.copy()
+    image.putpixel((199, 149), (1, 2, 3))  # a picture no other test uses
+    first = engine.ask(image, "what is it?")
+    second = engine.ask(image, "is it red?")
+    assert first.trace.image_encoded and not second.trace.image_encoded
+    assert first.image_ref == second.image_ref
+
+
+def test_same_question_same_answer(engine, red_circle) -> None:  # type: ignore[no-untyped-def]
+    a, b = engine.ask(red_circle, "what is it?"), engine.ask(red_circle, "what is it?")
+    assert a.answer == b.answer and a.trace.captions == b.trace.captions and a.trace.prompt == b.trace.prompt
+
+
+def test_state_is_checkpointable_with_sqlite(engine, red_circle, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    saver = SqliteSaver(sqlite3.connect(tmp_path / "threads.db", check_same_thread=False))
+    graph = build_graph(checkpointer=saver)
+    ref = engine.add_image(red_circle)
+    config = {"configurable": {"thread_id": "t1"}}
+    out = graph.invoke({"image_ref": ref, "question": "what is it?", "route": "auto"}, config,
+                       context=VQAContext(tools=engine.tools))
+    stored = graph.get_state(config).values
+    assert stored["answer"] == out["answer"] and stored["image_ref"] == ref
+    assert stored["prompt"] == out["prompt"]
+
+
+def test_stream_reports_each_node(engine, red_circle) -> None:  # type: ignore[no-untyped-def]
+    ref = engine.add_image(red_circle)
+    seen = []
+    for namespace, update in engine.graph.stream({"image_ref": ref, "question": "what?", "route": "img2llm"},
+                                                 context=VQAContext(tools=engine.tools), stream_mode="updates",
+                                                 subgraphs=True):
+        seen.extend(update)
+    assert ["router", "region_captions", "question_generation", "img2llm_prompt", "llm_answer"] == [
+        n for n in seen if n != "img2llm"]
+
+
+@pytest.mark.parametrize(("question", "message"), [
+    ("", "the question is empty"),
+    ("   \n ", "the question is empty"),
+    ("x" * 1001, "over the limit of 1000"),
+])
+def test_bad_questions(engine, red_circle, question: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(QuestionError, match=message):
+        engine.ask(red_circle, question)
+
+
+def test_unknown_route(engine, red_circle) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(QuestionError, match="unknown route 'bridge'"):
+        engine.ask(red_circle, "what?", route="bridge")
+
+
+def test_template_questions_setting(red_circle) -> None:  # type: ignore[no-untyped-def]
+    engine = Engine.from_profile("tiny", img2llm={"question_generation": "template"})
+    answer = engine.ask(red_circle, "what is it?")
+    assert answer.trace.exemplars and all(e["source"] == "template" for e in answer.trace.exemplars)
+
+
+def test_no_caption_passing_the_filter_still_answers(red_circle) -> None:  # type: ignore[no-untyped-def]
+    engine = Engine.from_profile("tiny", img2llm={"itm_threshold": 1.0, "max_caption_rounds": 1})
+    answer = engine.ask(red_circle, "what is it?")
+    assert answer.trace.captions == [] and answer.trace.caption_stats["rejected_itm"] == 8
+    assert "Contexts:\n" in answer.trace.prompt and answer.trace.candidates == ["yes"]

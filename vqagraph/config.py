@@ -131,8 +131,8 @@ def _read_profile_file(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ProfileError(f"profile file {path} must hold a table of settings")
     base = data.pop("extends", None)
+    data.setdefault("name", path.stem)
     merged = _deep_merge(BUILTIN_PROFILES[_known(base)] if base else {}, data)
-    merged.setdefault("name", path.stem)
     for role in ("itm", "captioner", "question_generator", "llm"):
         value = merged.get(role)
         ref = value.get("id") if isinstance(value, dict) else value

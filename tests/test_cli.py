@@ -1,0 +1,55 @@
+"""`vqagraph ask` end to end in a subprocess: JSON output, and one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "vqagraph", *args], capture_output=True, text=True, env=env,
+                          timeout=300, check=False)
+
+
+def test_ask_json(red_circle_path: Path) -> None:
+    done = run("ask", str(red_circle_path), "What colour is the circle?", "--route", "img2llm", "--json")
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["route"] == "img2llm" and answer["meaningless"] is True
+    assert answer["trace"]["prompt"].endswith("Question:What colour is the circle?\nAnswer:")
+    assert answer["image_ref"].startswith("sha256:")
+
+
+def test_ask_text_says_the_answer_is_meaningless(red_circle_path: Path) -> None:
+    done = run("ask", str(red_circle_path), "what is it?")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("answer: ")
+    assert "meaningless" in done.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("ask", "/no/such.png", "what?"), "image file not found: /no/such.png"),
+    (("ask", "{image}", "   "), "the question is empty"),
+    (("ask", "{image}", "what?", "--profile", "nope"), "unknown profile 'nope'"),
+    (("ask", "{notimage}", "what?"), "not an image"),
+])
+def test_errors_are_one_line_and_exit_2(tmp_path: Path, red_circle_path: Path, args, message: str) -> None:  # type: ignore[no-untyped-def]
+    notimage = tmp_path / "notes.png"
+    notimage.write_text("hello")
+    args = tuple(a.format(image=red_circle_path, notimage=notimage) for a in args)
+    done = run(*args)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr
+    assert lines[0].startswith("vqagraph: error: ") and message in lines[0]
+
+
+def test_bad_route_is_a_usage_error(red_circle_path: Path) -> None:
+    done = run("ask", str(red_circle_path), "what?", "--route", "teleport")
+    assert done.returncode == 2 and "invalid choice" in done.stderr

@@ -83,7 +83,7 @@ def test_absent_hub_model_names_itself_and_its_role(monkeypatch) -> None:  # typ
 
 
 def test_local_directory_without_config(tmp_path: Path) -> None:
-    with pytest.raises(ModelNotAvailableError, match="has no config.json"):
+    with pytest.raises(ModelNotAvailableError, match=r"has no config\.json"):
         resolve(ModelRef(id=str(tmp_path)))
 
 

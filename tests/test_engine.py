@@ -66,12 +66,12 @@ def test_state_is_checkpointable_with_sqlite(engine, red_circle, tmp_path) -> No
 def test_stream_reports_each_node(engine, red_circle) -> None:  # type: ignore[no-untyped-def]
     ref = engine.add_image(red_circle)
     seen = []
-    for namespace, update in engine.graph.stream({"image_ref": ref, "question": "what?", "route": "img2llm"},
+    for _namespace, update in engine.graph.stream({"image_ref": ref, "question": "what?", "route": "img2llm"},
                                                  context=VQAContext(tools=engine.tools), stream_mode="updates",
                                                  subgraphs=True):
         seen.extend(update)
-    assert ["router", "region_captions", "question_generation", "img2llm_prompt", "llm_answer"] == [
-        n for n in seen if n != "img2llm"]
+    expected = ["router", "region_captions", "question_generation", "img2llm_prompt", "llm_answer"]
+    assert [n for n in seen if n != "img2llm"] == expected
 
 
 @pytest.mark.parametrize(("question", "message"), [

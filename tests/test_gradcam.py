@@ -18,7 +18,7 @@ def _reference_gradcam(model, image_embeds, input_ids, attention_mask, layer):  
     probs = out.cross_attentions[layer]  # (batch, heads, tokens, 1 + patches)
     logit = model.itm_head(out.last_hidden_state[:, 0, :])[:, 1].sum()
     (grad,) = torch.autograd.grad(logit, probs)
-    batch, heads, tokens, keys = probs.shape
+    batch, heads, _tokens, keys = probs.shape
     maps = torch.zeros(batch, keys - 1)
     for b in range(batch):
         length = int(attention_mask[b].sum())

@@ -71,7 +71,7 @@ def test_rounds_are_capped_and_rejections_counted(parts, red_circle) -> None:  #
 
 
 def test_substrings_of_kept_captions_are_rejected(parts, red_circle, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    matcher, captioner = parts
+    _matcher, captioner = parts
     monkeypatch.setattr(captioner, "caption", lambda embeds, settings, seed: [
         "a red circle on grass", "red circle", "a red circle on grass", "a blue square"][: embeds.shape[0]])
     region = make(parts, num_captions=4, max_caption_rounds=1, itm_threshold=0.0)

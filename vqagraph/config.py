@@ -30,8 +30,8 @@ class Img2LLMSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    gradcam_layer: int = Field(7, ge=0, description="text-encoder layer whose cross-attention is used (§1.1 block_num=7)")
-    gradcam_floor: float = Field(1e-6, gt=0, description="added to the normalised map so multinomial sampling never fails")
+    gradcam_layer: int = Field(7, ge=0, description="ITM text-encoder layer whose cross-attention is used (§1.1)")
+    gradcam_floor: float = Field(1e-6, gt=0, description="added to the normalised map so sampling never fails")
     num_patches: int = Field(20, ge=1, description="K' patches sampled per caption (§1.2)")
     num_captions: int = Field(100, ge=1, description="captions targeted per question (§1.2; the LAVIS demo uses 50)")
     caption_prompt: str = Field("a picture of ", description="decoder prompt, stripped from the output (§1.2)")
@@ -52,7 +52,7 @@ class Img2LLMSettings(BaseModel):
     llm_context_length: int = Field(2048, description="prompt + answer must fit; OPT's 2048 (§1.6)")
     answer_reserve_tokens: int = 20  # §1.6
     answer_max_new_tokens: int = 10  # §1.7
-    seed: int = Field(0, description="seeds patch sampling and caption sampling, so a question answers the same way twice")
+    seed: int = Field(0, description="seeds patch and caption sampling: a question answers the same way twice")
 
 
 class Limits(BaseModel):

@@ -59,7 +59,7 @@ def _bert_vocab() -> list[str]:
 
 
 def _save_bert_tokenizer(out: Path) -> dict[str, int]:
-    from transformers import BertTokenizerFast
+    from transformers import BertTokenizerFast  # type: ignore[attr-defined]
 
     vocab = _bert_vocab()
     tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True, bos_token="[DEC]")
@@ -119,7 +119,8 @@ def build_t5(out: Path, seed: int = 2) -> None:
     tokenizer.save_pretrained(out)
     torch.manual_seed(seed)
     config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2,
-                      pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+                      pad_token_id=0, eos_token_id=1)
+    config.decoder_start_token_id = 0  # T5 starts decoding from <pad>
     T5ForConditionalGeneration(config).save_pretrained(out)
 
 

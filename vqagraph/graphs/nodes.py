@@ -16,13 +16,13 @@ from vqagraph.graphs.state import VQAContext, VQAState
 from vqagraph.tools.answer_candidates import extract_candidates
 from vqagraph.tools.llm.base import GenerationParams
 from vqagraph.tools.llm.postprocess import postprocess_answer
-from vqagraph.tools.question_generator import Exemplar
 from vqagraph.tools.prompts import build_prompt, select_context_captions, select_exemplars
+from vqagraph.tools.question_generator import Exemplar
 
 Node = Callable[[VQAState, Runtime[VQAContext]], dict[str, Any]]
 
 
-def node(name: str, reads: tuple[str, ...], writes: tuple[str, ...]) -> Callable[[Node], Node]:
+def node(name: str, reads: tuple[str, ...], writes: tuple[str, ...]) -> Callable[[Node], Any]:
     """Declare a node's keys and record its wall time under `timings[name]`."""
 
     def wrap(fn: Node) -> Node:

@@ -18,7 +18,7 @@ from vqagraph.errors import ModelMismatchError
 
 def patch_grid(num_patches: int) -> tuple[int, int]:
     """BLIP's ViT sees a square image, so the patch grid is square."""
-    side = int(round(num_patches**0.5))
+    side = round(num_patches**0.5)
     if side * side != num_patches:
         raise ModelMismatchError(f"vision encoder has {num_patches} patches, which is not a square grid")
     return side, side

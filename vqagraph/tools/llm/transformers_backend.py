@@ -27,7 +27,8 @@ class TransformersLLM:
     @property
     def context_length(self) -> int:
         config = self.model.config
-        return int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 2048))
+        length = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        return int(length or 2048)
 
     @property
     def device(self) -> torch.device:

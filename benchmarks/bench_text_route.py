@@ -16,6 +16,10 @@ each comparison are run alternately, so drift on a busy machine hits both alike)
 Run from the project root:
 
     .venv/bin/python benchmarks/bench_text_route.py [--profile tiny] [--repeats 3] [--captions 16] [--seed 0]
+
+Torch runs with one thread by default here (`--threads 0` keeps torch's own default): on the 2-core machine,
+any other busy process made 2-thread kernels stall, up to 10-50x slower and with batched/per-row ratios
+that flipped from run to run, and the tiny models are no faster on two threads.
 """
 
 from __future__ import annotations
@@ -103,7 +107,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per variant (median reported)")
     parser.add_argument("--captions", type=int, default=16, help="M: captions per batch")
     parser.add_argument("--seed", type=int, default=0, help="seeds patch sampling and caption sampling")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
 
     if not os.environ.get("VQAGRAPH_CACHE"):
         os.environ["VQAGRAPH_CACHE"] = tempfile.mkdtemp(prefix="vqagraph-bench-")
@@ -167,18 +174,25 @@ def main() -> None:
           f"max |P(match) difference| between the two: {(p_once - p_each).abs().max().item():.2e}")
 
     # 3. Graph overhead: Engine.ask through LangGraph vs the same tools called directly.
+    in_call: list[float] = []  # Engine.ask's own total minus its nodes' times: overhead within one call
+
     def via_graph() -> str:
-        return engine.ask(image, question).answer
+        answer = engine.ask(image, question)
+        timings = dict(answer.trace.timings)
+        in_call.append(timings.pop("total") - sum(timings.values()))
+        return answer.answer
 
     def via_direct() -> str:
         return direct_ask(engine, image, question)
 
     via_graph(), via_direct()  # warm-up: models loaded, features cached for both
+    in_call.clear()
     direct, graph, answer_direct, answer_graph = alternate(via_direct, via_graph, args.repeats)
     table("3. Graph overhead (warm, features cached)", "direct tool calls", direct,
           "Engine.ask through the LangGraph graph", graph,
           f"overhead {1000 * (graph - direct):+.1f} ms; same answer: {answer_direct == answer_graph}"
           f" ({answer_graph!r})")
+    print(f"  within Engine.ask: total - sum(node times) = {1000 * statistics.median(in_call):.1f} ms (median)")
     print(f"\ntotal run: {time.perf_counter() - start:.1f} s")
 
 

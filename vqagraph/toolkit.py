@@ -7,6 +7,7 @@ from functools import cached_property
 
 from vqagraph import hub
 from vqagraph.config import Profile
+from vqagraph.errors import ProfileError
 from vqagraph.media import FeatureCache, ImageStore
 from vqagraph.tools.answer_candidates import Extractor, default_extractor
 from vqagraph.tools.gradcam import BlipMatcher
@@ -70,11 +71,24 @@ class Toolkit:
 
     @cached_property
     def llm(self) -> FrozenLLM:
+        """The profile's backend; the server and engine backends read the tokenizer from the local model dir."""
+        backend = self.profile.llm_backend
+        ref = self.profile.llm
+        if backend.kind == "vllm-server" or backend.url:
+            from vqagraph.tools.llm.vllm_client import VLLMClient
+
+            if not backend.url:
+                raise ProfileError("llm_backend.kind = 'vllm-server' needs llm_backend.url (see `vqagraph llm serve`)")
+            return VLLMClient(backend.url, hub.resolve(ref), model=ref.id, api_key=backend.api_key,
+                              timeout=backend.timeout, max_retries=backend.max_retries)
+        if backend.kind == "vllm-engine":
+            from vqagraph.tools.llm.vllm_engine import VLLMEngineLLM
+
+            return VLLMEngineLLM(hub.resolve(ref), max_model_len=backend.max_model_len)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from vqagraph.tools.llm.transformers_backend import TransformersLLM
 
-        ref = self.profile.llm
         model = hub.load(AutoModelForCausalLM, ref, "llm", device=self.device)
         tokenizer = hub.load(AutoTokenizer, ref, "llm")
         return TransformersLLM(model, tokenizer, name=ref.id)

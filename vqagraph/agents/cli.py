@@ -18,10 +18,16 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+def _backend_overrides(args: argparse.Namespace) -> dict[str, object]:
+    if getattr(args, "llm_url", None):
+        return {"llm_backend": {"kind": "vllm-server", "url": args.llm_url}}
+    return {}
+
+
 def _ask(args: argparse.Namespace) -> int:
     from vqagraph.engine import Engine
 
-    engine = Engine.from_profile(args.profile)
+    engine = Engine.from_profile(args.profile, **_backend_overrides(args))
     answer = engine.ask(args.image, args.question, route=args.route)
     if args.json:
         print(answer.model_dump_json(indent=2))
@@ -84,6 +90,40 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _llm_prepare(args: argparse.Namespace) -> int:
+    from vqagraph import hub
+    from vqagraph.config import load_profile
+
+    profile = load_profile(args.profile)
+    print(hub.resolve(profile.llm))
+    return 0
+
+
+def _llm_serve(args: argparse.Namespace) -> int:
+    """Start vLLM for the profile's LLM, print its URL, and keep it up until interrupted."""
+    from vqagraph import hub
+    from vqagraph.config import load_profile
+    from vqagraph.tools.llm.vllm_server import VLLMServer
+
+    profile = load_profile(args.profile)
+    backend = profile.llm_backend
+    model_dir = hub.resolve(profile.llm)
+    server = VLLMServer(model_dir, host=args.host, port=args.port, served_name=profile.llm.id,
+                        max_model_len=args.max_model_len or backend.max_model_len,
+                        extra_args=tuple(backend.serve_args) + tuple(a for a in args.vllm_args if a != "--"),
+                        work_dir=hub.cache_root() / "vllm")
+    print(f"starting vLLM for {profile.llm.id} ({model_dir}); log: {server.log_path}", flush=True)
+    print(" ".join(server.command()), flush=True)
+    with server:
+        print(f"ready: {server.url}  (use: vqagraph ask IMAGE QUESTION --llm-url {server.url})", flush=True)
+        try:
+            assert server.process is not None
+            server.process.wait()
+        except KeyboardInterrupt:
+            print("stopping", flush=True)
+    return 0
+
+
 def _profiles(_args: argparse.Namespace) -> int:
     from vqagraph.config import BUILTIN_PROFILES, DEFAULT_PROFILE
 
@@ -103,12 +143,29 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--profile", default=None, help="built-in profile name or a TOML/YAML profile file")
     ask.add_argument("--route", default="auto", choices=["auto", "img2llm"])
     ask.add_argument("--json", action="store_true", help="print the answer with its full trace as JSON")
+    ask.add_argument("--llm-url", default=None, help="answer with an already running vLLM server at this URL")
     ask.set_defaults(func=_ask)
 
     demo = sub.add_parser("demo", help="the offline demo: draw scenes, ask questions, print answers and traces")
     demo.add_argument("--profile", default=None)
     demo.add_argument("--out", default=None, help="folder for the demo images (default: a new temp folder)")
     demo.set_defaults(func=_demo)
+
+    llm = sub.add_parser("llm", help="the frozen LLM: prepare its weights, serve it with vLLM")
+    llm_sub = llm.add_subparsers(dest="llm_command", required=True)
+    prepare = llm_sub.add_parser("prepare", help="make the profile's LLM available locally; print its directory")
+    prepare.add_argument("--profile", default=None)
+    prepare.set_defaults(func=_llm_prepare)
+    serve = llm_sub.add_parser(
+        "serve", help="start a vLLM OpenAI-compatible server for the profile's LLM (prompt embeddings on)",
+        description="Extra vLLM flags go after `--`, e.g. `-- --tensor-parallel-size 2`.")
+    serve.add_argument("--profile", default=None)
+    serve.add_argument("--host", default="127.0.0.1", help="loopback by default; prompt embeddings are for trusted"
+                       " clients only")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--max-model-len", type=int, default=None)
+    serve.add_argument("vllm_args", nargs=argparse.REMAINDER, help="extra flags passed to vLLM after --")
+    serve.set_defaults(func=_llm_serve)
 
     profiles = sub.add_parser("profiles", help="list the built-in profiles")
     profiles.set_defaults(func=_profiles)

@@ -71,10 +71,21 @@ class VLLMClient:
     @property
     def context_length(self) -> int:
         if self._context_length is None:
-            models = self._request("GET", "/v1/models")["data"]
-            entry = next((m for m in models if m["id"] == self.name), models[0])
-            self._context_length = int(entry.get("max_model_len") or 2048)
+            self._discover()
+        assert self._context_length is not None
         return self._context_length
+
+    def _discover(self) -> None:
+        """Ask the server what it serves: its context length, and its model name when it serves just one."""
+        models = self._request("GET", "/v1/models")["data"]
+        entry = next((m for m in models if m["id"] == self.name), None)
+        if entry is None:
+            if len(models) != 1:
+                served = ", ".join(m["id"] for m in models)
+                raise LLMError(f"vLLM server at {self.base_url} does not serve {self.name!r} (it serves: {served})")
+            entry = models[0]
+            self.name = entry["id"]
+        self._context_length = int(entry.get("max_model_len") or 2048)
 
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer(text).input_ids)
@@ -87,6 +98,8 @@ class VLLMClient:
     def generate(self, prompts: list[str], params: GenerationParams | None = None) -> list[Generation]:
         """All prompts in one request (vLLM batches them in the engine)."""
         params = params or GenerationParams()
+        if self._context_length is None:
+            self._discover()
         body = {"model": self.name, "prompt": prompts, **self._sampling(params)}
         choices = sorted(self._request("POST", "/v1/completions", json=body)["choices"], key=lambda c: c["index"])
         return [self._generation(c) for c in choices]

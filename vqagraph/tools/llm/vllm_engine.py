@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,11 @@ from vqagraph.tools.llm.embedding_table import read_embedding_table
 
 
 class VLLMEngineLLM:
-    """A `FrozenLLM` backed by `vllm.LLM`; greedy fp32 output matches the other backends token for token."""
+    """A `FrozenLLM` backed by `vllm.LLM`; greedy fp32 output matches the other backends token for token.
+
+    vLLM starts its engine in a spawned process: scripts that create one need an `if __name__ == "__main__":`
+    guard.
+    """
 
     def __init__(self, model_dir: str | Path, *, max_model_len: int = 2048, dtype: str | None = None,
                  **engine_kwargs: Any) -> None:
@@ -25,8 +30,11 @@ class VLLMEngineLLM:
         self.model_dir = Path(model_dir)
         self.name = str(model_dir)
         on_cpu = not torch.cuda.is_available()
+        if on_cpu:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vLLM's default does not fit small machines
+        chosen: Any = dtype or ("float32" if on_cpu else "auto")
         self._llm = LLM(model=str(model_dir), enable_prompt_embeds=True, max_model_len=max_model_len,
-                        dtype=dtype or ("float32" if on_cpu else "auto"), enforce_eager=on_cpu, **engine_kwargs)
+                        dtype=chosen, enforce_eager=on_cpu, **engine_kwargs)
         self._tokenizer = self._llm.get_tokenizer()
         self._max_model_len = max_model_len
         self._table: torch.Tensor | None = None
@@ -71,7 +79,8 @@ class VLLMEngineLLM:
         for output in outputs:
             completion = output.outputs[0]
             ids = list(completion.token_ids)
-            logprobs = [float(step[token].logprob) for step, token in zip(completion.logprobs or [], ids, strict=False)]
+            steps: list[Any] = list(completion.logprobs or [])
+            logprobs = [float(step[token].logprob) for step, token in zip(steps, ids, strict=False) if step]
             if ids and ids[-1] in self._eos:
                 ids, logprobs = ids[:-1], logprobs[: len(ids) - 1]
             text = self._tokenizer.decode(ids, skip_special_tokens=True)

@@ -7,9 +7,11 @@ with prompt embeddings on, and on CPU with a KV cache that fits a small machine.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -59,6 +61,7 @@ class VLLMServer:
         self.startup_timeout = startup_timeout
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._tmp: str | None = None
 
     @property
     def url(self) -> str:
@@ -88,17 +91,23 @@ class VLLMServer:
             "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "1"),
             "VLLM_CACHE_ROOT": str(cache / "vllm"),
             "HF_HOME": env.get("HF_HOME", str(cache / "hf")),
-            "TMPDIR": str(cache / "tmp"),
+            # vLLM puts IPC sockets under TMPDIR, and a socket path must stay under 108 bytes: keep it short.
+            "TMPDIR": self._tmp_dir(),
         })
         if self.on_cpu:
             env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.cpu_kv_cache_gib))
             env.pop("OMP_NUM_THREADS", None)  # keep vLLM's own thread binding
         return env
 
+    def _tmp_dir(self) -> str:
+        if self._tmp is None:
+            self._tmp = tempfile.mkdtemp(prefix="vqv-")
+        return self._tmp
+
     def start(self) -> VLLMServer:
         if not (self.model_dir / "config.json").exists():
             raise LLMError(f"cannot serve {self.model_dir}: no config.json there")
-        (self.work_dir / "cache" / "tmp").mkdir(parents=True, exist_ok=True)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
                                         env=self.environment(), start_new_session=True)
@@ -138,6 +147,9 @@ class VLLMServer:
         if self._log is not None:
             self._log.close()
             self._log = None
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
 
     def __enter__(self) -> VLLMServer:
         return self.start()

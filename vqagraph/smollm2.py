@@ -55,8 +55,12 @@ def convert(gguf: Path, out: Path) -> None:
     """Dequantise the GGUF and save a plain `LlamaForCausalLM` (a GGUF-loaded model refuses save_pretrained)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except ImportError as exc:
+        hint = "pip install gguf accelerate"
+        raise ModelNotAvailableError(f"cannot convert SmolLM2 from {gguf}: {exc} ({hint})") from exc
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # the weights are dequantised; vLLM would look for a GGUF loader

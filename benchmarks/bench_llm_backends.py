@@ -1,14 +1,17 @@
 """LLM backends side by side: the same N Img2LLM prompts through transformers and through a vLLM server.
 
-Four variants, measured in one run (median wall seconds over --repeats; the variants are run in turn within
-each repeat, so drift on a busy machine hits all alike; each is warmed up once first):
+Four variants, measured in one run (median wall seconds over --repeats; each is warmed up once first):
 
 1. transformers in-process, sequential: one `TransformersLLM.generate([p])` per prompt
 2. transformers in-process, batched: one `generate(all prompts)` (left padding)
 3. vLLM server, one request with all prompts (`VLLMClient.generate`)
 4. vLLM server, N concurrent single-prompt requests (N threads, each `client.generate([p])`)
 
-Greedy, max_new_tokens 10 by default. The server's start-up is timed and printed but kept out of the table.
+Greedy, max_new_tokens 10 by default. The transformers variants are timed first, before the server starts,
+then the vLLM ones; within each phase the two variants alternate, so drift hits both alike. The server's
+start-up is timed and printed but kept out of the table. The CPU time other processes used while timing is
+printed too: on the 2-core machine, other busy processes made 2-thread torch kernels stall (one run's
+sequential repeats ranged 21-160 s), so read the table only when that figure is near zero.
 Token ids of variant 2 are compared with those of variants 3 and 4, prompt by prompt.
 
 Run from the project root (VQAGRAPH_CACHE defaults to /tmp/vqagraph-bench-cache, so conversions are reused):
@@ -57,7 +60,7 @@ QUESTIONS = [
 
 
 def make_prompts(n: int) -> list[str]:
-    """Prompts of varying length: from 1 caption and no exemplar up to 16 captions and 14 exemplars."""
+    """Prompts of varying length: from 2 captions and 1 exemplar up to 16 captions and 14 exemplars."""
     from vqagraph.tools.prompts import render_prompt
     from vqagraph.tools.question_generator import Exemplar
 
@@ -65,18 +68,34 @@ def make_prompts(n: int) -> list[str]:
     prompts = []
     for i in range(n):
         frac = i / max(n - 1, 1)
-        n_caps = 1 + round(frac * (len(CAPTIONS) - 1))
-        n_ex = round(frac * len(exemplars))
+        n_caps = 2 + round(frac * (len(CAPTIONS) - 2))
+        n_ex = 1 + round(frac * (len(exemplars) - 1))
         caps = CAPTIONS[i % 3 :] + CAPTIONS[: i % 3]  # rotate so prompts of similar length still differ
         prompts.append(render_prompt(QUESTIONS[i % len(QUESTIONS)], caps[:n_caps], exemplars[:n_ex]))
     return prompts
 
 
-def timed(fn: Callable[[], list], repeats: int, times: list[float]) -> list:
-    start = time.perf_counter()
-    out = fn()
-    times.append(time.perf_counter() - start)
-    return out
+def measure(variants: dict[str, Callable[[], list]], repeats: int, times: dict, results: dict) -> tuple:
+    """Run the variants in turn, `repeats` times; return (wall seconds, CPU seconds used by other processes)."""
+    for fn in variants.values():
+        fn()  # warm-up: first calls pay for lazy initialisation
+    before, start = other_cpu_seconds(), time.perf_counter()
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            t0 = time.perf_counter()
+            results[name] = fn()
+            times.setdefault(name, []).append(time.perf_counter() - t0)
+    return time.perf_counter() - start, other_cpu_seconds() - before
+
+
+def other_cpu_seconds() -> float:
+    """CPU seconds the whole machine has used so far, less this process's and its children's (the server)."""
+    import psutil
+
+    total = psutil.cpu_times()
+    busy = sum(getattr(total, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq", "steal"))
+    ours = [psutil.Process(), *psutil.Process().children(recursive=True)]
+    return busy - sum(p.cpu_times().user + p.cpu_times().system for p in ours)
 
 
 def main() -> None:
@@ -119,6 +138,13 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads, "
           f"transformers {transformers.__version__}, load average {os.getloadavg()[0]:.2f} before")
 
+    times: dict[str, list[float]] = {}
+    results: dict[str, list] = {}
+    elapsed, other = measure({
+        "transformers sequential": lambda: [hf.generate([p], params)[0] for p in prompts],
+        "transformers batched": lambda: hf.generate(prompts, params),
+    }, args.repeats, times, results)
+
     start = time.perf_counter()
     with VLLMServer(model_dir, max_model_len=min(2048, max_len), served_name=args.model,
                     work_dir=Path(os.environ["VQAGRAPH_CACHE"]) / "vllm-bench") as server:
@@ -132,21 +158,12 @@ def main() -> None:
             with ThreadPoolExecutor(max_workers=len(prompts)) as pool:
                 return [g for gens in pool.map(lambda p: client.generate([p], params), prompts) for g in gens]
 
-        variants: dict[str, Callable[[], list]] = {
-            "transformers sequential": lambda: [hf.generate([p], params)[0] for p in prompts],
-            "transformers batched": lambda: hf.generate(prompts, params),
+        elapsed_v, other_v = measure({
             "vLLM one request": lambda: client.generate(prompts, params),
             "vLLM concurrent": concurrent,
-        }
-        for fn in (lambda: hf.generate(prompts[:2], params), lambda: client.generate(prompts[:2], params)):
-            fn()  # warm-up: first calls pay for lazy initialisation
-        times: dict[str, list[float]] = {name: [] for name in variants}
-        results: dict[str, list] = {}
-        for _ in range(args.repeats):
-            for name, fn in variants.items():
-                results[name] = timed(fn, args.repeats, times[name])
+        }, args.repeats, times, results)
         client.close()
-    load_after = os.getloadavg()[0]
+    elapsed, busy = elapsed + elapsed_v, (other + other_v) / (elapsed + elapsed_v)
 
     base = statistics.median(times["transformers sequential"])
     print(f"{'variant':<26}{'median s':>10}{'min-max s':>16}{'tokens':>8}{'tok/s':>8}{'speed-up':>10}")
@@ -162,11 +179,11 @@ def main() -> None:
         print(f"greedy token ids, transformers batched vs {name}: {sum(same)}/{len(same)} prompts agree")
         for i in [i for i, ok in enumerate(same) if not ok][:3]:
             print(f"  prompt {i} ({lengths[i]} tokens): {reference[i].token_ids} vs {results[name][i].token_ids}")
-    print(f"\nload average {load_after:.2f} after ({os.cpu_count()} CPUs)")
     spread = max(max(ts) / min(ts) for ts in times.values())
-    if load_after > 1.5 or spread > 1.5:
-        print(f"WARNING: numbers may be contaminated by other processes (load {load_after:.2f}, "
-              f"slowest/fastest repeat up to {spread:.1f}x)")
+    print(f"\nother processes used {busy:.2f} of {os.cpu_count()} CPUs on average while timing ({elapsed:.0f} s); "
+          f"slowest/fastest repeat of a variant up to {spread:.2f}x")
+    if busy > 0.25 or spread > 1.5:
+        print("WARNING: the numbers are likely contaminated by other processes on this machine; rerun when idle")
     print("Note: on CPU, vLLM's advantage comes from continuous batching (and its scheduler keeping all prompts "
           "in one step), not from faster kernels: per-token compute is the same fp32 matmuls as transformers.")
 

@@ -7,6 +7,7 @@ from vqagraph.errors import (
     ImageError,
     ImageTooLargeError,
     LLMError,
+    MarkError,
     ModelMismatchError,
     ModelNotAvailableError,
     ProfileError,
@@ -15,6 +16,7 @@ from vqagraph.errors import (
 )
 from vqagraph.graphs import build_graph
 from vqagraph.media import ImageRef, image_ref, load_image
+from vqagraph.tools.visual_prompt import Mark, render_marks
 
 __all__ = [
     "Answer",
@@ -24,6 +26,8 @@ __all__ = [
     "ImageTooLargeError",
     "Img2LLMSettings",
     "LLMError",
+    "Mark",
+    "MarkError",
     "ModelMismatchError",
     "ModelNotAvailableError",
     "ModelRef",
@@ -36,4 +40,5 @@ __all__ = [
     "image_ref",
     "load_image",
     "load_profile",
+    "render_marks",
 ]

@@ -20,8 +20,13 @@ class Trace(BaseModel):
     token_logprobs: list[float] = Field(default_factory=list)
     gradcam: list[float] = Field(default_factory=list)
     grid: list[int] = Field(default_factory=list)
+    patch_ids: list[list[int]] = Field(default_factory=list, description="patches behind each kept caption")
     image_encoded: bool = Field(True, description="False when the vision features came from the cache")
     timings: dict[str, float] = Field(default_factory=dict, description="seconds per node")
+    original_question: str = Field("", description="the question as asked, before a mark's phrase replaced 'this'")
+    mark_phrases: list[str] = Field(default_factory=list)
+    mark_notes: list[str] = Field(default_factory=list, description="e.g. a mark clipped to the image")
+    seen_image_ref: str = Field("", description="the image the routes saw (with its marks drawn)")
 
 
 class Answer(BaseModel):

@@ -52,6 +52,7 @@ class Img2LLMSettings(BaseModel):
     llm_context_length: int = Field(2048, description="prompt + answer must fit; OPT's 2048 (§1.6)")
     answer_reserve_tokens: int = 20  # §1.6
     answer_max_new_tokens: int = 10  # §1.7
+    restrict_to_mark: bool = Field(True, description="with one mark, sample GradCAM patches inside it only")
     seed: int = Field(0, description="seeds patch and caption sampling: a question answers the same way twice")
 
 

@@ -3,16 +3,38 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image
 
 from vqagraph.answer import Answer, Trace
 from vqagraph.config import Profile, load_profile
-from vqagraph.errors import QuestionError
+from vqagraph.errors import MarkError, QuestionError
 from vqagraph.graphs.state import VQAContext
 from vqagraph.graphs.vqa import ROUTES, build_graph
 from vqagraph.media import ImageInput, load_image
 from vqagraph.toolkit import Toolkit
+
+if TYPE_CHECKING:
+    from vqagraph.tools.visual_prompt import Mark
+
+
+def validate_marks(marks: Sequence[Mark | dict[str, Any]]) -> list[Mark]:
+    from pydantic import ValidationError
+
+    from vqagraph.tools.visual_prompt import Mark
+
+    checked = []
+    for index, mark in enumerate(marks):
+        try:
+            checked.append(mark if isinstance(mark, Mark) else Mark.model_validate(mark))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "mark"
+            raise MarkError(f"mark {index}: {where}: {first['msg']}") from exc
+    return checked
 
 
 def validate_question(question: str, max_chars: int) -> str:
@@ -41,15 +63,32 @@ class Engine:
         """Take an image in (validated) and return its content reference."""
         return self.tools.images.add(load_image(image, max_pixels=self.profile.limits.max_image_pixels))
 
-    def ask(self, image: ImageInput, question: str, route: str = "auto") -> Answer:
+    def render(self, image: ImageInput, marks: Sequence[Mark | dict[str, Any]]) -> Image.Image:
+        """The image exactly as the routes will see it with these marks drawn on it."""
+        from vqagraph.tools.visual_prompt import render_marks
+
+        picture = load_image(image, max_pixels=self.profile.limits.max_image_pixels)
+        drawn, _ = render_marks(picture, validate_marks(marks), seed=self.profile.img2llm.seed)
+        return drawn
+
+    def ask(
+        self,
+        image: ImageInput,
+        question: str,
+        route: str = "auto",
+        marks: Sequence[Mark | dict[str, Any]] | None = None,
+    ) -> Answer:
+        """Answer `question` about `image`; `marks` (visual prompts) are drawn on it first."""
         question = validate_question(question, self.profile.limits.max_question_chars)
         if route not in ROUTES:
             raise QuestionError(f"unknown route {route!r}; choose one of {', '.join(ROUTES)}")
+        checked = validate_marks(marks or [])
         start = time.perf_counter()
         ref = self.add_image(image)
         intake = time.perf_counter() - start
         state = self.graph.invoke(
-            {"image_ref": ref, "question": question, "route": route},
+            {"image_ref": ref, "question": question, "route": route,
+             "marks": [m.model_dump(mode="json") for m in checked]},
             context=VQAContext(tools=self.tools),
         )
         timings = {"intake": round(intake, 4), **state.get("timings", {})}
@@ -69,12 +108,17 @@ class Engine:
             token_logprobs=state.get("token_logprobs", []),
             gradcam=state.get("gradcam", []),
             grid=state.get("grid", []),
+            patch_ids=state.get("patch_ids", []),
             image_encoded=state.get("image_encoded", True),
             timings=timings,
+            original_question=state.get("original_question", question),
+            mark_phrases=state.get("mark_phrases", []),
+            mark_notes=state.get("mark_notes", []),
+            seen_image_ref=state["image_ref"],
         )
         return Answer(
             answer=state.get("answer", ""),
-            question=question,
+            question=state["question"],
             image_ref=ref,
             route=trace.route,
             meaningless=self.profile.meaningless,

@@ -24,16 +24,40 @@ def _backend_overrides(args: argparse.Namespace) -> dict[str, object]:
     return {}
 
 
+def _marks(engine: object, image: str, specs: list[str]) -> list[object]:
+    """Parse `--mark` specs against the image's size (fractions are fractions of it)."""
+    if not specs:
+        return []
+    from vqagraph.media import load_image
+    from vqagraph.tools.visual_prompt import parse_mark
+
+    size = load_image(image, max_pixels=engine.profile.limits.max_image_pixels).size  # type: ignore[attr-defined]
+    return [parse_mark(spec, size) for spec in specs]
+
+
 def _ask(args: argparse.Namespace) -> int:
     from vqagraph.engine import Engine
 
     engine = Engine.from_profile(args.profile, **_backend_overrides(args))
-    answer = engine.ask(args.image, args.question, route=args.route)
+    marks = _marks(engine, args.image, args.mark)
+    answer = engine.ask(args.image, args.question, route=args.route, marks=marks)  # type: ignore[arg-type]
+    if args.explain:
+        from vqagraph.tools.explain_picture import explain_picture
+
+        trace = answer.trace
+        picture = explain_picture(engine.tools.images.get(trace.seen_image_ref), trace.gradcam, trace.grid,
+                                  trace.patch_ids, trace.captions, answer.question, answer.answer,
+                                  notes=trace.mark_notes)
+        picture.save(args.explain)
     if args.json:
         print(answer.model_dump_json(indent=2))
         return 0
     print(f"answer: {answer.answer}")
     print(f"route:  {answer.route} ({answer.trace.route_reason})")
+    if answer.question != answer.trace.original_question:
+        print(f"asked:  {answer.question}")
+    for note in answer.trace.mark_notes:
+        print(f"mark:   {note}")
     stats = answer.trace.caption_stats
     if stats:
         print(f"captions: {stats.get('kept', 0)} kept of {stats.get('generated', 0)} generated "
@@ -87,6 +111,16 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"\nnote: profile {engine.profile.name!r} uses untrained placeholder models built from configs;"
               " its captions and answers are noise. They show the pipeline runs, not that it sees.")
     print(f"done in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    from vqagraph.config import load_profile
+    from vqagraph.engine import Engine
+
+    engine = Engine(load_profile(args.profile))
+    engine.render(args.image, _marks(engine, args.image, args.mark)).save(args.out)  # type: ignore[arg-type]
+    print(args.out)
     return 0
 
 
@@ -144,6 +178,17 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--route", default="auto", choices=["auto", "img2llm"])
     ask.add_argument("--json", action="store_true", help="print the answer with its full trace as JSON")
     ask.add_argument("--llm-url", default=None, help="answer with an already running vLLM server at this URL")
+    ask.add_argument("--mark", action="append", default=[], metavar="SHAPE:COORDS[:COLOUR]",
+                     help="draw a visual prompt, e.g. rectangle:10,20,120,90:red or point:0.5,0.5 (repeatable)")
+    ask.add_argument("--explain", default=None, metavar="OUT.png",
+                     help="write a picture: marked image, GradCAM heat map, sampled patches, captions, answer")
+
+    render = sub.add_parser("render", help="draw marks on an image: what the model will see")
+    render.add_argument("image")
+    render.add_argument("--mark", action="append", default=[], metavar="SHAPE:COORDS[:COLOUR]", required=True)
+    render.add_argument("-o", "--out", required=True, help="output PNG")
+    render.add_argument("--profile", default=None)
+    render.set_defaults(func=_render)
     ask.set_defaults(func=_ask)
 
     demo = sub.add_parser("demo", help="the offline demo: draw scenes, ask questions, print answers and traces")

@@ -41,12 +41,43 @@ def node(name: str, reads: tuple[str, ...], writes: tuple[str, ...]) -> Callable
     return wrap
 
 
-@node("region_captions", reads=("image_ref", "question"),
-      writes=("captions", "caption_scores", "caption_stats", "gradcam", "grid", "image_encoded"))
+@node("render_marks", reads=("image_ref", "question", "marks"),
+      writes=("image_ref", "original_image_ref", "question", "original_question", "mark_phrases", "mark_boxes",
+              "mark_notes"))
+def render_marks(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
+    """Draw the marks; the routes then see the marked image, and "this"/"here" become the mark's phrase."""
+    from vqagraph.tools.referring import refer_to_mark
+    from vqagraph.tools.visual_prompt import Mark
+    from vqagraph.tools.visual_prompt import render_marks as draw
+
+    tools = runtime.context.tools
+    marks = [Mark.model_validate(m) for m in state.get("marks") or []]
+    if not marks:
+        return {}
+    image = tools.images.get(state["image_ref"])
+    drawn, rendered = draw(image, marks, seed=tools.profile.img2llm.seed)
+    phrases = [r.phrase for r in rendered]
+    question, _changed = refer_to_mark(state["question"], phrases)
+    return {
+        "image_ref": tools.images.add(drawn),
+        "original_image_ref": state["image_ref"],
+        "question": question,
+        "original_question": state["question"],
+        "mark_phrases": phrases,
+        "mark_boxes": [list(r.box) for r in rendered],
+        "mark_notes": [r.note for r in rendered if r.note],
+    }
+
+
+@node("region_captions", reads=("image_ref", "question", "mark_boxes"),
+      writes=("captions", "caption_scores", "caption_stats", "gradcam", "grid", "patch_ids", "image_encoded"))
 def region_captions(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
     tools = runtime.context.tools
     image = tools.images.get(state["image_ref"])
-    result = tools.region_captioner(state["image_ref"], image, state["question"])
+    boxes = state.get("mark_boxes") or []
+    # With one mark, sample patches inside it so the captions describe what the user pointed at.
+    region = tuple(boxes[0]) if len(boxes) == 1 and tools.profile.img2llm.restrict_to_mark else None
+    result = tools.region_captioner(state["image_ref"], image, state["question"], region=region)  # type: ignore[arg-type]
     return {
         "captions": result.captions,
         "caption_scores": result.scores,
@@ -59,6 +90,7 @@ def region_captions(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, 
         },
         "gradcam": result.gradcam,
         "grid": list(result.grid),
+        "patch_ids": result.patch_ids,
         "image_encoded": result.image_encoded,
     }
 

@@ -18,6 +18,13 @@ class VQAState(TypedDict, total=False):
     image_ref: str  # `sha256:...` of the image in the toolkit's image store
     question: str
     route: str  # requested: auto | img2llm
+    marks: list[dict[str, Any]]  # visual prompts (Mark.model_dump), drawn onto the image by `render_marks`
+    # visual prompts
+    original_image_ref: str  # the image before marks were drawn
+    original_question: str
+    mark_phrases: list[str]
+    mark_boxes: list[list[int]]
+    mark_notes: list[str]
     # router
     chosen_route: str
     route_reason: str
@@ -27,6 +34,7 @@ class VQAState(TypedDict, total=False):
     caption_stats: dict[str, int]
     gradcam: list[float]
     grid: list[int]
+    patch_ids: list[list[int]]  # the patches each kept caption was written from
     image_encoded: bool
     candidates: list[str]
     answer_captions: dict[str, list[int]]

@@ -7,6 +7,7 @@ from typing import Any
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
+from vqagraph.graphs import nodes
 from vqagraph.graphs.state import VQAContext, VQAState
 from vqagraph.graphs.text_route import build_text_route
 
@@ -23,9 +24,11 @@ def route_question(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, A
 
 def build_graph(checkpointer: Any = None) -> Any:
     graph = StateGraph(VQAState, context_schema=VQAContext)
+    graph.add_node("render_marks", nodes.render_marks)
     graph.add_node("router", route_question)
     graph.add_node("img2llm", build_text_route())
-    graph.add_edge(START, "router")
+    graph.add_edge(START, "render_marks")
+    graph.add_edge("render_marks", "router")
     graph.add_conditional_edges("router", lambda s: s["chosen_route"], {"img2llm": "img2llm"})
     graph.add_edge("img2llm", END)
     return graph.compile(checkpointer=checkpointer, name="vqa")

@@ -83,6 +83,32 @@ class BlipCaptioner:
         return [_strip_prompt(t, prefix) for t in texts]
 
 
+def region_patches(
+    grid: tuple[int, int], size: tuple[int, int], box: tuple[int, int, int, int]
+) -> torch.Tensor:
+    """Boolean `(rows * cols,)`: the patches whose cells overlap a pixel box (BLIP resizes the whole image to
+    its square input, so a patch cell covers `W / cols` by `H / rows` original pixels)."""
+    rows, cols = grid
+    width, height = size
+    x0, y0, x1, y1 = box
+    c0, c1 = int(x0 * cols // width), int(min(cols - 1, (x1 - 1) * cols // width))
+    r0, r1 = int(y0 * rows // height), int(min(rows - 1, (y1 - 1) * rows // height))
+    inside = torch.zeros(rows, cols, dtype=torch.bool)
+    inside[max(r0, 0) : r1 + 1, max(c0, 0) : c1 + 1] = True
+    return inside.flatten()
+
+
+def restrict_to_region(
+    probs: torch.Tensor, grid: tuple[int, int], size: tuple[int, int], box: tuple[int, int, int, int]
+) -> torch.Tensor:
+    """Zero the distribution outside the region and renormalise; unchanged when no patch falls inside."""
+    inside = region_patches(grid, size, box).to(probs.device)
+    if not inside.any():
+        return probs
+    kept = torch.where(inside, probs, torch.zeros_like(probs))
+    return kept / kept.sum()
+
+
 def _strip_prompt(text: str, prefix: str) -> str:
     text = text.strip()
     if text.lower().startswith(prefix):
@@ -116,9 +142,14 @@ class RegionCaptioner:
         cam = self.matcher.gradcam(itm_embeds, question, self.settings.gradcam_layer)
         return normalise_gradcam(cam[None], self.settings.gradcam_floor)[0], itm_embeds, fresh
 
-    def __call__(self, ref: str, image: Image.Image, question: str) -> RegionCaptions:
+    def __call__(
+        self, ref: str, image: Image.Image, question: str, region: tuple[int, int, int, int] | None = None
+    ) -> RegionCaptions:
+        """Captions for `question`; with `region` (a pixel box), patches are sampled inside it only."""
         s = self.settings
         probs, itm_embeds, itm_fresh = self.gradcam(ref, image, question)
+        if region is not None:
+            probs = restrict_to_region(probs, patch_grid(probs.shape[0]), image.size, region)
         cap_embeds, cap_fresh = self._features("caption", self.captioner, ref, image)
         if cap_embeds.shape[1] != itm_embeds.shape[1]:
             raise ModelMismatchError(
@@ -126,7 +157,7 @@ class RegionCaptioner:
                 " their vision encoders must share image and patch size"
             )
         num_patches = probs.shape[0]
-        k = min(s.num_patches, num_patches)
+        k = min(s.num_patches, num_patches, int((probs > 0).sum()))
         generator = torch.Generator().manual_seed(s.seed)
         kept: list[str] = []
         scores: list[float] = []

@@ -1,0 +1,78 @@
+"""One picture that explains an answer at a glance: the marked image, the GradCAM heat map with the sampled
+patches, and the kept captions with the answer beside them."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+PANEL = 336  # ViP-LLaVA's reference size (REFERENCE.md §4)
+
+
+def _heat(values: np.ndarray) -> np.ndarray:
+    """A small blue→yellow→red colour map, so no plotting library is needed."""
+    v = np.clip(values, 0.0, 1.0)[..., None]
+    cold, mid, hot = np.array([30, 60, 200]), np.array([250, 220, 40]), np.array([220, 30, 30])
+    low = cold + (mid - cold) * np.clip(v * 2, 0, 1)
+    return np.where(v < 0.5, low, mid + (hot - mid) * np.clip(v * 2 - 1, 0, 1)).astype(np.uint8)
+
+
+def _fit(image: Image.Image) -> Image.Image:
+    scale = PANEL / max(image.size)
+    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+
+
+def explain_picture(
+    image: Image.Image,
+    gradcam: Sequence[float],
+    grid: Sequence[int],
+    patch_ids: Sequence[Sequence[int]],
+    captions: Sequence[str],
+    question: str,
+    answer: str,
+    notes: Sequence[str] = (),
+) -> Image.Image:
+    """Three panels side by side: marked image | heat map + sampled patches | question, captions, answer."""
+    shown = _fit(image.convert("RGB"))
+    rows, cols = (int(grid[0]), int(grid[1])) if len(grid) == 2 else (1, 1)
+    heat_panel = shown.copy()
+    if gradcam and rows * cols == len(gradcam):
+        cam = np.asarray(gradcam, dtype=np.float64).reshape(rows, cols)
+        cam = (cam - cam.min()) / (cam.max() - cam.min() or 1.0)
+        heat = Image.fromarray(_heat(cam)).resize(shown.size, Image.Resampling.NEAREST)
+        heat_panel = Image.blend(shown, heat, 0.55)
+        draw = ImageDraw.Draw(heat_panel)
+        cell_w, cell_h = shown.width / cols, shown.height / rows
+        counts = np.zeros(rows * cols, dtype=int)
+        for ids in patch_ids:
+            for i in ids:
+                if 0 <= i < counts.size:
+                    counts[i] += 1
+        for i in np.flatnonzero(counts):
+            r, c = divmod(int(i), cols)
+            draw.rectangle((c * cell_w, r * cell_h, (c + 1) * cell_w - 1, (r + 1) * cell_h - 1),
+                           outline=(255, 255, 255), width=1)
+    font = ImageFont.load_default()
+    text_w = 420
+    lines = [f"Q: {question}", f"A: {answer}", "", f"kept captions ({len(captions)}):"]
+    for caption in list(captions)[:14]:
+        lines += textwrap.wrap(f"- {caption}", 64) or ["-"]
+    if len(captions) > 14:
+        lines.append(f"... and {len(captions) - 14} more")
+    for note in notes:
+        lines += ["", *textwrap.wrap(f"note: {note}", 64)]
+    height = max(PANEL, 14 * len(lines) + 40)
+    canvas = Image.new("RGB", (2 * PANEL + text_w + 40, height + 24), (255, 255, 255))
+    canvas.paste(shown, (10, 24))
+    canvas.paste(heat_panel, (PANEL + 20, 24))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((10, 6), "image as the model saw it", fill=(0, 0, 0), font=font)
+    draw.text((PANEL + 20, 6), "GradCAM heat map, sampled patches outlined", fill=(0, 0, 0), font=font)
+    y = 24
+    for line in lines:
+        draw.text((2 * PANEL + 30, y), line, fill=(0, 0, 0), font=font)
+        y += 14
+    return canvas

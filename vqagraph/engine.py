@@ -22,18 +22,15 @@ if TYPE_CHECKING:
 
 
 def validate_marks(marks: Sequence[Mark | dict[str, Any]]) -> list[Mark]:
-    from pydantic import ValidationError
-
+    """Marks as `Mark`s; a malformed one is a MarkError that names its index."""
     from vqagraph.tools.visual_prompt import Mark
 
     checked = []
     for index, mark in enumerate(marks):
         try:
-            checked.append(mark if isinstance(mark, Mark) else Mark.model_validate(mark))
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "mark"
-            raise MarkError(f"mark {index}: {where}: {first['msg']}") from exc
+            checked.append(mark if isinstance(mark, Mark) else Mark.create(**mark))
+        except MarkError as exc:
+            raise MarkError(f"mark {index}{str(exc).removeprefix('mark')}") from exc
     return checked
 
 

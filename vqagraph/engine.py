@@ -11,7 +11,8 @@ from PIL import Image
 
 from vqagraph.answer import Answer, Trace
 from vqagraph.config import Profile, load_profile
-from vqagraph.errors import MarkError, QuestionError
+from vqagraph.errors import MarkError, ProfileError, QuestionError
+from vqagraph.graphs.router import POLICIES
 from vqagraph.graphs.state import VQAContext
 from vqagraph.graphs.vqa import ROUTES, build_graph
 from vqagraph.media import ImageInput, load_image
@@ -68,23 +69,35 @@ class Engine:
         drawn, _ = render_marks(picture, validate_marks(marks), seed=self.profile.img2llm.seed)
         return drawn
 
+    def check_route(self, route: str, router: str | None = None) -> None:
+        """Reject an unknown route or policy, or a bridge without a Q-Former, before anything runs."""
+        if route not in ROUTES:
+            raise QuestionError(f"unknown route {route!r}; choose one of {', '.join(ROUTES)}")
+        if router is not None and router not in POLICIES:
+            raise QuestionError(f"unknown router policy {router!r}; choose one of {', '.join(POLICIES)}")
+        if route in ("bridge", "both") and self.profile.qformer is None:
+            raise ProfileError(f"route {route!r} needs the embedding route, but profile {self.profile.name!r} has "
+                               "no `qformer` checkpoint (BLIP-2 or InstructBLIP)")
+
     def ask(
         self,
         image: ImageInput,
         question: str,
         route: str = "auto",
         marks: Sequence[Mark | dict[str, Any]] | None = None,
+        router: str | None = None,
     ) -> Answer:
-        """Answer `question` about `image`; `marks` (visual prompts) are drawn on it first."""
+        """Answer `question` about `image`; `marks` (visual prompts) are drawn on it first.
+
+        `route`: auto (the router's `policy` decides; `router` overrides the profile's), img2llm, bridge, both."""
         question = validate_question(question, self.profile.limits.max_question_chars)
-        if route not in ROUTES:
-            raise QuestionError(f"unknown route {route!r}; choose one of {', '.join(ROUTES)}")
+        self.check_route(route, router)
         checked = validate_marks(marks or [])
         start = time.perf_counter()
         ref = self.add_image(image)
         intake = time.perf_counter() - start
         state = self.graph.invoke(
-            {"image_ref": ref, "question": question, "route": route,
+            {"image_ref": ref, "question": question, "route": route, "router_policy": router or "",
              "marks": [m.model_dump(mode="json") for m in checked]},
             context=VQAContext(tools=self.tools),
         )
@@ -92,8 +105,11 @@ class Engine:
         timings["total"] = round(time.perf_counter() - start, 4)
         trace = Trace(
             profile=self.profile.name,
-            route=state["chosen_route"],
+            route=state["answered_by"],
             route_reason=state["route_reason"],
+            requested_route=route,
+            router_policy=(router or self.profile.router.policy) if route == "auto" else "",
+            route_answers=state.get("route_answers", {}),
             captions=state.get("captions", []),
             caption_scores=state.get("caption_scores", []),
             caption_stats=state.get("caption_stats", {}),
@@ -112,6 +128,11 @@ class Engine:
             mark_phrases=state.get("mark_phrases", []),
             mark_notes=state.get("mark_notes", []),
             seen_image_ref=state["image_ref"],
+            query_tokens=state.get("query_tokens", 0),
+            bridge_prompt=state.get("bridge_prompt", ""),
+            bridge_prompt_tokens=state.get("bridge_prompt_tokens", 0),
+            bridge_conditioned=state.get("bridge_conditioned", False),
+            bridge_image_encoded=state.get("bridge_image_encoded", True),
         )
         return Answer(
             answer=state.get("answer", ""),

@@ -149,6 +149,21 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
 }
 
 
+def _blip2_family(name: str) -> Callable[[Path], None]:
+    """Defer to `tiny_blip2` (which imports this module's tokenizer helpers) until the model is built."""
+
+    def build(out: Path) -> None:
+        from vqagraph.tiny_blip2 import BUILDERS as BLIP2_BUILDERS
+
+        BLIP2_BUILDERS[name](out)
+
+    return build
+
+
+BUILDERS.update({name: _blip2_family(name) for name in
+                 ("tiny-blip2", "tiny-instructblip", "tiny-blip2-opt", "tiny-instructblip-opt", "tiny-qformer-576")})
+
+
 def ensure_builtin(name: str, root: Path) -> Path:
     """Build `name` into `root/name` once (atomically, so concurrent processes never see half a model)."""
     if name not in BUILDERS:

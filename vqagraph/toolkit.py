@@ -12,6 +12,7 @@ from vqagraph.media import FeatureCache, ImageStore
 from vqagraph.tools.answer_candidates import Extractor, default_extractor
 from vqagraph.tools.gradcam import BlipMatcher
 from vqagraph.tools.llm.base import FrozenLLM
+from vqagraph.tools.qformer import QFormerBridge, QFormerEncoder
 from vqagraph.tools.question_generator import QuestionGenerator
 from vqagraph.tools.region_captioner import BlipCaptioner, RegionCaptioner
 
@@ -64,6 +65,22 @@ class Toolkit:
         model = hub.load(AutoModelForSeq2SeqLM, ref, "question_generator", device=self.device)
         tokenizer = hub.load(AutoTokenizer, ref, "question_generator")
         return QuestionGenerator(model, tokenizer, num_beams=settings.qg_num_beams, max_length=settings.qg_max_length)
+
+    @cached_property
+    def qformer(self) -> QFormerEncoder:
+        """The embedding route's encoder: only the Q-Former parts of the checkpoint are loaded."""
+        from transformers import AutoTokenizer, BlipImageProcessorPil
+
+        ref = self.profile.qformer
+        if ref is None:
+            raise ProfileError(f"profile {self.profile.name!r} has no `qformer` checkpoint: the embedding route "
+                               "(bridge) needs a BLIP-2 or InstructBLIP checkpoint")
+        bridge = hub.load(QFormerBridge, ref, "qformer", device=self.device).keep_qformer_fp32()
+        processor = hub.load(BlipImageProcessorPil, ref, "qformer")
+        instruction_tokenizer = None
+        if bridge.conditioned:
+            instruction_tokenizer = hub.load(AutoTokenizer, ref, "qformer", subfolder="qformer_tokenizer")
+        return QFormerEncoder(bridge, processor, self.features, ref.id, instruction_tokenizer)
 
     @cached_property
     def extractor(self) -> Extractor:

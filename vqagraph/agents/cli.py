@@ -40,7 +40,8 @@ def _ask(args: argparse.Namespace) -> int:
 
     engine = Engine.from_profile(args.profile, **_backend_overrides(args))
     marks = _marks(engine, args.image, args.mark)
-    answer = engine.ask(args.image, args.question, route=args.route, marks=marks)  # type: ignore[arg-type]
+    answer = engine.ask(args.image, args.question, route=args.route, marks=marks,  # type: ignore[arg-type]
+                        router=args.router)
     if args.explain:
         from vqagraph.tools.explain_picture import explain_picture
 
@@ -58,6 +59,11 @@ def _ask(args: argparse.Namespace) -> int:
         print(f"asked:  {answer.question}")
     for note in answer.trace.mark_notes:
         print(f"mark:   {note}")
+    if len(answer.trace.route_answers) > 1:
+        for name, result in answer.trace.route_answers.items():
+            print(f"  {name}: {result.answer!r} (mean log-prob {result.mean_logprob:.3f})")
+    if answer.trace.query_tokens:
+        print(f"bridge: {answer.trace.query_tokens} query tokens + {answer.trace.bridge_prompt!r}")
     stats = answer.trace.caption_stats
     if stats:
         print(f"captions: {stats.get('kept', 0)} kept of {stats.get('generated', 0)} generated "
@@ -175,7 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("image", help="path to the image")
     ask.add_argument("question")
     ask.add_argument("--profile", default=None, help="built-in profile name or a TOML/YAML profile file")
-    ask.add_argument("--route", default="auto", choices=["auto", "img2llm"])
+    ask.add_argument("--route", default="auto", choices=["auto", "img2llm", "bridge", "both"],
+                     help="auto: the router decides; img2llm: text route; bridge: BLIP-2 embedding route; both")
+    ask.add_argument("--router", default=None, choices=["rules", "cascade", "both"],
+                     help="the router's policy for --route auto (default: the profile's)")
     ask.add_argument("--json", action="store_true", help="print the answer with its full trace as JSON")
     ask.add_argument("--llm-url", default=None, help="answer with an already running vLLM server at this URL")
     ask.add_argument("--mark", action="append", default=[], metavar="SHAPE:COORDS[:COLOUR]",

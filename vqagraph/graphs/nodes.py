@@ -12,9 +12,9 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from vqagraph.graphs.state import VQAContext, VQAState
+from vqagraph.graphs.state import RouteAnswer, VQAContext, VQAState
 from vqagraph.tools.answer_candidates import extract_candidates
-from vqagraph.tools.llm.base import GenerationParams
+from vqagraph.tools.llm.base import Generation, GenerationParams
 from vqagraph.tools.llm.postprocess import postprocess_answer
 from vqagraph.tools.prompts import build_prompt, select_context_captions, select_exemplars
 from vqagraph.tools.question_generator import Exemplar
@@ -138,14 +138,20 @@ def img2llm_prompt(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, A
     }
 
 
-@node("llm_answer", reads=("prompt",), writes=("raw_answer", "answer", "token_logprobs"))
+def route_answer(generation: Generation) -> RouteAnswer:
+    """What a route hands back: the post-processed answer and the LLM's confidence in it."""
+    return {
+        "answer": postprocess_answer(generation.text),
+        "raw_answer": generation.text,
+        "token_logprobs": [round(x, 5) for x in generation.logprobs],
+        "mean_logprob": round(generation.mean_logprob, 5) if generation.logprobs else -1e9,
+    }
+
+
+@node("llm_answer", reads=("prompt",), writes=("route_answers",))
 def llm_answer(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
     tools = runtime.context.tools
     settings = tools.profile.img2llm
     params = GenerationParams(max_new_tokens=settings.answer_max_new_tokens, min_new_tokens=1)
     (generation,) = tools.llm.generate([state["prompt"]], params)
-    return {
-        "raw_answer": generation.text,
-        "answer": postprocess_answer(generation.text),
-        "token_logprobs": [round(x, 5) for x in generation.logprobs],
-    }
+    return {"route_answers": {"img2llm": route_answer(generation)}}

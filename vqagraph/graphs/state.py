@@ -13,11 +13,21 @@ def merge_dicts(left: dict[str, Any] | None, right: dict[str, Any] | None) -> di
     return {**(left or {}), **(right or {})}
 
 
+class RouteAnswer(TypedDict):
+    """One route's answer, kept per route so `both` and `cascade` can compare them."""
+
+    answer: str
+    raw_answer: str
+    token_logprobs: list[float]
+    mean_logprob: float
+
+
 class VQAState(TypedDict, total=False):
     # inputs
     image_ref: str  # `sha256:...` of the image in the toolkit's image store
     question: str
-    route: str  # requested: auto | img2llm
+    route: str  # requested: auto | img2llm | bridge | both
+    router_policy: str  # for `auto`: rules | cascade | both (default: the profile's)
     marks: list[dict[str, Any]]  # visual prompts (Mark.model_dump), drawn onto the image by `render_marks`
     # visual prompts
     original_image_ref: str  # the image before marks were drawn
@@ -26,8 +36,9 @@ class VQAState(TypedDict, total=False):
     mark_boxes: list[list[int]]
     mark_notes: list[str]
     # router
-    chosen_route: str
+    chosen_route: str  # img2llm | bridge | both
     route_reason: str
+    cascade: bool  # the bridge answers first; the text route runs when the bridge is unsure
     # text route
     captions: list[str]
     caption_scores: list[float]
@@ -41,7 +52,16 @@ class VQAState(TypedDict, total=False):
     exemplars: list[dict[str, str]]
     prompt: str
     prompt_stats: dict[str, int]
+    # embedding route (the soft prompt itself stays in the feature cache, keyed by image and checkpoint)
+    query_tokens: int
+    bridge_conditioned: bool  # InstructBLIP: the Q-Former read the question
+    bridge_image_encoded: bool
+    bridge_prompt: str  # the text after the soft prompt
+    bridge_prompt_tokens: int
+    # each route's answer, by route name: {answer, raw_answer, token_logprobs, mean_logprob}
+    route_answers: Annotated[dict[str, RouteAnswer], merge_dicts]
     # answer
+    answered_by: str  # the route whose answer was kept
     raw_answer: str
     answer: str
     token_logprobs: list[float]

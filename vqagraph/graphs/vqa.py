@@ -1,4 +1,10 @@
-"""The main VQA graph: route the question, run the chosen route, return the answer with its trace."""
+"""The main VQA graph: draw marks, route the question, run the chosen route(s), keep one answer.
+
+    START → render_marks → router ─┬─ img2llm ─────────────────┐
+                                   ├─ bridge ─┬─ (cascade, unsure) ─ img2llm ─┤
+                                   │          └────────────────────────────────┤
+                                   └─ both: Send(img2llm) ‖ Send(bridge) ──────┴─ pick_answer → END
+"""
 
 from __future__ import annotations
 
@@ -6,20 +12,69 @@ from typing import Any
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
+from langgraph.types import Send
 
 from vqagraph.graphs import nodes
+from vqagraph.graphs.bridge_route import build_bridge_route
+from vqagraph.graphs.router import cascade_falls_back, choose_route, pick_answer
 from vqagraph.graphs.state import VQAContext, VQAState
 from vqagraph.graphs.text_route import build_text_route
 
-ROUTES = ("auto", "img2llm")
+ROUTES = ("auto", "img2llm", "bridge", "both")
 
 
+@nodes.node("router", reads=("route", "router_policy", "question", "marks"),
+            writes=("chosen_route", "route_reason", "cascade"))
 def route_question(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
-    """Only the text route exists so far, so `auto` resolves to it and says why."""
+    profile = runtime.context.tools.profile
     requested = state.get("route", "auto")
-    if requested == "img2llm":
-        return {"chosen_route": "img2llm", "route_reason": "requested by the caller"}
-    return {"chosen_route": "img2llm", "route_reason": "auto: the text route is the only route available"}
+    if requested != "auto":
+        return {"chosen_route": requested, "route_reason": f"{requested}: requested by the caller", "cascade": False}
+    if profile.qformer is None:
+        return {"chosen_route": "img2llm", "cascade": False,
+                "route_reason": "auto: the profile has no Q-Former checkpoint, so only the text route can answer"}
+    policy = state.get("router_policy") or profile.router.policy
+    decision = choose_route(policy, state["question"], bool(state.get("marks")), profile.router)
+    return {"chosen_route": decision.route, "route_reason": decision.reason, "cascade": decision.cascade}
+
+
+def _dispatch(state: VQAState) -> Any:
+    if state["chosen_route"] == "both":
+        return [Send("img2llm", state), Send("bridge", state)]  # concurrent, in one superstep
+    return state["chosen_route"]
+
+
+def _after_bridge(state: VQAState, runtime: Runtime[VQAContext]) -> str:
+    if state.get("cascade"):
+        threshold = runtime.context.tools.profile.router.cascade_threshold
+        if cascade_falls_back(state["route_answers"]["bridge"], threshold):
+            return "img2llm"
+    return "pick_answer"
+
+
+@nodes.node("pick_answer", reads=("chosen_route", "cascade", "route_answers", "route_reason"),
+            writes=("answer", "raw_answer", "token_logprobs", "answered_by", "route_reason"))
+def pick(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
+    answers = state["route_answers"]
+    reason = state["route_reason"]
+    if state.get("cascade"):
+        bridge = answers["bridge"]["mean_logprob"]
+        if "img2llm" in answers:
+            chosen, note = "img2llm", f"bridge unsure (mean log-prob {bridge:.3f}): the text route answered"
+        else:
+            chosen, note = "bridge", f"bridge sure enough (mean log-prob {bridge:.3f})"
+    elif state["chosen_route"] == "both":
+        chosen, note = pick_answer(answers)
+    else:
+        chosen, note = state["chosen_route"], ""
+    kept = answers[chosen]
+    return {
+        "answer": kept["answer"],
+        "raw_answer": kept["raw_answer"],
+        "token_logprobs": kept["token_logprobs"],
+        "answered_by": chosen,
+        "route_reason": f"{reason}; {note}" if note else reason,
+    }
 
 
 def build_graph(checkpointer: Any = None) -> Any:
@@ -27,8 +82,12 @@ def build_graph(checkpointer: Any = None) -> Any:
     graph.add_node("render_marks", nodes.render_marks)
     graph.add_node("router", route_question)
     graph.add_node("img2llm", build_text_route())
+    graph.add_node("bridge", build_bridge_route())
+    graph.add_node("pick_answer", pick)
     graph.add_edge(START, "render_marks")
     graph.add_edge("render_marks", "router")
-    graph.add_conditional_edges("router", lambda s: s["chosen_route"], {"img2llm": "img2llm"})
-    graph.add_edge("img2llm", END)
+    graph.add_conditional_edges("router", _dispatch, ["img2llm", "bridge"])
+    graph.add_conditional_edges("bridge", _after_bridge, ["img2llm", "pick_answer"])
+    graph.add_edge("img2llm", "pick_answer")
+    graph.add_edge("pick_answer", END)
     return graph.compile(checkpointer=checkpointer, name="vqa")

@@ -18,6 +18,7 @@ from vqagraph.config import Img2LLMSettings
 from vqagraph.errors import ModelMismatchError
 from vqagraph.media import FeatureCache
 from vqagraph.tools.gradcam import BlipMatcher, normalise_gradcam, patch_grid
+from vqagraph.tools.seeding import seeded
 
 
 class RegionCaptions(BaseModel):
@@ -62,8 +63,7 @@ class BlipCaptioner:
         input_ids[:, 0] = self.model.config.text_config.bos_token_id  # [DEC] replaces [CLS], as BLIP does
         input_ids = input_ids[:, :-1]  # drop [SEP]
         atts = torch.ones(patch_embeds.shape[:-1], dtype=torch.long, device=self.device)
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(seed)
+        with seeded(seed, self.device):
             out = self.model.text_decoder.generate(
                 input_ids=input_ids,
                 attention_mask=torch.ones_like(input_ids),

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from vqagraph.tools.llm.base import Generation, GenerationParams
+from vqagraph.tools.seeding import seeded
 
 
 class TransformersLLM:
@@ -74,9 +75,10 @@ class TransformersLLM:
             kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
-        with torch.random.fork_rng(devices=[]):
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
+        if sampling:
+            with seeded(params.seed, self.device):
+                out = self.model.generate(**inputs, **kwargs)
+        else:  # greedy draws nothing: no lock, so a greedy route never waits for a sampling one
             out = self.model.generate(**inputs, **kwargs)
         prompt_len = 0 if "inputs_embeds" in inputs else inputs["input_ids"].shape[1]
         new_tokens = out.sequences[:, prompt_len:]

@@ -1,0 +1,60 @@
+"""Node adapters of the embedding route (BLIP-2, REFERENCE.md §2): Q-Former → prompt text → frozen LLM.
+
+The soft prompt never enters state: the encoder caches it per image (and per question for InstructBLIP), so
+the answer node fetches the same tensor from the feature cache instead of recomputing it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from vqagraph.graphs.nodes import node, route_answer
+from vqagraph.graphs.state import VQAContext, VQAState
+from vqagraph.toolkit import Toolkit
+from vqagraph.tools.bridge_prompt import bridge_embeddings, bridge_text, bridge_token_ids, check_soft_prompt_size
+from vqagraph.tools.llm.base import GenerationParams
+
+
+def _soft_prompt(tools: Toolkit, state: VQAState) -> tuple[Any, bool]:
+    instruction = tools.profile.bridge.instruction_template.format(question=state["question"])
+    return tools.qformer(state["image_ref"], tools.images.get(state["image_ref"]), instruction)
+
+
+@node("qformer_encode", reads=("image_ref", "question"),
+      writes=("query_tokens", "bridge_conditioned", "bridge_image_encoded"))
+def qformer_encode(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
+    """Image (+ question, for InstructBLIP) → soft prompt; checked against the LLM's width before any request."""
+    tools = runtime.context.tools
+    soft_prompt, encoded = _soft_prompt(tools, state)
+    llm = tools.llm
+    check_soft_prompt_size(soft_prompt, int(llm.input_embeddings().shape[1]), tools.qformer.name, llm.name)
+    return {
+        "query_tokens": int(soft_prompt.shape[0]),
+        "bridge_conditioned": tools.qformer.bridge.conditioned,
+        "bridge_image_encoded": encoded,
+    }
+
+
+@node("bridge_prompt", reads=("question",), writes=("bridge_prompt", "bridge_prompt_tokens"))
+def bridge_prompt(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
+    tools = runtime.context.tools
+    settings = tools.profile.bridge
+    text = bridge_text(settings.prompt_template, state["question"])
+    ids = bridge_token_ids(tools.llm.tokenizer, text, settings.add_bos)
+    return {"bridge_prompt": text, "bridge_prompt_tokens": len(ids)}
+
+
+@node("bridge_answer", reads=("image_ref", "question", "bridge_prompt"), writes=("route_answers",))
+def bridge_answer(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
+    """`[soft prompt ; embed(BOS + text)]` → the LLM as prompt embeddings (greedy, BLIP-2's 10 tokens)."""
+    tools = runtime.context.tools
+    settings = tools.profile.bridge
+    soft_prompt, _ = _soft_prompt(tools, state)  # a feature-cache hit: qformer_encode computed it
+    llm = tools.llm
+    ids = bridge_token_ids(llm.tokenizer, state["bridge_prompt"], settings.add_bos)
+    embeds = bridge_embeddings(soft_prompt, ids, llm.input_embeddings())
+    params = GenerationParams(max_new_tokens=settings.max_new_tokens, min_new_tokens=1)
+    (generation,) = llm.generate_from_embeddings([embeds], params)
+    return {"route_answers": {"bridge": route_answer(generation)}}

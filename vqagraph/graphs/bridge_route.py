@@ -1,0 +1,34 @@
+"""The BLIP-2 embedding route as a subgraph: Q-Former soft prompt → prompt text → frozen LLM."""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+
+from vqagraph.graphs import bridge_nodes
+from vqagraph.graphs.state import VQAContext, VQAState
+
+
+class BridgeRouteOutput(TypedDict, total=False):
+    """Only these keys leave the subgraph, so it can run beside the text route (`both`) without clashes."""
+
+    query_tokens: int
+    bridge_conditioned: bool
+    bridge_image_encoded: bool
+    bridge_prompt: str
+    bridge_prompt_tokens: int
+    route_answers: dict[str, Any]
+    timings: dict[str, float]
+
+
+def build_bridge_route() -> Any:
+    graph = StateGraph(VQAState, context_schema=VQAContext, output_schema=BridgeRouteOutput)
+    graph.add_node("qformer_encode", bridge_nodes.qformer_encode)
+    graph.add_node("bridge_prompt", bridge_nodes.bridge_prompt)
+    graph.add_node("bridge_answer", bridge_nodes.bridge_answer)
+    graph.add_edge(START, "qformer_encode")
+    graph.add_edge("qformer_encode", "bridge_prompt")
+    graph.add_edge("bridge_prompt", "bridge_answer")
+    graph.add_edge("bridge_answer", END)
+    return graph.compile(name="bridge")

@@ -1,0 +1,48 @@
+"""The embedding route's LLM input (BLIP-2, REFERENCE.md §2): `[soft prompt ; embed(BOS + "Question: q Answer:")]`.
+
+The queries go before BOS, as BLIP-2 was trained; the text embeddings come from the served LLM's own
+input-embedding table, so the same tensor works for the transformers backend and vLLM's `prompt_embeds`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from vqagraph.errors import ModelMismatchError
+
+
+def bridge_text(template: str, question: str) -> str:
+    """The text after the soft prompt, e.g. `Question: What colour is it? Answer:`."""
+    return template.format(question=question)
+
+
+def bridge_token_ids(tokenizer: Any, text: str, add_bos: bool = True) -> list[int]:
+    """Token ids of `text`, starting with BOS when the tokenizer has one and `add_bos` (whether or not the
+    tokenizer itself prepends it); without `add_bos`, a BOS the tokenizer adds is removed."""
+    ids: list[int] = list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return ids
+    if add_bos and (not ids or ids[0] != bos):
+        return [bos, *ids]
+    if not add_bos and ids and ids[0] == bos:
+        return ids[1:]
+    return ids
+
+
+def check_soft_prompt_size(soft_prompt: torch.Tensor, hidden_size: int, checkpoint: str, llm: str) -> None:
+    """The projection must produce vectors of the LLM's width; say which two models disagree, before sending."""
+    if soft_prompt.ndim != 2 or soft_prompt.shape[1] != hidden_size:
+        raise ModelMismatchError(
+            f"the Q-Former checkpoint {checkpoint!r} projects to {soft_prompt.shape[-1]} dimensions but the LLM "
+            f"{llm!r} has hidden size {hidden_size}: use the BLIP-2 checkpoint trained for this LLM"
+        )
+
+
+def bridge_embeddings(soft_prompt: torch.Tensor, token_ids: list[int], table: torch.Tensor) -> torch.Tensor:
+    """`(num_query_tokens + len(token_ids), hidden)`: the queries, then the text tokens' embeddings."""
+    ids = torch.tensor(token_ids, dtype=torch.long, device=table.device)
+    text = table[ids]
+    return torch.cat([soft_prompt.to(device=table.device, dtype=table.dtype), text], dim=0)

@@ -20,7 +20,7 @@ def test_ask_runs_the_whole_text_route(engine, red_circle, monkeypatch) -> None:
         return real(prompts, params)
 
     monkeypatch.setattr(engine.tools.llm, "generate", spy)
-    answer = engine.ask(red_circle, "  What colour is   the circle? ")
+    answer = engine.ask(red_circle, "  What colour is   the circle? ", route="img2llm")
     assert isinstance(answer, Answer)
     assert answer.question == "What colour is the circle?"
     assert answer.route == "img2llm" and answer.meaningless
@@ -40,8 +40,8 @@ def test_ask_runs_the_whole_text_route(engine, red_circle, monkeypatch) -> None:
 def test_second_question_on_the_same_image_reuses_its_features(engine, red_circle) -> None:  # type: ignore[no-untyped-def]
     image = red_circle.copy()
     image.putpixel((199, 149), (1, 2, 3))  # a picture no other test uses
-    first = engine.ask(image, "what is it?")
-    second = engine.ask(image, "is it red?")
+    first = engine.ask(image, "what is it?", route="img2llm")
+    second = engine.ask(image, "is it red?", route="img2llm")
     assert first.trace.image_encoded and not second.trace.image_encoded
     assert first.image_ref == second.image_ref
 
@@ -85,8 +85,10 @@ def test_bad_questions(engine, red_circle, question: str, message: str) -> None:
 
 
 def test_unknown_route(engine, red_circle) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(QuestionError, match="unknown route 'bridge'"):
-        engine.ask(red_circle, "what?", route="bridge")
+    with pytest.raises(QuestionError, match="unknown route 'teleport'"):
+        engine.ask(red_circle, "what?", route="teleport")
+    with pytest.raises(QuestionError, match="unknown router policy 'coin'"):
+        engine.ask(red_circle, "what?", router="coin")
 
 
 def test_template_questions_setting(red_circle) -> None:  # type: ignore[no-untyped-def]

@@ -46,7 +46,7 @@ def test_region_patches_cover_the_box() -> None:
 
 def test_marked_question_through_the_route(engine, red_circle) -> None:  # type: ignore[no-untyped-def]
     mark = {"shape": "rectangle", "box": (15, 15, 95, 95), "colour": "red"}
-    answer = engine.ask(red_circle, "What is this?", marks=[mark])
+    answer = engine.ask(red_circle, "What is this?", marks=[mark], route="img2llm")
     trace = answer.trace
     assert answer.question == "What is the object within the red rectangle?"
     assert trace.original_question == "What is this?"

@@ -10,6 +10,7 @@ class RouteResult(BaseModel):
 
     answer: str
     raw_answer: str
+    token_ids: list[int] = Field(default_factory=list)
     token_logprobs: list[float] = Field(default_factory=list)
     mean_logprob: float
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-VERSION = 2  # bump when a builder changes, so caches of older builds are not reused
+VERSION = 3  # bump when a builder changes, so caches of older builds are not reused
 
 WORDS = (
     "a an the this that these those is are was were be being been has have had do does did of in on at to "
@@ -161,7 +161,7 @@ def _blip2_family(name: str) -> Callable[[Path], None]:
 
 
 BUILDERS.update({name: _blip2_family(name) for name in
-                 ("tiny-blip2", "tiny-instructblip", "tiny-blip2-opt", "tiny-instructblip-opt", "tiny-qformer-576")})
+                 ("tiny-blip2", "tiny-instructblip", "tiny-blip2-opt", "tiny-qformer-576")})
 
 
 def ensure_builtin(name: str, root: Path) -> Path:

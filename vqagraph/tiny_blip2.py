@@ -86,7 +86,15 @@ def build_instructblip(out: Path, seed: int = 5) -> None:
                                 text_config=_opt_text(len(tokenizer)), num_query_tokens=NUM_QUERY_TOKENS,
                                 image_token_index=tokenizer.convert_tokens_to_ids("<image>"))
     torch.manual_seed(seed)
-    InstructBlipForConditionalGeneration(config).save_pretrained(out)
+    model = InstructBlipForConditionalGeneration(config)
+    # The same OPT as tiny-blip2's, so one served LLM (tiny-blip2-opt) checks both bridges.
+    from transformers import Blip2ForConditionalGeneration
+
+    from vqagraph.tiny import ensure_builtin
+
+    blip2 = Blip2ForConditionalGeneration.from_pretrained(ensure_builtin("tiny-blip2", out.parent))
+    model.language_model.load_state_dict(blip2.language_model.state_dict())
+    model.save_pretrained(out)
     InstructBlipProcessor(image_processor=_image_processor(), tokenizer=tokenizer,
                           qformer_tokenizer=qformer_tokenizer,
                           num_query_tokens=NUM_QUERY_TOKENS).save_pretrained(out)
@@ -135,7 +143,6 @@ def _extracted(name: str) -> Any:
 BUILDERS = {
     "tiny-blip2": build_blip2,
     "tiny-instructblip": build_instructblip,
-    "tiny-blip2-opt": _extracted("tiny-blip2"),
-    "tiny-instructblip-opt": _extracted("tiny-instructblip"),
+    "tiny-blip2-opt": _extracted("tiny-blip2"),  # also tiny-instructblip's LLM: they share it
     "tiny-qformer-576": lambda out: build_qformer_for_hidden(out, 576),
 }

@@ -143,6 +143,7 @@ def route_answer(generation: Generation) -> RouteAnswer:
     return {
         "answer": postprocess_answer(generation.text),
         "raw_answer": generation.text,
+        "token_ids": generation.token_ids,
         "token_logprobs": [round(x, 5) for x in generation.logprobs],
         "mean_logprob": round(generation.mean_logprob, 5) if generation.logprobs else -1e9,
     }

@@ -18,6 +18,7 @@ class RouteAnswer(TypedDict):
 
     answer: str
     raw_answer: str
+    token_ids: list[int]
     token_logprobs: list[float]
     mean_logprob: float
 

@@ -1,0 +1,110 @@
+"""The router: each policy on questions whose route is known, and `both` really running the routes at once."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from PIL import Image
+
+from vqagraph import Engine
+from vqagraph.config import RouterSettings
+from vqagraph.graphs.router import choose_route, pick_answer, rules_route
+
+
+@pytest.mark.parametrize(("question", "route"), [
+    ("What colour is the circle?", "bridge"),
+    ("What color are the shapes?", "bridge"),
+    ("What shape is at the top left?", "bridge"),
+    ("How many red shapes are there?", "bridge"),
+    ("Where is the blue square?", "bridge"),
+    ("Is the triangle left of the star?", "bridge"),
+    ("Which is bigger, the star or the circle?", "bridge"),
+    ("Are there any hexagons?", "bridge"),
+    ("How many sides does the blue shape have?", "img2llm"),
+    ("Which fruit has the same colour as the circle?", "img2llm"),
+    ("Why is the man holding an umbrella?", "img2llm"),
+    ("What is this object used for?", "img2llm"),
+    ("What kind of dog is this?", "img2llm"),
+    ("What is in the picture?", "img2llm"),
+])
+def test_rules_policy(question: str, route: str) -> None:
+    decision = rules_route(question)
+    assert decision.route == route and decision.reason.startswith("rules: ")
+
+
+def test_rules_send_marked_regions_to_the_bridge_unless_knowledge_is_asked() -> None:
+    assert rules_route("What is within the red rectangle?", marked=True).route == "bridge"
+    assert rules_route("What is the object within the red rectangle used for?", marked=True).route == "img2llm"
+
+
+def test_policies_and_the_pick() -> None:
+    settings = RouterSettings(cascade_threshold=-0.5)
+    assert choose_route("cascade", "What is it?", False, settings).cascade
+    assert choose_route("both", "What is it?", False, settings).route == "both"
+    with pytest.raises(ValueError, match="unknown router policy"):
+        choose_route("dice", "What is it?", False, settings)
+    answers = {"img2llm": {"answer": "red", "raw_answer": " red", "token_ids": [1], "token_logprobs": [-0.2],
+                           "mean_logprob": -0.2},
+               "bridge": {"answer": "blue", "raw_answer": " blue", "token_ids": [2], "token_logprobs": [-0.9],
+                          "mean_logprob": -0.9}}
+    assert pick_answer(answers)[0] == "img2llm"  # type: ignore[arg-type]
+    answers["bridge"]["mean_logprob"] = -0.1
+    best, why = pick_answer(answers)  # type: ignore[arg-type]
+    assert best == "bridge" and "bridge -0.100" in why
+
+
+@pytest.fixture(scope="module")
+def image() -> Image.Image:
+    picture = Image.new("RGB", (160, 120), "white")
+    picture.paste((200, 30, 30), (20, 20, 80, 80))
+    return picture
+
+
+def test_auto_uses_the_profile_policy_and_the_per_call_override(engine, image) -> None:  # type: ignore[no-untyped-def]
+    colour = engine.ask(image, "What colour is the square?")
+    assert colour.route == "bridge" and colour.trace.router_policy == "rules"
+    assert list(colour.trace.route_answers) == ["bridge"] and colour.trace.captions == []
+    knowledge = engine.ask(image, "Which fruit has the same colour as the square?")
+    assert knowledge.route == "img2llm" and list(knowledge.trace.route_answers) == ["img2llm"]
+    both = engine.ask(image, "What colour is the square?", router="both")
+    assert set(both.trace.route_answers) == {"img2llm", "bridge"} and both.trace.router_policy == "both"
+
+
+def test_cascade_falls_back_only_when_the_bridge_is_unsure(image) -> None:  # type: ignore[no-untyped-def]
+    def engine_with(threshold: float) -> Engine:
+        return Engine.from_profile("tiny", llm={"id": "builtin:tiny-llama"}, qformer={"id": "builtin:tiny-blip2"},
+                                   router={"policy": "cascade", "cascade_threshold": threshold})
+
+    sure = engine_with(-1e9).ask(image, "What is it?")
+    assert sure.route == "bridge" and list(sure.trace.route_answers) == ["bridge"]
+    assert "bridge sure enough" in sure.trace.route_reason
+    unsure = engine_with(1.0).ask(image, "What is it?")  # log-probs are never above 0: always falls back
+    assert unsure.route == "img2llm" and list(unsure.trace.route_answers) == ["bridge", "img2llm"]
+    assert "bridge unsure" in unsure.trace.route_reason and unsure.answer == unsure.trace.route_answers["img2llm"].answer
+
+
+def test_both_runs_the_routes_concurrently_and_keeps_the_surer(engine, image, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    alone = {route: engine.ask(image, "What is it?", route=route).answer for route in ("img2llm", "bridge")}
+    # Each route's LLM call waits at a barrier for the other's: run one after the other, it would time out.
+    meet = threading.Barrier(2, timeout=60)
+    llm = engine.tools.llm
+    text_call, embeds_call = llm.generate, llm.generate_from_embeddings
+
+    def generate(*args, **kwargs):  # type: ignore[no-untyped-def]
+        meet.wait()
+        return text_call(*args, **kwargs)
+
+    def generate_from_embeddings(*args, **kwargs):  # type: ignore[no-untyped-def]
+        meet.wait()
+        return embeds_call(*args, **kwargs)
+
+    monkeypatch.setattr(llm, "generate", generate)
+    monkeypatch.setattr(llm, "generate_from_embeddings", generate_from_embeddings)
+    answer = engine.ask(image, "What is it?", route="both")
+    results = answer.trace.route_answers
+    assert set(results) == {"img2llm", "bridge"}
+    assert {route: r.answer for route, r in results.items()} == alone  # concurrency changes no answer
+    best = max(results, key=lambda r: results[r].mean_logprob)
+    assert answer.route == best and answer.answer == results[best].answer
+    assert f"kept {best}" in answer.trace.route_reason

@@ -271,3 +271,50 @@ def test_in_process_engine_parity(tiny_dir: str, tmp_path: Path) -> None:
     expected = [g.token_ids for g in hf_backend(tiny_dir).generate(PROMPTS, GREEDY)]
     assert result["text"] == expected
     assert result["embeds"] == expected
+
+
+# --- the embedding route through vLLM -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def blip2_llm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
+    """The OPT inside tiny-blip2 (and tiny-instructblip), served alone with prompt embeddings."""
+    model_dir = resolve(ModelRef(id="builtin:tiny-blip2-opt"))
+    with VLLMServer(model_dir, max_model_len=256, work_dir=tmp_path_factory.mktemp("vllm-opt")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def blip2_whole_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
+    """tiny-blip2 served whole (vLLM's Blip2ForConditionalGeneration): images in, text out."""
+    model_dir = resolve(ModelRef(id="builtin:tiny-blip2"))
+    with VLLMServer(model_dir, max_model_len=256, enable_prompt_embeds=False,
+                    work_dir=tmp_path_factory.mktemp("vllm-blip2")) as server:
+        yield server
+
+
+@pytest.mark.parametrize("checkpoint", ["tiny-blip2", "tiny-instructblip"])
+def test_bridge_through_vllm_matches_transformers_generate(blip2_llm_server: VLLMServer, checkpoint: str) -> None:
+    from test_bridge import QUESTIONS, _images, reference_generate
+
+    engine = Engine.from_profile("tiny", llm={"id": "builtin:tiny-blip2-opt"}, qformer={"id": f"builtin:{checkpoint}"},
+                                 llm_backend={"kind": "vllm-server", "url": blip2_llm_server.url})
+    for image in _images():
+        for question in QUESTIONS:
+            got = engine.ask(image, question, route="bridge").trace.route_answers["bridge"]
+            assert got.token_ids == reference_generate(f"builtin:{checkpoint}", image, question), (image, question)
+
+
+@pytest.mark.parametrize("send", ["image", "image-embeds"])
+def test_blip2_served_whole_gives_the_same_answer(blip2_whole_server: VLLMServer, send: str) -> None:
+    from test_bridge import QUESTIONS, _images, reference_generate
+
+    engine = Engine.from_profile("tiny", llm={"id": "builtin:tiny-blip2"}, qformer={"id": "builtin:tiny-blip2"},
+                                 llm_backend={"kind": "vllm-server", "url": blip2_whole_server.url},
+                                 bridge={"send": send})
+    for image in _images():
+        for question in QUESTIONS:
+            answer = engine.ask(image, question, route="bridge")
+            got = answer.trace.route_answers["bridge"]
+            assert got.token_ids == reference_generate("builtin:tiny-blip2", image, question), (image, question)
+            assert (answer.trace.query_tokens == 8) == (send == "image-embeds")  # only then is the Q-Former local

@@ -70,6 +70,11 @@ class BridgeSettings(BaseModel):
     instruction_template: str = Field(
         "{question}", description="InstructBLIP: the Q-Former's instruction text (the question itself)"
     )
+    send: Literal["prompt-embeds", "image", "image-embeds"] = Field(
+        "prompt-embeds",
+        description="prompt-embeds: [soft prompt; text] to any served LLM; image / image-embeds: to a BLIP-2 "
+        "checkpoint vLLM serves whole, the image itself or the locally projected query embeddings",
+    )
 
 
 RouterPolicy = Literal["rules", "cascade", "both"]

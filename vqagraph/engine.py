@@ -75,7 +75,8 @@ class Engine:
             raise QuestionError(f"unknown route {route!r}; choose one of {', '.join(ROUTES)}")
         if router is not None and router not in POLICIES:
             raise QuestionError(f"unknown router policy {router!r}; choose one of {', '.join(POLICIES)}")
-        if route in ("bridge", "both") and self.profile.qformer is None:
+        local_qformer = self.profile.bridge.send != "image"  # else the served BLIP-2 runs its own
+        if route in ("bridge", "both") and self.profile.qformer is None and local_qformer:
             raise ProfileError(f"route {route!r} needs the embedding route, but profile {self.profile.name!r} has "
                                "no `qformer` checkpoint (BLIP-2 or InstructBLIP)")
 

@@ -10,11 +10,13 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from vqagraph.errors import ProfileError
 from vqagraph.graphs.nodes import node, route_answer
 from vqagraph.graphs.state import VQAContext, VQAState
 from vqagraph.toolkit import Toolkit
 from vqagraph.tools.bridge_prompt import bridge_embeddings, bridge_text, bridge_token_ids, check_soft_prompt_size
 from vqagraph.tools.llm.base import GenerationParams
+from vqagraph.tools.llm.vllm_client import VLLMClient
 
 
 def _soft_prompt(tools: Toolkit, state: VQAState) -> tuple[Any, bool]:
@@ -51,10 +53,22 @@ def bridge_answer(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, An
     """`[soft prompt ; embed(BOS + text)]` → the LLM as prompt embeddings (greedy, BLIP-2's 10 tokens)."""
     tools = runtime.context.tools
     settings = tools.profile.bridge
-    soft_prompt, _ = _soft_prompt(tools, state)  # a feature-cache hit: qformer_encode computed it
     llm = tools.llm
-    ids = bridge_token_ids(llm.tokenizer, state["bridge_prompt"], settings.add_bos)
-    embeds = bridge_embeddings(soft_prompt, ids, llm.input_embeddings())
     params = GenerationParams(max_new_tokens=settings.max_new_tokens, min_new_tokens=1)
-    (generation,) = llm.generate_from_embeddings([embeds], params)
+    if settings.send == "prompt-embeds":
+        soft_prompt, _ = _soft_prompt(tools, state)  # a feature-cache hit: qformer_encode computed it
+        ids = bridge_token_ids(llm.tokenizer, state["bridge_prompt"], settings.add_bos)
+        embeds = bridge_embeddings(soft_prompt, ids, llm.input_embeddings())
+        (generation,) = llm.generate_from_embeddings([embeds], params)
+        return {"route_answers": {"bridge": route_answer(generation)}}
+    # A BLIP-2 checkpoint served whole by vLLM: send it the image, or the query embeddings projected here.
+    if not isinstance(llm, VLLMClient):
+        raise ProfileError(f"bridge.send = {settings.send!r} needs a vLLM server serving a BLIP-2 checkpoint whole "
+                           "(llm_backend.url); use send = 'prompt-embeds' with other backends")
+    if settings.send == "image":
+        image = tools.images.get(state["image_ref"])
+        generation = llm.generate_with_image(state["bridge_prompt"], image=image, params=params)
+    else:
+        soft_prompt, _ = _soft_prompt(tools, state)
+        generation = llm.generate_with_image(state["bridge_prompt"], image_embeds=soft_prompt, params=params)
     return {"route_answers": {"bridge": route_answer(generation)}}

@@ -30,7 +30,7 @@ def route_question(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, A
     requested = state.get("route", "auto")
     if requested != "auto":
         return {"chosen_route": requested, "route_reason": f"{requested}: requested by the caller", "cascade": False}
-    if profile.qformer is None:
+    if profile.qformer is None and profile.bridge.send != "image":
         return {"chosen_route": "img2llm", "cascade": False,
                 "route_reason": "auto: the profile has no Q-Former checkpoint, so only the text route can answer"}
     policy = state.get("router_policy") or profile.router.policy

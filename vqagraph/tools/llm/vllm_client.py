@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import torch
+from PIL import Image
 
 from vqagraph.errors import LLMError
 from vqagraph.tools.llm.base import Generation, GenerationParams
@@ -58,8 +59,9 @@ class VLLMClient(LocalCheckpoint):
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers)
         self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         config = AutoConfig.from_pretrained(self.model_dir)
-        self.hidden_size = int(config.hidden_size)
-        self._eos = {self._tokenizer.eos_token_id} | set(_as_list(getattr(config, "eos_token_id", None)))
+        text_config = config.get_text_config()  # a served BLIP-2 checkpoint: its LLM's config
+        self.hidden_size = int(text_config.hidden_size)
+        self._eos = {self._tokenizer.eos_token_id} | set(_as_list(getattr(text_config, "eos_token_id", None)))
         self._context_length: int | None = None
 
     # --- FrozenLLM -------------------------------------------------------------------------------------------
@@ -106,6 +108,39 @@ class VLLMClient(LocalCheckpoint):
 
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(embeds)) or 1) as pool:
             return list(pool.map(one, embeds))
+
+    def generate_with_image(
+        self,
+        text: str,
+        *,
+        image: Image.Image | None = None,
+        image_embeds: torch.Tensor | None = None,
+        params: GenerationParams | None = None,
+    ) -> Generation:
+        """For a BLIP-2 checkpoint that vLLM serves whole: the image (or its projected query embeddings,
+        `[num_query_tokens, hidden]`) and the text; the server places the queries before BOS, as BLIP-2 does."""
+        params = params or GenerationParams()
+        if (image is None) == (image_embeds is None):
+            raise LLMError("send either an image or its projected embeddings")
+        if image_embeds is not None:
+            self.validate_embeds(image_embeds, params, where="image embeddings")
+            part: dict[str, Any] = {"type": "image_embeds", "image_embeds": encode_prompt_embeds(image_embeds)}
+        else:
+            assert image is not None
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+            part = {"type": "image_url", "image_url": {"url": url}}
+        if self._context_length is None:
+            self._discover()
+        sampling = {**self._sampling(params), "logprobs": True, "top_logprobs": 0}
+        body = {"model": self.name, "messages": [{"role": "user", "content": [part, {"type": "text", "text": text}]}],
+                "add_special_tokens": True, **sampling}
+        choice = self._request("POST", "/v1/chat/completions", json=body)["choices"][0]
+        content = (choice.get("logprobs") or {}).get("content") or []
+        tokens = [int(c["token"].split(":", 1)[1]) for c in content]
+        values = [float(c["logprob"]) for c in content]
+        return self.completion(tokens, values, choice.get("finish_reason"))
 
     # --- validation and transport ----------------------------------------------------------------------------
     def validate_embeds(self, embeds: Any, params: GenerationParams, where: str = "prompt embeddings") -> None:

@@ -6,6 +6,7 @@ with prompt embeddings on, and on CPU with a KV cache that fits a small machine.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -26,6 +27,14 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+# The text parts of the user's message, unchanged: BLIP-2 has no chat format; vLLM inserts the image's query
+# positions before BOS itself (as BLIP-2 was trained), and the client asks for special tokens (BOS) to be added.
+BLIP2_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endfor %}"
+)
 
 
 class VLLMServer:
@@ -64,6 +73,15 @@ class VLLMServer:
         self._tmp: str | None = None
 
     @property
+    def serves_blip2(self) -> bool:
+        """vLLM serves `Blip2ForConditionalGeneration` (OPT) whole: image in, text out (REFERENCE.md §3)."""
+        try:
+            config = json.loads((self.model_dir / "config.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return config.get("model_type") == "blip-2"
+
+    @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
@@ -80,6 +98,10 @@ class VLLMServer:
         ]
         if self.enable_prompt_embeds:
             cmd.append("--enable-prompt-embeds")
+        if self.serves_blip2 and "--chat-template" not in self.extra_args:
+            # A BLIP-2 checkpoint served whole takes the image through the chat API: this template passes the
+            # text through unchanged, and `--enable-mm-embeds` lets clients send projected image embeddings.
+            cmd += ["--chat-template", BLIP2_CHAT_TEMPLATE, "--enable-mm-embeds"]
         if self.on_cpu:
             cmd.append("--enforce-eager")  # ready in ~30 s instead of ~40-75 s of compilation
         return cmd + list(self.extra_args)

@@ -1,0 +1,1 @@
+"""Evaluation: VQA metric, dataset readers, the generated Shapes world."""

@@ -47,15 +47,18 @@ def validate_question(question: str, max_chars: int) -> str:
 class Engine:
     """Answers questions about images with a frozen LLM, through the VQA graph."""
 
-    def __init__(self, profile: Profile) -> None:
+    def __init__(self, profile: Profile, graph: Any = None) -> None:
         self.profile = profile
         self.tools = Toolkit(profile)
-        self.graph = build_graph()
+        # Any compiled graph over VQAState with VQAContext works: the built-in one or a user's own.
+        self.graph = graph if graph is not None else build_graph()
 
     @classmethod
-    def from_profile(cls, name_or_path: str | Path | Profile | None = None, **overrides: Any) -> Engine:
+    def from_profile(
+        cls, name_or_path: str | Path | Profile | None = None, *, graph: Any = None, **overrides: Any
+    ) -> Engine:
         """A built-in profile name (`tiny`, `blip-opt`), a TOML/YAML profile file, or a `Profile`."""
-        return cls(load_profile(name_or_path, **overrides))
+        return cls(load_profile(name_or_path, **overrides), graph=graph)
 
     def add_image(self, image: ImageInput) -> str:
         """Take an image in (validated) and return its content reference."""
@@ -106,8 +109,8 @@ class Engine:
         timings["total"] = round(time.perf_counter() - start, 4)
         trace = Trace(
             profile=self.profile.name,
-            route=state["answered_by"],
-            route_reason=state["route_reason"],
+            route=state.get("answered_by") or state.get("chosen_route", ""),
+            route_reason=state.get("route_reason", ""),
             requested_route=route,
             router_policy=(router or self.profile.router.policy) if route == "auto" else "",
             route_answers=state.get("route_answers", {}),
@@ -128,7 +131,7 @@ class Engine:
             original_question=state.get("original_question", question),
             mark_phrases=state.get("mark_phrases", []),
             mark_notes=state.get("mark_notes", []),
-            seen_image_ref=state["image_ref"],
+            seen_image_ref=state.get("image_ref", ref),
             query_tokens=state.get("query_tokens", 0),
             bridge_prompt=state.get("bridge_prompt", ""),
             bridge_prompt_tokens=state.get("bridge_prompt_tokens", 0),
@@ -137,7 +140,7 @@ class Engine:
         )
         return Answer(
             answer=state.get("answer", ""),
-            question=state["question"],
+            question=state.get("question", question),
             image_ref=ref,
             route=trace.route,
             meaningless=self.profile.meaningless,

@@ -221,8 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("vllm_args", nargs=argparse.REMAINDER, help="extra flags passed to vLLM after --")
     serve.set_defaults(func=_llm_serve)
 
+    from vqagraph.eval.cli import add_eval_command
     from vqagraph.eval.world.cli import add_world_commands
 
+    add_eval_command(sub)
     add_world_commands(sub)
 
     profiles = sub.add_parser("profiles", help="list the built-in profiles")

@@ -20,6 +20,8 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     old = os.environ.get("VQAGRAPH_CACHE")
     os.environ["VQAGRAPH_CACHE"] = str(root)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # Conversation threads and their images never go to the user's data directory from a test.
+    os.environ["VQAGRAPH_DATA"] = str(tmp_path_factory.mktemp("vqagraph-data"))
     torch.manual_seed(0)
     yield root
     if old is None:

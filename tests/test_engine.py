@@ -70,7 +70,8 @@ def test_stream_reports_each_node(engine, red_circle) -> None:  # type: ignore[n
                                                  context=VQAContext(tools=engine.tools), stream_mode="updates",
                                                  subgraphs=True):
         seen.extend(update)
-    expected = ["render_marks", "router", "region_captions", "question_generation", "img2llm_prompt", "llm_answer"]
+    expected = ["render_marks", "resolve_followup", "router", "region_captions", "question_generation",
+                "img2llm_prompt", "llm_answer", "pick_answer"]
     assert [n for n in seen if n != "img2llm"] == expected
 
 

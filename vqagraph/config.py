@@ -70,11 +70,22 @@ class BridgeSettings(BaseModel):
     instruction_template: str = Field(
         "{question}", description="InstructBLIP: the Q-Former's instruction text (the question itself)"
     )
+    history_template: str = Field(
+        "Question: {question} Answer: {answer}.", description="an earlier turn, as LAVIS concatenates them (§2)"
+    )
     send: Literal["prompt-embeds", "image", "image-embeds"] = Field(
         "prompt-embeds",
         description="prompt-embeds: [soft prompt; text] to any served LLM; image / image-embeds: to a BLIP-2 "
         "checkpoint vLLM serves whole, the image itself or the locally projected query embeddings",
     )
+
+
+class ConversationSettings(BaseModel):
+    """Multi-turn threads: how much of the past each route sees."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_history_turns: int = Field(8, ge=0, description="earlier turns given to the LLM (newest kept first)")
 
 
 RouterPolicy = Literal["rules", "cascade", "both"]
@@ -139,6 +150,7 @@ class Profile(BaseModel):
     img2llm: Img2LLMSettings = Field(default_factory=Img2LLMSettings)
     bridge: BridgeSettings = Field(default_factory=BridgeSettings)
     router: RouterSettings = Field(default_factory=RouterSettings)
+    conversation: ConversationSettings = Field(default_factory=ConversationSettings)
     llm_backend: LLMBackend = Field(default_factory=LLMBackend)
     limits: Limits = Field(default_factory=Limits)
 

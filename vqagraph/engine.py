@@ -19,6 +19,8 @@ from vqagraph.media import ImageInput, load_image
 from vqagraph.toolkit import Toolkit
 
 if TYPE_CHECKING:
+    from vqagraph.agents.conversation import Conversation
+    from vqagraph.agents.threads import ThreadStore
     from vqagraph.tools.visual_prompt import Mark
 
 
@@ -52,6 +54,11 @@ class Engine:
         self.tools = Toolkit(profile)
         # Any compiled graph over VQAState with VQAContext works: the built-in one or a user's own.
         self.graph = graph if graph is not None else build_graph()
+        # The same graph for conversation turns, run inside the thread graph: it never writes checkpoints of
+        # its own (the thread keeps the turns), but its node events stream with the thread's.
+        self.turn_graph = self.graph.copy(update={"checkpointer": False}) if graph is not None \
+            else build_graph(checkpointer=False)
+        self._stores: dict[str, ThreadStore] = {}
 
     @classmethod
     def from_profile(
@@ -71,6 +78,26 @@ class Engine:
         picture = load_image(image, max_pixels=self.profile.limits.max_image_pixels)
         drawn, _ = render_marks(picture, validate_marks(marks), seed=self.profile.img2llm.seed)
         return drawn
+
+    def conversation(self, thread_id: str | None = None, store: str | None = None) -> Conversation:
+        """A multi-turn thread (new, or continued by id) persisted in `store`: a SQLite path (default: under
+        the user's data directory), a `postgresql://` URL, or `memory`."""
+        from vqagraph.agents.conversation import Conversation
+        from vqagraph.agents.threads import ThreadStore, default_store_url
+
+        key = store or default_store_url()
+        if key not in self._stores:
+            self._stores[key] = ThreadStore(key)
+        opened = self._stores[key]
+        if self.tools.images.root is None:
+            self.tools.images.root = opened.images  # images of threads go to disk, content-addressed
+        return Conversation(self, opened, thread_id)
+
+    def close(self) -> None:
+        """Release the thread stores this engine opened."""
+        for opened in self._stores.values():
+            opened.close()
+        self._stores.clear()
 
     def check_route(self, route: str, router: str | None = None) -> None:
         """Reject an unknown route or policy, or a bridge without a Q-Former, before anything runs."""
@@ -94,17 +121,33 @@ class Engine:
         """Answer `question` about `image`; `marks` (visual prompts) are drawn on it first.
 
         `route`: auto (the router's `policy` decides; `router` overrides the profile's), img2llm, bridge, both."""
+        start = time.perf_counter()
         question = validate_question(question, self.profile.limits.max_question_chars)
         self.check_route(route, router)
         checked = validate_marks(marks or [])
-        start = time.perf_counter()
         ref = self.add_image(image)
+        inputs = self.graph_inputs(ref, question, route, checked, router)
         intake = time.perf_counter() - start
-        state = self.graph.invoke(
-            {"image_ref": ref, "question": question, "route": route, "router_policy": router or "",
-             "marks": [m.model_dump(mode="json") for m in checked]},
-            context=VQAContext(tools=self.tools),
-        )
+        state = self.graph.invoke(inputs, context=VQAContext(tools=self.tools))
+        return self.answer_from(state, inputs, start, intake)
+
+    def graph_inputs(
+        self,
+        ref: str,
+        question: str,
+        route: str = "auto",
+        marks: Sequence[Mark] = (),
+        router: str | None = None,
+        history: Sequence[dict[str, str]] = (),
+    ) -> dict[str, Any]:
+        """The VQA graph's input state for an image already taken in (all values checkpoint-safe)."""
+        return {"image_ref": ref, "question": question, "route": route, "router_policy": router or "",
+                "marks": [m.model_dump(mode="json") for m in marks], "history": list(history)}
+
+    def answer_from(self, state: dict[str, Any], inputs: dict[str, Any], start: float, intake: float) -> Answer:
+        """The `Answer` and its trace, read from the graph's final state."""
+        ref, question, route = inputs["image_ref"], inputs["question"], inputs["route"]
+        router = inputs.get("router_policy") or None
         timings = {"intake": round(intake, 4), **state.get("timings", {})}
         timings["total"] = round(time.perf_counter() - start, 4)
         trace = Trace(
@@ -137,6 +180,8 @@ class Engine:
             bridge_prompt_tokens=state.get("bridge_prompt_tokens", 0),
             bridge_conditioned=state.get("bridge_conditioned", False),
             bridge_image_encoded=state.get("bridge_image_encoded", True),
+            standalone_question=state.get("standalone_question", ""),
+            history_turns=len(inputs.get("history") or []),
         )
         return Answer(
             answer=state.get("answer", ""),

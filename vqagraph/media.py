@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import threading
 import warnings
 from collections import OrderedDict
@@ -142,20 +143,40 @@ class LRUStore:
 
 
 class ImageStore:
-    """Images by reference, so graph nodes receive an `ImageRef` and fetch pixels here."""
+    """Images by reference, so graph nodes receive an `ImageRef` and fetch pixels here.
 
-    def __init__(self, capacity: int = 256) -> None:
+    With a `root`, every image is also written there as `<sha256>.png` (content-addressed, lossless), so a
+    conversation continued by another process finds its images; checkpoints only ever hold the reference."""
+
+    def __init__(self, capacity: int = 256, root: str | Path | None = None) -> None:
         self._store = LRUStore(capacity)
+        self.root = Path(root) if root is not None else None
+
+    def _path(self, ref: str) -> Path:
+        assert self.root is not None
+        return self.root / f"{ref.removeprefix('sha256:')}.png"
 
     def add(self, image: Image.Image) -> ImageRef:
         ref = image_ref(image)
         self._store.put(ref, image)
+        if self.root is not None:
+            path = self._path(ref)
+            if not path.exists():
+                self.root.mkdir(parents=True, exist_ok=True)
+                partial = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+                image.save(partial, format="PNG")
+                partial.replace(path)  # atomic: another process never reads half a file
         return ref
 
     def get(self, ref: str) -> Image.Image:
         image = self._store.get(ref)
+        if image is None and self.root is not None and self._path(ref).exists():
+            with Image.open(self._path(ref)) as stored:
+                image = stored.convert("RGB")
+            self._store.put(ref, image)
         if image is None:
-            raise ImageError(f"image {ref} is not in this process's image store; take it in again")
+            where = f"this process's image store or {self.root}" if self.root else "this process's image store"
+            raise ImageError(f"image {ref} is not in {where}; take it in again")
         return image  # type: ignore[no-any-return]
 
 

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from vqagraph.errors import VQAGraphError
 
@@ -24,7 +25,7 @@ def _backend_overrides(args: argparse.Namespace) -> dict[str, object]:
     return {}
 
 
-def _marks(engine: object, image: str, specs: list[str]) -> list[object]:
+def _marks(engine: object, image: Any, specs: list[str]) -> list[object]:
     """Parse `--mark` specs against the image's size (fractions are fractions of it)."""
     if not specs:
         return []
@@ -37,11 +38,23 @@ def _marks(engine: object, image: str, specs: list[str]) -> list[object]:
 
 def _ask(args: argparse.Namespace) -> int:
     from vqagraph.engine import Engine
+    from vqagraph.errors import QuestionError
 
+    if len(args.inputs) == 1 and not args.thread:
+        raise QuestionError("give an image and a question (or --thread ID to continue a conversation)")
+    image, question = (None, args.inputs[0]) if len(args.inputs) == 1 else args.inputs
     engine = Engine.from_profile(args.profile, **_backend_overrides(args))
-    marks = _marks(engine, args.image, args.mark)
-    answer = engine.ask(args.image, args.question, route=args.route, marks=marks,  # type: ignore[arg-type]
-                        router=args.router)
+    if args.thread:
+        conversation = engine.conversation(args.thread, store=args.store)
+        marks_image = image or (conversation.image_ref and engine.tools.images.get(conversation.image_ref))
+        marks = _marks(engine, marks_image, args.mark) if args.mark and marks_image else []
+        answer = conversation.ask(question, image=image, marks=marks, route=args.route,  # type: ignore[arg-type]
+                                  router=args.router)
+        print(f"thread: {conversation.thread_id} (turn {len(conversation.history())})", file=sys.stderr)
+    else:
+        marks = _marks(engine, image, args.mark)
+        answer = engine.ask(image, question, route=args.route, marks=marks,  # type: ignore[arg-type]
+                            router=args.router)
     if args.explain:
         from vqagraph.tools.explain_picture import explain_picture
 
@@ -178,8 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     ask = sub.add_parser("ask", help="answer one question about one image")
-    ask.add_argument("image", help="path to the image")
-    ask.add_argument("question")
+    ask.add_argument("inputs", nargs="+", metavar="[IMAGE] QUESTION",
+                     help="the image and the question; with --thread the image may be left out (the thread's)")
+    ask.add_argument("--thread", default=None, metavar="ID",
+                     help="add this question to a conversation thread (created if new, continued if not)")
+    ask.add_argument("--store", default=None, metavar="URL",
+                     help="thread store: a SQLite path (default: under the data directory), postgresql://…, memory")
     ask.add_argument("--profile", default=None, help="built-in profile name or a TOML/YAML profile file")
     ask.add_argument("--route", default="auto", choices=["auto", "img2llm", "bridge", "both"],
                      help="auto: the router decides; img2llm: text route; bridge: BLIP-2 embedding route; both")

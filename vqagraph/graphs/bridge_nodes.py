@@ -11,7 +11,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from vqagraph.errors import ProfileError
-from vqagraph.graphs.nodes import node, route_answer
+from vqagraph.graphs.nodes import node, recent_turns, route_answer, token_writer, vision_question
 from vqagraph.graphs.state import VQAContext, VQAState
 from vqagraph.toolkit import Toolkit
 from vqagraph.tools.bridge_prompt import bridge_embeddings, bridge_text, bridge_token_ids, check_soft_prompt_size
@@ -20,11 +20,11 @@ from vqagraph.tools.llm.vllm_client import VLLMClient
 
 
 def _soft_prompt(tools: Toolkit, state: VQAState) -> tuple[Any, bool]:
-    instruction = tools.profile.bridge.instruction_template.format(question=state["question"])
+    instruction = tools.profile.bridge.instruction_template.format(question=vision_question(state))
     return tools.qformer(state["image_ref"], tools.images.get(state["image_ref"]), instruction)
 
 
-@node("qformer_encode", reads=("image_ref", "question"),
+@node("qformer_encode", reads=("image_ref", "question", "standalone_question"),
       writes=("query_tokens", "bridge_conditioned", "bridge_image_encoded"))
 def qformer_encode(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
     """Image (+ question, for InstructBLIP) → soft prompt; checked against the LLM's width before any request."""
@@ -39,11 +39,13 @@ def qformer_encode(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, A
     }
 
 
-@node("bridge_prompt", reads=("question",), writes=("bridge_prompt", "bridge_prompt_tokens"))
+@node("bridge_prompt", reads=("question", "history"), writes=("bridge_prompt", "bridge_prompt_tokens"))
 def bridge_prompt(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
+    """BLIP-2's VQA prompt; in a conversation the earlier turns go first, concatenated as LAVIS does (§2)."""
     tools = runtime.context.tools
     settings = tools.profile.bridge
-    text = bridge_text(settings.prompt_template, state["question"])
+    turns = recent_turns(state, tools.profile.conversation.max_history_turns)
+    text = bridge_text(settings.prompt_template, state["question"], turns, settings.history_template)
     ids = bridge_token_ids(tools.llm.tokenizer, text, settings.add_bos)
     return {"bridge_prompt": text, "bridge_prompt_tokens": len(ids)}
 
@@ -59,7 +61,7 @@ def bridge_answer(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, An
         soft_prompt, _ = _soft_prompt(tools, state)  # a feature-cache hit: qformer_encode computed it
         ids = bridge_token_ids(llm.tokenizer, state["bridge_prompt"], settings.add_bos)
         embeds = bridge_embeddings(soft_prompt, ids, llm.input_embeddings())
-        (generation,) = llm.generate_from_embeddings([embeds], params)
+        (generation,) = llm.generate_from_embeddings([embeds], params, on_token=token_writer(runtime, "bridge"))
         return {"route_answers": {"bridge": route_answer(generation)}}
     # A BLIP-2 checkpoint served whole by vLLM: send it the image, or the query embeddings projected here.
     if not isinstance(llm, VLLMClient):

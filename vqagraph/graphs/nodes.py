@@ -69,7 +69,28 @@ def render_marks(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any
     }
 
 
-@node("region_captions", reads=("image_ref", "question", "mark_boxes"),
+def vision_question(state: VQAState) -> str:
+    """What the vision tools read: a follow-up with its back-reference resolved, else the question."""
+    return state.get("standalone_question") or state["question"]
+
+
+def recent_turns(state: VQAState, limit: int) -> list[tuple[str, str]]:
+    """The newest `limit` earlier turns, oldest first."""
+    turns = [(t["question"], t["answer"]) for t in state.get("history") or []]
+    return turns[-limit:] if limit else []
+
+
+@node("resolve_followup", reads=("question", "history"), writes=("standalone_question",))
+def resolve_followup(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
+    """A follow-up's pronoun becomes what an earlier turn named, so GradCAM and the router read a whole question."""
+    from vqagraph.tools.followup import standalone_question
+
+    earlier = [t["question"] for t in state.get("history") or []]
+    text, _referent = standalone_question(state["question"], earlier)
+    return {"standalone_question": text}
+
+
+@node("region_captions", reads=("image_ref", "question", "standalone_question", "mark_boxes"),
       writes=("captions", "caption_scores", "caption_stats", "gradcam", "grid", "patch_ids", "image_encoded"))
 def region_captions(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
     tools = runtime.context.tools
@@ -77,7 +98,7 @@ def region_captions(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, 
     boxes = state.get("mark_boxes") or []
     # With one mark, sample patches inside it so the captions describe what the user pointed at.
     region = tuple(boxes[0]) if len(boxes) == 1 and tools.profile.img2llm.restrict_to_mark else None
-    result = tools.region_captioner(state["image_ref"], image, state["question"], region=region)  # type: ignore[arg-type]
+    result = tools.region_captioner(state["image_ref"], image, vision_question(state), region=region)  # type: ignore[arg-type]
     return {
         "captions": result.captions,
         "caption_scores": result.scores,
@@ -110,7 +131,7 @@ def question_generation(state: VQAState, runtime: Runtime[VQAContext]) -> dict[s
     return {"candidates": found.answers, "answer_captions": where, "exemplars": [e.model_dump() for e in exemplars]}
 
 
-@node("img2llm_prompt", reads=("question", "captions", "candidates", "answer_captions", "exemplars"),
+@node("img2llm_prompt", reads=("question", "history", "captions", "candidates", "answer_captions", "exemplars"),
       writes=("prompt", "prompt_stats"))
 def img2llm_prompt(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
     tools = runtime.context.tools
@@ -125,7 +146,8 @@ def img2llm_prompt(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, A
     )
     llm = tools.llm
     budget = min(settings.llm_context_length, llm.context_length) - settings.answer_reserve_tokens
-    built = build_prompt(state["question"], [captions[i] for i in ids], exemplars, llm.count_tokens, budget)
+    history = recent_turns(state, tools.profile.conversation.max_history_turns)
+    built = build_prompt(state["question"], [captions[i] for i in ids], exemplars, llm.count_tokens, budget, history)
     return {
         "prompt": built.text,
         "prompt_stats": {
@@ -134,8 +156,18 @@ def img2llm_prompt(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, A
             "exemplars": len(built.exemplars),
             "dropped_exemplars": built.dropped_exemplars,
             "dropped_captions": built.dropped_captions,
+            "history_turns": built.history_turns,
+            "dropped_turns": built.dropped_turns,
         },
     }
+
+
+def token_writer(runtime: Runtime[VQAContext], route: str) -> Callable[[str], None] | None:
+    """When the caller streams, each piece of the answer becomes a custom stream event as the LLM writes it."""
+    if not runtime.context.stream_tokens:
+        return None
+    write = runtime.stream_writer
+    return lambda text: write({"token": text, "route": route})
 
 
 def route_answer(generation: Generation) -> RouteAnswer:
@@ -154,5 +186,5 @@ def llm_answer(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
     tools = runtime.context.tools
     settings = tools.profile.img2llm
     params = GenerationParams(max_new_tokens=settings.answer_max_new_tokens, min_new_tokens=1)
-    (generation,) = tools.llm.generate([state["prompt"]], params)
+    (generation,) = tools.llm.generate([state["prompt"]], params, on_token=token_writer(runtime, "img2llm"))
     return {"route_answers": {"img2llm": route_answer(generation)}}

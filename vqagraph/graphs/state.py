@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Annotated, Any, TypedDict
 
@@ -30,6 +31,9 @@ class VQAState(TypedDict, total=False):
     route: str  # requested: auto | img2llm | bridge | both
     router_policy: str  # for `auto`: rules | cascade | both (default: the profile's)
     marks: list[dict[str, Any]]  # visual prompts (Mark.model_dump), drawn onto the image by `render_marks`
+    history: list[dict[str, str]]  # earlier turns of a conversation: {question, answer}, oldest first
+    # follow-ups
+    standalone_question: str  # the question with a back-reference resolved, for the vision tools and router
     # visual prompts
     original_image_ref: str  # the image before marks were drawn
     original_question: str
@@ -67,6 +71,13 @@ class VQAState(TypedDict, total=False):
     answer: str
     token_logprobs: list[float]
     timings: Annotated[dict[str, float], merge_dicts]
+    # custom graphs (graphs/spec.py, graphs/composed_nodes.py)
+    path: Annotated[list[str], operator.add]  # spec nodes in the order they ran; "node/inner" inside a subgraph
+    votes: dict[str, str]  # `vote`: each voting route's answer
+    look_twice: dict[str, Any]  # `mark_gradcam_peak`: the peak's box, the mark's phrase, the first attempt
+    sub_questions: list[str]  # `decompose_question`
+    decomposition: dict[str, str]  # how the question was split: source (llm | rules | whole), the LLM's text
+    sub_answers: list[dict[str, Any]]  # `ask_subquestions`: {question, answer, answered_by, mean_logprob, path}
 
 
 @dataclass
@@ -74,3 +85,4 @@ class VQAContext:
     """Run-time context (LangGraph `context_schema`): the loaded tools, which never enter state."""
 
     tools: Toolkit
+    stream_tokens: bool = False  # LLM nodes emit {"token": text} stream events (stream_mode="custom")

@@ -1,9 +1,9 @@
 """The main VQA graph: draw marks, route the question, run the chosen route(s), keep one answer.
 
-    START → render_marks → router ─┬─ img2llm ─────────────────┐
-                                   ├─ bridge ─┬─ (cascade, unsure) ─ img2llm ─┤
-                                   │          └────────────────────────────────┤
-                                   └─ both: Send(img2llm) ‖ Send(bridge) ──────┴─ pick_answer → END
+    START → render_marks → resolve_followup → router ─┬─ img2llm ───────────────────────────────┐
+                                                      ├─ bridge ─┬─ (cascade, unsure) ─ img2llm ─┤
+                                                      │          └───────────────────────────────┤
+                                                      └─ both: Send(img2llm) ‖ Send(bridge) ─────┴─ pick_answer
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from vqagraph.graphs.text_route import build_text_route
 ROUTES = ("auto", "img2llm", "bridge", "both")
 
 
-@nodes.node("router", reads=("route", "router_policy", "question", "marks"),
+@nodes.node("router", reads=("route", "router_policy", "question", "standalone_question", "marks"),
             writes=("chosen_route", "route_reason", "cascade"))
 def route_question(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
     profile = runtime.context.tools.profile
@@ -34,7 +34,7 @@ def route_question(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, A
         return {"chosen_route": "img2llm", "cascade": False,
                 "route_reason": "auto: the profile has no Q-Former checkpoint, so only the text route can answer"}
     policy = state.get("router_policy") or profile.router.policy
-    decision = choose_route(policy, state["question"], bool(state.get("marks")), profile.router)
+    decision = choose_route(policy, nodes.vision_question(state), bool(state.get("marks")), profile.router)
     return {"chosen_route": decision.route, "route_reason": decision.reason, "cascade": decision.cascade}
 
 
@@ -80,12 +80,14 @@ def pick(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
 def build_graph(checkpointer: Any = None) -> Any:
     graph = StateGraph(VQAState, context_schema=VQAContext)
     graph.add_node("render_marks", nodes.render_marks)
+    graph.add_node("resolve_followup", nodes.resolve_followup)
     graph.add_node("router", route_question)
     graph.add_node("img2llm", build_text_route())
     graph.add_node("bridge", build_bridge_route())
     graph.add_node("pick_answer", pick)
     graph.add_edge(START, "render_marks")
-    graph.add_edge("render_marks", "router")
+    graph.add_edge("render_marks", "resolve_followup")
+    graph.add_edge("resolve_followup", "router")
     graph.add_conditional_edges("router", _dispatch, ["img2llm", "bridge"])
     graph.add_conditional_edges("bridge", _after_bridge, ["img2llm", "pick_answer"])
     graph.add_edge("img2llm", "pick_answer")

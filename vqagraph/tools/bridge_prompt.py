@@ -6,6 +6,7 @@ input-embedding table, so the same tensor works for the transformers backend and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -13,9 +14,15 @@ import torch
 from vqagraph.errors import ModelMismatchError
 
 
-def bridge_text(template: str, question: str) -> str:
-    """The text after the soft prompt, e.g. `Question: What colour is it? Answer:`."""
-    return template.format(question=question)
+def bridge_text(
+    template: str,
+    question: str,
+    history: Sequence[tuple[str, str]] = (),
+    history_template: str = "Question: {question} Answer: {answer}.",
+) -> str:
+    """The text after the soft prompt, e.g. `Question: What colour is it? Answer:`; earlier turns first."""
+    turns = [history_template.format(question=q.strip(), answer=a.strip()) for q, a in history]
+    return " ".join([*turns, template.format(question=question)])
 
 
 def bridge_token_ids(tokenizer: Any, text: str, add_bos: bool = True) -> list[int]:

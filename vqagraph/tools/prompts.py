@@ -30,6 +30,8 @@ class Img2LLMPrompt(BaseModel):
     tokens: int
     dropped_exemplars: int
     dropped_captions: int
+    history_turns: int = 0
+    dropped_turns: int = 0
 
 
 def select_context_captions(
@@ -57,10 +59,17 @@ def select_exemplars(exemplars: Sequence[Exemplar], limit: int = 30, max_answer_
     return [e for e in exemplars if len(e.answer.split()) <= max_answer_words][:limit]
 
 
-def render_prompt(question: str, captions: Sequence[str], exemplars: Sequence[Exemplar]) -> str:
+def render_prompt(
+    question: str,
+    captions: Sequence[str],
+    exemplars: Sequence[Exemplar],
+    history: Sequence[tuple[str, str]] = (),
+) -> str:
+    """§1.6's format; a conversation's earlier turns follow the synthetic exemplars as real QA pairs."""
     contexts = " ".join(f"{c.strip().rstrip('.')}." for c in captions)
     pairs = "".join(f"Question:{e.question}\nAnswer:{e.answer}\n" for e in exemplars)
-    return f"{HEADER}Contexts:{contexts}\n{pairs}Question:{question.strip()}\nAnswer:"
+    turns = "".join(f"Question:{q.strip()}\nAnswer:{a.strip()}\n" for q, a in history)
+    return f"{HEADER}Contexts:{contexts}\n{pairs}{turns}Question:{question.strip()}\nAnswer:"
 
 
 def build_prompt(
@@ -69,17 +78,20 @@ def build_prompt(
     exemplars: Sequence[Exemplar],
     count_tokens: Callable[[str], int],
     max_tokens: int,
+    history: Sequence[tuple[str, str]] = (),
 ) -> Img2LLMPrompt:
-    """Drop exemplars, then captions, from the end until the prompt fits `max_tokens`."""
-    caps, exs = list(captions), list(exemplars)
-    text = render_prompt(question, caps, exs)
+    """Drop exemplars, then the oldest earlier turns, then captions, from the end until it fits `max_tokens`."""
+    caps, exs, turns = list(captions), list(exemplars), list(history)
+    text = render_prompt(question, caps, exs, turns)
     tokens = count_tokens(text)
-    while tokens > max_tokens and (exs or caps):
+    while tokens > max_tokens and (exs or turns or caps):
         if exs:
             exs.pop()
+        elif turns:
+            turns.pop(0)
         else:
             caps.pop()
-        text = render_prompt(question, caps, exs)
+        text = render_prompt(question, caps, exs, turns)
         tokens = count_tokens(text)
     if tokens > max_tokens:
         raise QuestionError(
@@ -92,4 +104,6 @@ def build_prompt(
         tokens=tokens,
         dropped_exemplars=len(exemplars) - len(exs),
         dropped_captions=len(captions) - len(caps),
+        history_turns=len(turns),
+        dropped_turns=len(history) - len(turns),
     )

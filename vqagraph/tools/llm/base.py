@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from pydantic import BaseModel, Field
+
+OnToken = Callable[[str], None] | None  # called with each new piece of text as the LLM writes it (batch of 1)
 
 
 class GenerationParams(BaseModel):
@@ -45,10 +48,12 @@ class FrozenLLM(Protocol):
 
     def count_tokens(self, text: str) -> int: ...
 
-    def generate(self, prompts: list[str], params: GenerationParams | None = None) -> list[Generation]: ...
+    def generate(
+        self, prompts: list[str], params: GenerationParams | None = None, on_token: OnToken = None
+    ) -> list[Generation]: ...
 
     def generate_from_embeddings(
-        self, embeds: list[torch.Tensor], params: GenerationParams | None = None
+        self, embeds: list[torch.Tensor], params: GenerationParams | None = None, on_token: OnToken = None
     ) -> list[Generation]: ...
 
     def input_embeddings(self) -> torch.Tensor: ...

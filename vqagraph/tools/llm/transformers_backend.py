@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
+from transformers.generation.streamers import BaseStreamer
 
-from vqagraph.tools.llm.base import Generation, GenerationParams
+from vqagraph.tools.llm.base import Generation, GenerationParams, OnToken
 from vqagraph.tools.seeding import seeded
+
+
+class TokenStreamer(BaseStreamer):
+    """Calls `on_token` with each new piece of decoded text; skips the prompt, which `generate` puts first."""
+
+    def __init__(self, tokenizer: Any, on_token: Callable[[str], None]) -> None:
+        self.tokenizer = tokenizer
+        self.on_token = on_token
+        self.ids: list[int] = []
+        self.sent = ""
+        self.prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        self.ids.extend(value.reshape(-1).tolist())
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if len(text) > len(self.sent) and not text.endswith("\ufffd"):  # wait for a whole UTF-8 character
+            self.on_token(text[len(self.sent):])
+            self.sent = text
+
+    def end(self) -> None:
+        pass
 
 
 class TransformersLLM:
@@ -41,13 +67,15 @@ class TransformersLLM:
     def input_embeddings(self) -> torch.Tensor:
         return self.model.get_input_embeddings().weight.detach()
 
-    def generate(self, prompts: list[str], params: GenerationParams | None = None) -> list[Generation]:
+    def generate(
+        self, prompts: list[str], params: GenerationParams | None = None, on_token: OnToken = None
+    ) -> list[Generation]:
         batch = self._tokenizer(prompts, return_tensors="pt", padding=True).to(self.device)
-        return self._generate(params or GenerationParams(), input_ids=batch.input_ids,
+        return self._generate(params or GenerationParams(), on_token, input_ids=batch.input_ids,
                               attention_mask=batch.attention_mask)
 
     def generate_from_embeddings(
-        self, embeds: list[torch.Tensor], params: GenerationParams | None = None
+        self, embeds: list[torch.Tensor], params: GenerationParams | None = None, on_token: OnToken = None
     ) -> list[Generation]:
         longest = max(e.shape[0] for e in embeds)
         hidden = embeds[0].shape[-1]
@@ -57,10 +85,10 @@ class TransformersLLM:
         for i, e in enumerate(embeds):
             padded[i, longest - e.shape[0] :] = e.to(self.device, dtype)
             mask[i, longest - e.shape[0] :] = 1
-        return self._generate(params or GenerationParams(), inputs_embeds=padded, attention_mask=mask)
+        return self._generate(params or GenerationParams(), on_token, inputs_embeds=padded, attention_mask=mask)
 
     @torch.no_grad()
-    def _generate(self, params: GenerationParams, **inputs: torch.Tensor) -> list[Generation]:
+    def _generate(self, params: GenerationParams, on_token: OnToken, **inputs: torch.Tensor) -> list[Generation]:
         sampling = params.temperature > 0
         kwargs: dict[str, Any] = {
             "max_new_tokens": params.max_new_tokens,
@@ -71,6 +99,9 @@ class TransformersLLM:
             "return_dict_in_generate": True,
             "output_scores": True,
         }
+        batch = next(iter(inputs.values())).shape[0]
+        if on_token is not None and batch == 1:  # transformers streams one sequence at a time
+            kwargs["streamer"] = TokenStreamer(self._tokenizer, on_token)
         if sampling:
             kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
         else:

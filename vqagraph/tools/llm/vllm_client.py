@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ import torch
 from PIL import Image
 
 from vqagraph.errors import LLMError
-from vqagraph.tools.llm.base import Generation, GenerationParams
+from vqagraph.tools.llm.base import Generation, GenerationParams, OnToken
 from vqagraph.tools.llm.local_checkpoint import LocalCheckpoint
 
 ACCEPTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -84,23 +86,30 @@ class VLLMClient(LocalCheckpoint):
             self.name = entry["id"]
         self._context_length = int(entry.get("max_model_len") or 2048)
 
-    def generate(self, prompts: list[str], params: GenerationParams | None = None) -> list[Generation]:
-        """All prompts in one request (vLLM batches them in the engine)."""
+    def generate(
+        self, prompts: list[str], params: GenerationParams | None = None, on_token: OnToken = None
+    ) -> list[Generation]:
+        """All prompts in one request (vLLM batches them in the engine); one prompt streams to `on_token`."""
         params = params or GenerationParams()
         if self._context_length is None:
             self._discover()
         body = {"model": self.name, "prompt": prompts, **self._sampling(params)}
+        if on_token is not None and len(prompts) == 1:
+            return [self._stream(body, on_token)]
         choices = sorted(self._request("POST", "/v1/completions", json=body)["choices"], key=lambda c: c["index"])
         return [self._generation(c) for c in choices]
 
     def generate_from_embeddings(
-        self, embeds: list[torch.Tensor], params: GenerationParams | None = None
+        self, embeds: list[torch.Tensor], params: GenerationParams | None = None, on_token: OnToken = None
     ) -> list[Generation]:
         """One request per sequence, sent concurrently; each tensor is validated before any is sent."""
         params = params or GenerationParams()
         for i, e in enumerate(embeds):
             self.validate_embeds(e, params, where=f"embeds[{i}]")
         sampling = self._sampling(params)
+        if on_token is not None and len(embeds) == 1:
+            body = {"model": self.name, "prompt_embeds": encode_prompt_embeds(embeds[0]), **sampling}
+            return [self._stream(body, on_token)]
 
         def one(e: torch.Tensor) -> Generation:
             body = {"model": self.name, "prompt_embeds": encode_prompt_embeds(e), **sampling}
@@ -183,6 +192,35 @@ class VLLMClient(LocalCheckpoint):
         tokens = [int(t.split(":", 1)[1]) for t in logprobs.get("tokens") or []]
         values = [float(v) if v is not None else 0.0 for v in logprobs.get("token_logprobs") or []]
         return self.completion(tokens, values, choice.get("finish_reason"))
+
+    def _stream(self, body: dict[str, Any], on_token: Callable[[str], None]) -> Generation:
+        """A streamed completion (server-sent events): text goes to `on_token` chunk by chunk as vLLM writes it.
+        Not retried: part of the answer may already have been shown."""
+        url = f"{self.base_url}/v1/completions"
+        tokens: list[int] = []
+        values: list[float] = []
+        finish: str | None = None
+        try:
+            with self._http.stream("POST", "/v1/completions", json={**body, "stream": True}) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise LLMError(f"vLLM server at {url} rejected the request ({response.status_code}): "
+                                   f"{_message(response)}")
+                for line in response.iter_lines():
+                    if not line.startswith("data: ") or line == "data: [DONE]":
+                        continue
+                    choice = json.loads(line[len("data: "):])["choices"][0]
+                    logprobs = choice.get("logprobs") or {}
+                    tokens += [int(t.split(":", 1)[1]) for t in logprobs.get("tokens") or []]
+                    values += [float(v) if v is not None else 0.0 for v in logprobs.get("token_logprobs") or []]
+                    if choice.get("text"):
+                        on_token(choice["text"])
+                    finish = choice.get("finish_reason") or finish
+        except httpx.TimeoutException as exc:
+            raise LLMError(f"vLLM server at {url} did not answer within {self.timeout:g} s") from exc
+        except httpx.TransportError as exc:
+            raise LLMError(f"vLLM server at {url} is not reachable ({type(exc).__name__}: {exc})") from exc
+        return self.completion(tokens, values, finish)
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         """Bounded retries with exponential back-off on connection errors, timeouts and 5xx; 4xx fail at once."""

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from vqagraph.errors import LLMError
-from vqagraph.tools.llm.base import Generation, GenerationParams
+from vqagraph.tools.llm.base import Generation, GenerationParams, OnToken
 from vqagraph.tools.llm.local_checkpoint import LocalCheckpoint
 
 
@@ -44,17 +44,20 @@ class VLLMEngineLLM(LocalCheckpoint):
     def context_length(self) -> int:
         return self._max_model_len
 
-    def generate(self, prompts: list[str], params: GenerationParams | None = None) -> list[Generation]:
-        return self._run(list(prompts), params or GenerationParams())
+    def generate(
+        self, prompts: list[str], params: GenerationParams | None = None, on_token: OnToken = None
+    ) -> list[Generation]:
+        return _announce(self._run(list(prompts), params or GenerationParams()), on_token)
 
     def generate_from_embeddings(
-        self, embeds: list[torch.Tensor], params: GenerationParams | None = None
+        self, embeds: list[torch.Tensor], params: GenerationParams | None = None, on_token: OnToken = None
     ) -> list[Generation]:
         hidden = self.input_embeddings().shape[1]
         for i, e in enumerate(embeds):
             if e.dim() != 2 or e.shape[1] != hidden:
                 raise LLMError(f"embeds[{i}]: expected shape [seq_len, {hidden}], got {list(e.shape)}")
-        return self._run([{"prompt_embeds": e.detach().cpu()} for e in embeds], params or GenerationParams())
+        done = self._run([{"prompt_embeds": e.detach().cpu()} for e in embeds], params or GenerationParams())
+        return _announce(done, on_token)
 
     def _run(self, inputs: list[Any], params: GenerationParams) -> list[Generation]:
         from vllm import SamplingParams
@@ -70,3 +73,10 @@ class VLLMEngineLLM(LocalCheckpoint):
             logprobs = [float(step[token].logprob) for step, token in zip(steps, ids, strict=False) if step]
             results.append(self.completion(ids, logprobs, completion.finish_reason))
         return results
+
+
+def _announce(generations: list[Generation], on_token: OnToken) -> list[Generation]:
+    """The in-process engine returns whole completions: a streaming caller gets the text in one piece."""
+    if on_token is not None and len(generations) == 1 and generations[0].text:
+        on_token(generations[0].text)
+    return generations

@@ -1,0 +1,175 @@
+"""Multi-turn conversations: history reaches the LLM through both routes, features are reused, threads persist
+across processes (SQLite, Postgres), and a broken store is a clear error."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+from vqagraph import Engine
+from vqagraph.agents.threads import ThreadStore, ThreadStoreError
+
+PROFILE = {"llm": {"id": "builtin:tiny-llama"}, "qformer": {"id": "builtin:tiny-blip2"}}
+
+
+def scene(colour: str, marker: int) -> Image.Image:
+    image = Image.new("RGB", (160, 120), "white")
+    ImageDraw.Draw(image).ellipse((20, 20, 90, 90), fill=colour)
+    image.putpixel((159, 119), (marker, marker, marker))  # a picture no other test uses
+    return image
+
+
+@pytest.fixture
+def engine(model_cache: Path, tmp_path: Path) -> Engine:  # type: ignore[override]
+    built = Engine.from_profile("tiny", **PROFILE)  # type: ignore[arg-type]
+    yield built  # type: ignore[misc]
+    built.close()
+
+
+def test_text_route_prompt_carries_earlier_turns(engine: Engine, tmp_path: Path) -> None:
+    chat = engine.conversation(store=str(tmp_path / "threads.sqlite"))
+    sent: list[str] = []
+    real = engine.tools.llm.generate
+    engine.tools.llm.generate = lambda prompts, *a, **k: sent.extend(prompts) or real(prompts, *a, **k)  # type: ignore[method-assign]
+    first = chat.ask("What colour is the circle?", image=scene("red", 1), route="img2llm")
+    second = chat.ask("and what is left of it?", route="img2llm")
+    earlier = f"Question:What colour is the circle?\nAnswer:{first.answer}\nQuestion:and what is left of it?\nAnswer:"
+    assert sent[-1] == second.trace.prompt and earlier in sent[-1]
+    assert second.trace.prompt_stats["history_turns"] == 1
+    # GradCAM read a standalone question; the LLM the question as asked, after the earlier turn.
+    assert second.trace.standalone_question == "What is left of the circle?"
+    assert first.trace.image_encoded and not second.trace.image_encoded  # the second turn reused the features
+    turns = chat.history()
+    assert [t.question for t in turns] == ["What colour is the circle?", "and what is left of it?"]
+    assert turns[0].vision_encoded and not turns[1].vision_encoded and turns[1].history_turns == 1
+
+
+def test_bridge_embeds_earlier_turns_as_blip2_does(engine: Engine) -> None:
+    chat = engine.conversation(store="memory")
+    shapes: list[int] = []
+    real = engine.tools.llm.generate_from_embeddings
+
+    def spy(embeds, *args, **kwargs):  # type: ignore[no-untyped-def]
+        shapes.extend(e.shape[0] for e in embeds)
+        return real(embeds, *args, **kwargs)
+
+    engine.tools.llm.generate_from_embeddings = spy  # type: ignore[method-assign]
+    first = chat.ask("What colour is the circle?", image=scene("blue", 2), route="bridge")
+    second = chat.ask("Is it big?", route="bridge")
+    assert second.trace.bridge_prompt == (f"Question: What colour is the circle? Answer: {first.answer}. "
+                                          "Question: Is it big? Answer:")
+    # what was embedded: the queries, then exactly that text's tokens
+    assert shapes[-1] == second.trace.query_tokens + second.trace.bridge_prompt_tokens
+    assert first.trace.bridge_image_encoded and not second.trace.bridge_image_encoded
+    assert second.trace.standalone_question == "Is the circle big?"
+
+
+def test_a_new_image_starts_a_new_history(engine: Engine) -> None:
+    chat = engine.conversation(store="memory")
+    chat.ask("What colour is the circle?", image=scene("red", 3), route="bridge")
+    moved = chat.ask("What colour is the circle?", image=scene("green", 4), route="bridge")
+    again = chat.ask("Is it small?", route="bridge")
+    assert moved.trace.history_turns == 0 and again.trace.history_turns == 1
+    assert chat.image_ref == moved.image_ref != chat.history()[0].image_ref
+
+
+def test_stream_yields_nodes_tokens_then_the_answer(engine: Engine) -> None:
+    chat = engine.conversation(store="memory")
+    events = list(chat.stream("What colour is the circle?", image=scene("red", 5), route="bridge"))
+    kinds = [kind for kind, _ in events]
+    assert kinds[-1] == "answer" and "token" in kinds
+    nodes = [value for kind, value in events if kind == "node"]
+    assert {"qformer_encode", "bridge_answer", "pick_answer", "turn"} <= set(nodes)
+    answer = events[-1][1]
+    assert "".join(value for kind, value in events if kind == "token").strip() == answer.trace.raw_answer.strip()
+
+
+CONTINUE = textwrap.dedent("""
+    import json, sys
+    from vqagraph import Engine
+    engine = Engine.from_profile("tiny", llm={"id": "builtin:tiny-llama"}, qformer={"id": "builtin:tiny-blip2"})
+    chat = engine.conversation(sys.argv[1], store=sys.argv[2])
+    for question in sys.argv[3:]:
+        chat.ask(question, route="bridge")
+    print(json.dumps([t.question for t in chat.history()]))
+    engine.close()
+""")
+
+
+def run_turns(thread: str, store: str, *questions: str) -> subprocess.Popen[str]:
+    env = dict(os.environ)  # the same VQAGRAPH_DATA (conftest): a Postgres thread's images are found there
+    return subprocess.Popen([sys.executable, "-c", CONTINUE, thread, store, *questions], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_another_process_continues_the_thread_and_two_write_at_once(engine: Engine, tmp_path: Path) -> None:
+    store = str(tmp_path / "threads.sqlite")
+    for thread in ("t-a", "t-b"):
+        engine.conversation(thread, store=store).ask("What colour is the circle?", image=scene("red", 6),
+                                                     route="bridge")
+    engine.close()
+    # Two processes write two threads of the same file at the same time; neither loses a turn.
+    procs = [run_turns(t, store, "Is it big?", "Where is it?") for t in ("t-a", "t-b")]
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-2000:]
+        assert json.loads(out.strip().splitlines()[-1]) == ["What colour is the circle?", "Is it big?", "Where is it?"]
+    reopened = Engine.from_profile("tiny", **PROFILE)  # type: ignore[arg-type]
+    for thread in ("t-a", "t-b"):
+        assert len(reopened.conversation(thread, store=store).history()) == 3
+    reopened.close()
+
+
+def test_corrupt_and_locked_databases_are_clear_errors(engine: Engine, tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.sqlite"
+    corrupt.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(ThreadStoreError, match="corrupt or locked"):
+        ThreadStore(str(corrupt))
+    path = tmp_path / "locked.sqlite"
+    store = ThreadStore(str(path), timeout=0.2)
+    holder = sqlite3.connect(path)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        from vqagraph.agents.conversation import Conversation
+
+        chat = Conversation(engine, store, "locked")
+        with pytest.raises(ThreadStoreError, match="unavailable: database is locked"):
+            chat.ask("What colour is the circle?", image=scene("red", 7), route="bridge")
+    finally:
+        holder.rollback()
+        holder.close()
+        store.close()
+
+
+def test_a_thread_without_an_image_says_so(engine: Engine) -> None:
+    from vqagraph.errors import ImageError
+
+    with pytest.raises(ImageError, match="no image yet"):
+        engine.conversation(store="memory").ask("What is it?")
+
+
+@pytest.mark.skipif(not os.environ.get("VQAGRAPH_TEST_POSTGRES_URL") and not os.environ.get("CI"),
+                    reason="set VQAGRAPH_TEST_POSTGRES_URL (.ci/run starts a Postgres server and sets it; under CI "
+                    "a missing URL fails instead)")
+def test_postgres_thread_continued_by_another_process(engine: Engine, tmp_path: Path) -> None:
+    url = os.environ["VQAGRAPH_TEST_POSTGRES_URL"]
+    thread = f"pg-{os.getpid()}"
+    engine.conversation(thread, store=url).ask("What colour is the circle?", image=scene("red", 8), route="bridge")
+    engine.close()
+    proc = run_turns(thread, url, "Is it big?")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-2000:]
+    assert json.loads(out.strip().splitlines()[-1]) == ["What colour is the circle?", "Is it big?"]
+
+
+def test_unreachable_postgres_is_a_clear_error() -> None:
+    with pytest.raises(ThreadStoreError, match="cannot use the Postgres thread store"):
+        ThreadStore("postgresql://nobody@127.0.0.1:9/none?connect_timeout=2")

@@ -53,3 +53,19 @@ def test_errors_are_one_line_and_exit_2(tmp_path: Path, red_circle_path: Path, a
 def test_bad_route_is_a_usage_error(red_circle_path: Path) -> None:
     done = run("ask", str(red_circle_path), "what?", "--route", "teleport")
     assert done.returncode == 2 and "invalid choice" in done.stderr
+
+
+def test_ask_thread_continues_in_another_process(red_circle_path: Path, tmp_path: Path) -> None:
+    store = str(tmp_path / "threads.sqlite")
+    first = run("ask", str(red_circle_path), "What colour is the circle?", "--thread", "cli-t", "--store", store,
+                "--route", "bridge", "--json")
+    assert first.returncode == 0, first.stderr
+    assert "thread: cli-t (turn 1)" in first.stderr
+    second = run("ask", "Is it big?", "--thread", "cli-t", "--store", store, "--route", "bridge", "--json")
+    assert second.returncode == 0, second.stderr
+    answer = json.loads(second.stdout)
+    assert answer["trace"]["history_turns"] == 1 and answer["trace"]["standalone_question"] == "Is the circle big?"
+    assert answer["trace"]["bridge_prompt"].startswith("Question: What colour is the circle? Answer:")
+    assert answer["image_ref"] == json.loads(first.stdout)["image_ref"]  # the thread's image, from disk
+    lonely = run("ask", "Is it big?")
+    assert lonely.returncode == 2 and "--thread" in lonely.stderr

@@ -38,12 +38,25 @@ def pick_dtype(device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.float32
 
 
+def shipped_weights(name: str) -> Path:
+    """The Shapes-world models that ship inside the package (trained by `vqagraph world train`)."""
+    folder = Path(__file__).parent / "eval" / "weights" / name
+    if not (folder / "config.json").exists():
+        raise ModelNotAvailableError(
+            f"the shipped model {name!r} is not in {folder.parent}: reinstall vqagraph, or train it with "
+            "`vqagraph world train` (see the README)"
+        )
+    return folder
+
+
 def resolve(ref: ModelRef) -> str:
     """A local directory for built-ins and paths; the Hub id unchanged otherwise."""
     if ref.id == "builtin:smollm2-135m-instruct":
         from vqagraph.smollm2 import ensure_smollm2
 
         return str(ensure_smollm2(cache_root()))
+    if ref.id.startswith("builtin:shapes-"):
+        return str(shipped_weights(ref.id.removeprefix("builtin:")))
     if ref.id.startswith("builtin:"):
         from vqagraph.tiny import BUILDERS, VERSION, ensure_builtin
 

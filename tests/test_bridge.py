@@ -93,7 +93,7 @@ def test_projection_wider_than_the_llm_fails_before_any_request(model_cache: Pat
     engine = Engine.from_profile("tiny", llm={"id": "builtin:tiny-llama"}, qformer={"id": "builtin:tiny-qformer-576"})
     sent = []
     engine.tools.llm.generate_from_embeddings = lambda *a, **k: sent.append(a)  # type: ignore[method-assign]
-    with pytest.raises(ModelMismatchError, match="projects to 576 dimensions but the LLM .* has hidden size 64"):
+    with pytest.raises(ModelMismatchError, match=r"projects to 576 dimensions but the LLM .* has hidden size 64"):
         engine.ask(_images()[0], "What colour is it?", route="bridge")
     assert sent == []
 
@@ -105,7 +105,7 @@ def test_checkpoint_without_qformer_weights(model_cache: Path, tmp_path: Path) -
     weights = load_file(broken / "model.safetensors")
     save_file({k: v for k, v in weights.items() if not k.startswith("qformer.")}, broken / "model.safetensors")
     engine = Engine.from_profile("tiny", llm={"id": "builtin:tiny-blip2-opt"}, qformer={"id": str(broken)})
-    with pytest.raises(ModelMismatchError, match="lacks .* Q-Former weight"):
+    with pytest.raises(ModelMismatchError, match=r"lacks .* Q-Former weight"):
         engine.ask(_images()[0], "What colour is it?", route="bridge")
 
 
@@ -116,7 +116,7 @@ def test_a_plain_llm_is_not_a_qformer_checkpoint(model_cache: Path) -> None:
 
 def test_hub_checkpoint_offline_is_a_clear_error(model_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelNotAvailableError, match="qformer model 'Salesforce/blip2-opt-2.7b'"):
+    with pytest.raises(ModelNotAvailableError, match=r"qformer model 'Salesforce/blip2-opt-2\.7b'"):
         hub.load(QFormerBridge, ModelRef(id="Salesforce/blip2-opt-2.7b"), "qformer")
 
 

@@ -40,6 +40,8 @@ class Trace(BaseModel):
     mark_phrases: list[str] = Field(default_factory=list)
     mark_notes: list[str] = Field(default_factory=list, description="e.g. a mark clipped to the image")
     seen_image_ref: str = Field("", description="the image the routes saw (with its marks drawn)")
+    path: list[str] = Field(default_factory=list,
+                            description="the nodes that ran, in order ('node/inner' inside a subgraph)")
     standalone_question: str = Field("", description="what the vision tools read: a follow-up made standalone")
     history_turns: int = Field(0, description="earlier turns of the conversation given to the route")
     query_tokens: int = Field(0, description="embedding route: soft-prompt length (BLIP-2: 32)")

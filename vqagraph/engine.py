@@ -181,6 +181,7 @@ class Engine:
             bridge_conditioned=state.get("bridge_conditioned", False),
             bridge_image_encoded=state.get("bridge_image_encoded", True),
             standalone_question=state.get("standalone_question", ""),
+            path=state.get("path", []),
             history_turns=len(inputs.get("history") or []),
         )
         return Answer(

@@ -43,7 +43,12 @@ def _ask(args: argparse.Namespace) -> int:
     if len(args.inputs) == 1 and not args.thread:
         raise QuestionError("give an image and a question (or --thread ID to continue a conversation)")
     image, question = (None, args.inputs[0]) if len(args.inputs) == 1 else args.inputs
-    engine = Engine.from_profile(args.profile, **_backend_overrides(args))
+    graph = None
+    if args.graph:
+        from vqagraph.graphs.graph_cli import load_graph
+
+        graph = load_graph(args.graph)
+    engine = Engine.from_profile(args.profile, graph=graph, **_backend_overrides(args))
     if args.thread:
         conversation = engine.conversation(args.thread, store=args.store)
         marks_image = image or (conversation.image_ref and engine.tools.images.get(conversation.image_ref))
@@ -68,6 +73,8 @@ def _ask(args: argparse.Namespace) -> int:
         return 0
     print(f"answer: {answer.answer}")
     print(f"route:  {answer.route} ({answer.trace.route_reason})")
+    if args.graph and answer.trace.path:
+        print(f"path:   {' → '.join(answer.trace.path)}")
     if answer.question != answer.trace.original_question:
         print(f"asked:  {answer.question}")
     for note in answer.trace.mark_notes:
@@ -83,53 +90,6 @@ def _ask(args: argparse.Namespace) -> int:
               f"in {stats.get('rounds', 0)} round(s)")
     if answer.meaningless:
         print(f"note: profile {engine.profile.name!r} uses untrained placeholder models; this answer is meaningless")
-    return 0
-
-
-def _demo(args: argparse.Namespace) -> int:
-    """Draw two small scenes, ask questions about them through the graph, print answers and traces."""
-    import tempfile
-    import time
-    from pathlib import Path
-
-    from PIL import Image, ImageDraw
-
-    from vqagraph.engine import Engine
-
-    out = Path(args.out or tempfile.mkdtemp(prefix="vqagraph-demo-"))
-    out.mkdir(parents=True, exist_ok=True)
-    scenes: dict[str, list[tuple[str, tuple[int, ...], str]]] = {
-        "red-circle.png": [("ellipse", (30, 40, 110, 120), "red")],
-        "blue-square-yellow-triangle.png": [("rectangle", (20, 30, 90, 100), "blue"),
-                                            ("polygon", (150, 110, 210, 110, 180, 50), "yellow")],
-    }
-    for name, shapes in scenes.items():
-        image = Image.new("RGB", (240, 160), "white")
-        draw = ImageDraw.Draw(image)
-        for kind, coords, colour in shapes:
-            getattr(draw, kind)(coords, fill=colour)
-        image.save(out / name)
-    questions = [
-        ("red-circle.png", "What colour is the circle?", "red"),
-        ("red-circle.png", "What shape is in the picture?", "circle"),
-        ("blue-square-yellow-triangle.png", "What colour is the triangle?", "yellow"),
-    ]
-    start = time.perf_counter()
-    engine = Engine.from_profile(args.profile)
-    print(f"profile: {engine.profile.name} - {engine.profile.description}")
-    print(f"images:  {out}")
-    for image_name, question, truth in questions:
-        answer = engine.ask(out / image_name, question)
-        stats = answer.trace.caption_stats
-        print(f"\n{image_name}: {question}")
-        print(f"  route:    {answer.route} ({answer.trace.route_reason})")
-        print(f"  captions: {stats.get('kept', 0)} kept of {stats.get('generated', 0)}; "
-              f"first: {answer.trace.captions[:1]}")
-        print(f"  answer:   {answer.answer!r}   truth: {truth!r}   ({answer.trace.timings['total']:.2f} s)")
-    if engine.profile.meaningless:
-        print(f"\nnote: profile {engine.profile.name!r} uses untrained placeholder models built from configs;"
-              " its captions and answers are noise. They show the pipeline runs, not that it sees.")
-    print(f"done in {time.perf_counter() - start:.1f} s")
     return 0
 
 
@@ -193,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     ask = sub.add_parser("ask", help="answer one question about one image")
     ask.add_argument("inputs", nargs="+", metavar="[IMAGE] QUESTION",
                      help="the image and the question; with --thread the image may be left out (the thread's)")
+    ask.add_argument("--graph", default=None, metavar="FILE",
+                     help="answer with a custom graph spec (YAML/JSON; see examples/graphs)")
     ask.add_argument("--thread", default=None, metavar="ID",
                      help="add this question to a conversation thread (created if new, continued if not)")
     ask.add_argument("--store", default=None, metavar="URL",
@@ -217,10 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     render.set_defaults(func=_render)
     ask.set_defaults(func=_ask)
 
-    demo = sub.add_parser("demo", help="the offline demo: draw scenes, ask questions, print answers and traces")
-    demo.add_argument("--profile", default=None)
-    demo.add_argument("--out", default=None, help="folder for the demo images (default: a new temp folder)")
-    demo.set_defaults(func=_demo)
+    from vqagraph.agents.demo import add_demo_command
+
+    add_demo_command(sub)
 
     llm = sub.add_parser("llm", help="the frozen LLM: prepare its weights, serve it with vLLM")
     llm_sub = llm.add_subparsers(dest="llm_command", required=True)
@@ -238,11 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("vllm_args", nargs=argparse.REMAINDER, help="extra flags passed to vLLM after --")
     serve.set_defaults(func=_llm_serve)
 
+    from vqagraph.agents.chat import add_chat_command
     from vqagraph.eval.cli import add_eval_command
     from vqagraph.eval.world.cli import add_world_commands
+    from vqagraph.graphs.graph_cli import add_graph_commands
 
+    add_chat_command(sub)
     add_eval_command(sub)
     add_world_commands(sub)
+    add_graph_commands(sub)
 
     profiles = sub.add_parser("profiles", help="list the built-in profiles")
     profiles.set_defaults(func=_profiles)

@@ -40,7 +40,7 @@ KNOWLEDGE_CUES: tuple[tuple[str, str], ...] = (
 
 PERCEPTION_CUES: tuple[tuple[str, str], ...] = (
     (r"\bcolou?rs?\b", "colour"),
-    (r"\bshapes?\b", "shape"),
+    (r"\b(what|which) (kind of |type of )?shapes?\b|\bshape (is|of)\b", "shape"),
     (r"\b(how many|number of|count)\b", "count"),
     (r"\b(where|left|right|above|below|top|bottom|middle|center|centre|corner|next to|beside|behind|"
      r"in front of)\b", "position"),

@@ -1,0 +1,125 @@
+"""`VisualQuestionTool`: the engine as a LangChain tool, for any agent that takes `BaseTool`s.
+
+    from vqagraph import Engine
+    from vqagraph.agents.langchain_tool import VisualQuestionTool
+
+    tool = VisualQuestionTool(engine=Engine.from_profile("tiny"))
+    agent = create_react_agent(chat_model, [tool])
+
+The tool's content is the short answer (what the agent's LLM reads); its artifact is the whole `Answer` with its
+trace (route, captions, exemplars, prompt, timings) as a dict, kept on the `ToolMessage` for the application but
+never sent to the LLM. Errors the caller can fix (a missing image, an empty question, a bad mark) come back as
+the tool's content so the agent can try again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from langchain_core.tools import BaseTool, ToolException
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from vqagraph.errors import ImageError, VQAGraphError
+
+if TYPE_CHECKING:
+    from langchain_core.callbacks import AsyncCallbackManagerForToolRun, CallbackManagerForToolRun
+
+    from vqagraph.engine import Engine
+    from vqagraph.media import ImageInput
+
+
+class MarkArg(BaseModel):
+    """A visual prompt drawn on the image (ViP-LLaVA shapes); coordinates in pixels."""
+
+    model_config = ConfigDict(extra="allow")
+
+    shape: str = Field(description="rectangle, ellipse, arrow, point, triangle, scribble, contour, mask…")
+    box: list[float] | None = Field(None, description="[x0, y0, x1, y1] for rectangle, ellipse, arrow, triangle…")
+    point: list[float] | None = Field(None, description="[x, y] for point")
+    polygon: list[list[float]] | None = Field(None, description="[[x, y], ...] for scribble, contour")
+    colour: str = "red"
+
+
+class VisualQuestionInput(BaseModel):
+    """What the agent passes to the tool."""
+
+    image: str | None = Field(
+        None, description="the image: a local file path, a `sha256:` image reference from an earlier answer, or a "
+        "data: URL; may be left out when continuing a thread (its current image is used)")
+    question: str = Field(description="a short question about the image, e.g. 'What colour is the car?'")
+    marks: list[MarkArg] | None = Field(None, description="optional visual prompts pointing at regions")
+    thread: str | None = Field(None, description="optional conversation id: the question becomes a turn of it")
+    route: Literal["auto", "img2llm", "bridge", "both"] = Field(
+        "auto", description="auto (the router decides), img2llm (text route), bridge (embedding route), or both")
+
+
+class VisualQuestionTool(BaseTool):
+    """Answers questions about images with a frozen LLM through vqagraph's graph."""
+
+    name: str = "visual_question"
+    description: str = (
+        "Answer a short question about an image. Input: the image (a file path or an image reference), the question, "
+        "optionally marks pointing at regions and a thread id for follow-up questions. Returns a short answer."
+    )
+    args_schema: type[BaseModel] = VisualQuestionInput
+    response_format: Literal["content", "content_and_artifact"] = "content_and_artifact"
+    handle_tool_error: bool = True
+
+    engine: Any = Field(description="a vqagraph Engine")
+    store: str | None = Field(None, description="thread store for `thread` (default: the SQLite file under the "
+                              "data directory; `memory` for a throwaway one)")
+    image_root: Path | None = Field(None, description="when set, image paths must lie under this folder")
+    include_trace: bool = Field(True, description="put the full trace in the artifact")
+
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    def _image(self, engine: Engine, image: str | None) -> ImageInput | None:
+        if image is None or not image.strip():
+            return None
+        image = image.strip()
+        if image.startswith("sha256:"):
+            return engine.tools.images.get(image)
+        if image[:5].lower() == "data:":
+            from vqagraph.agents.openai_protocol import local_image
+
+            return local_image(image)
+        path = Path(image).expanduser()
+        if self.image_root is not None:
+            root = self.image_root.expanduser().resolve()
+            if not path.resolve().is_relative_to(root):
+                raise ImageError(f"image {image!r} is outside the folder this tool may read ({root})")
+        return path
+
+    def _answer(self, image: str | None, question: str, marks: list[Any] | None, thread: str | None,
+                route: str) -> tuple[str, dict[str, Any]]:
+        engine: Engine = self.engine
+        checked = [m.model_dump(exclude_none=True) if isinstance(m, BaseModel) else dict(m) for m in marks or []]
+        try:
+            with self._lock:  # one question at a time: the models are not safe for concurrent use
+                source = self._image(engine, image)
+                if thread:
+                    answer = engine.conversation(thread, store=self.store).ask(question, image=source,
+                                                                               marks=checked, route=route)
+                elif source is None:
+                    raise ImageError("give the image (a file path or an image reference)")
+                else:
+                    answer = engine.ask(source, question, route=route, marks=checked)
+        except VQAGraphError as exc:
+            raise ToolException(str(exc)) from exc
+        artifact = answer.model_dump(mode="json", exclude=None if self.include_trace else {"trace"})
+        artifact["thread"] = thread
+        return answer.answer, artifact
+
+    def _run(self, question: str, image: str | None = None, marks: list[Any] | None = None,
+             thread: str | None = None, route: str = "auto",
+             run_manager: CallbackManagerForToolRun | None = None) -> tuple[str, dict[str, Any]]:
+        return self._answer(image, question, marks, thread, route)
+
+    async def _arun(self, question: str, image: str | None = None, marks: list[Any] | None = None,
+                    thread: str | None = None, route: str = "auto",
+                    run_manager: AsyncCallbackManagerForToolRun | None = None) -> tuple[str, dict[str, Any]]:
+        # The engine is synchronous (PyTorch): run it in a worker thread so the event loop stays free.
+        return await asyncio.to_thread(self._answer, image, question, marks, thread, route)

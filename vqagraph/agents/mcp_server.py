@@ -1,0 +1,139 @@
+"""`vqagraph mcp`: the engine as Model Context Protocol tools over stdio, for desktop agents.
+
+Tools:
+- `ask_image(image, question, route="auto", marks=[], thread=None)`: the answer, the route that gave it and why;
+  `image` is a local path or a `data:` URL; with `thread`, the question joins that conversation (the image may
+  then be left out: the thread's current one);
+- `render_marks(image, marks)`: the picture with the marks drawn, exactly as the routes would see it (PNG).
+
+Run standalone with `python -m vqagraph.agents.mcp_server [--profile P]`. A desktop agent's configuration:
+
+    {"mcpServers": {"vqagraph": {"command": "vqagraph", "args": ["mcp", "--profile", "tiny"]}}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import anyio.to_thread
+from mcp.server.mcpserver import Image, MCPServer  # at run time: the SDK reads the tools' annotations
+from pydantic import BaseModel, Field
+
+from vqagraph.errors import VQAGraphError
+
+if TYPE_CHECKING:
+    from vqagraph.engine import Engine
+
+T = TypeVar("T")
+
+
+class AskResult(BaseModel):
+    """What `ask_image` returns (as structured content, and as its JSON text)."""
+
+    answer: str
+    route: str = Field(description="the route whose answer was kept: img2llm (text) or bridge (embedding)")
+    route_reason: str
+    question: str = Field(description="the question as the LLM read it (a mark's phrase in place of 'this')")
+    image_ref: str
+    thread: str | None = None
+    meaningless: bool = Field(description="true when the profile's models are untrained placeholders")
+    mark_notes: list[str] = Field(default_factory=list)
+
+
+def build_server(engine: Engine, store: str | None = None) -> MCPServer:
+    """An MCP server with `ask_image` and `render_marks` over `engine` (its models load on first use)."""
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    from vqagraph.agents.openai_protocol import local_image
+
+    lock = threading.Lock()  # one engine call at a time: the models are not safe for concurrent use
+
+    async def run(fn: Callable[[Engine], T]) -> T:
+        def call() -> T:
+            with lock:
+                return fn(engine)
+
+        try:
+            return await anyio.to_thread.run_sync(call)
+        except VQAGraphError as exc:
+            raise ToolError(str(exc)) from exc
+
+    server: MCPServer = MCPServer(
+        "vqagraph",
+        instructions="Answers questions about images with a frozen LLM (vqagraph). Give a local image path or a "
+        "data: URL and a short question; the answer is a few words.",
+    )
+
+    @server.tool(description="Answer a short question about an image (a local path or a data: URL). Optional "
+                 "marks (visual prompts: {shape, box|point|polygon, colour}) point at regions; a thread id makes "
+                 "it a conversation turn (later turns may leave out the image).")
+    async def ask_image(image: str | None, question: str,
+                        route: Literal["auto", "img2llm", "bridge", "both"] = "auto",
+                        marks: list[dict[str, Any]] | None = None, thread: str | None = None) -> AskResult:
+        def ask(engine: Engine) -> AskResult:
+            source = local_image(image) if image else None
+            if thread:
+                answer = engine.conversation(thread, store=store).ask(question, image=source, marks=marks,
+                                                                      route=route)
+            else:
+                if source is None:
+                    from vqagraph.errors import ImageError
+
+                    raise ImageError("give an image (a local path or a data: URL), or a thread to continue")
+                answer = engine.ask(source, question, route=route, marks=marks)
+            return AskResult(answer=answer.answer, route=answer.route, route_reason=answer.trace.route_reason,
+                             question=answer.question, image_ref=answer.image_ref, thread=thread,
+                             meaningless=answer.meaningless, mark_notes=answer.trace.mark_notes)
+
+        return await run(ask)
+
+    @server.tool(description="Draw visual-prompt marks on an image (a local path or a data: URL) and return the "
+                 "picture exactly as the question-answering routes would see it.")
+    async def render_marks(image: str, marks: list[dict[str, Any]]) -> Image:
+        def render(engine: Engine) -> bytes:
+            buffer = io.BytesIO()
+            engine.render(local_image(image), marks).save(buffer, format="PNG")
+            return buffer.getvalue()
+
+        return Image(data=await run(render), format="png")
+
+    return server
+
+
+def run_stdio(args: argparse.Namespace) -> int:
+    """Serve over stdio until the client closes stdin. Models load on the first call (not before the handshake)."""
+    import os
+
+    from vqagraph.engine import Engine
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    overrides: dict[str, Any] = {"llm_backend": {"kind": "vllm-server", "url": args.llm_url}} if args.llm_url else {}
+    engine = Engine.from_profile(args.profile, **overrides)  # checks the profile now; models load lazily
+    try:
+        build_server(engine, store=args.store).run("stdio")
+    finally:
+        engine.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from vqagraph.agents.serve_cli import add_mcp_arguments
+
+    parser = argparse.ArgumentParser(prog="python -m vqagraph.agents.mcp_server", description=__doc__.split("\n")[0])
+    args = add_mcp_arguments(parser).parse_args(argv)
+    try:
+        return run_stdio(args)
+    except VQAGraphError as exc:
+        print(f"vqagraph mcp: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

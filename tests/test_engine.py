@@ -15,9 +15,9 @@ def test_ask_runs_the_whole_text_route(engine, red_circle, monkeypatch) -> None:
     sent: list[str] = []
     real = engine.tools.llm.generate
 
-    def spy(prompts, params=None):  # type: ignore[no-untyped-def]
+    def spy(prompts, params=None, on_token=None):  # type: ignore[no-untyped-def]
         sent.extend(prompts)
-        return real(prompts, params)
+        return real(prompts, params, on_token=on_token)
 
     monkeypatch.setattr(engine.tools.llm, "generate", spy)
     answer = engine.ask(red_circle, "  What colour is   the circle? ", route="img2llm")

@@ -200,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_llm_serve)
 
     from vqagraph.agents.chat import add_chat_command
+    from vqagraph.agents.serve_cli import add_serve_commands
     from vqagraph.eval.cli import add_eval_command
     from vqagraph.eval.world.cli import add_world_commands
     from vqagraph.graphs.graph_cli import add_graph_commands
@@ -208,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_command(sub)
     add_world_commands(sub)
     add_graph_commands(sub)
+    add_serve_commands(sub)
 
     profiles = sub.add_parser("profiles", help="list the built-in profiles")
     profiles.set_defaults(func=_profiles)

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 _engine: Engine | None = None
 _engine_lock = threading.Lock()
+_run_lock = threading.Lock()  # a server runs threads concurrently; the models are not safe for concurrent use
 
 
 def get_engine() -> Engine:
@@ -122,7 +123,10 @@ def ask(state: AppState) -> dict[str, Any]:
     history = history_on(state.get("turns", []), ref)
     inputs = engine.graph_inputs(ref, question, route, validate_marks(state.get("marks") or []), router, history)
     intake = time.perf_counter() - start
-    final = engine.turn_graph.invoke(inputs, config=get_config(), context=VQAContext(tools=engine.tools))
+    # Tokens go out as custom stream events (a no-op unless the caller streams with stream_mode="custom").
+    context = VQAContext(tools=engine.tools, stream_tokens=True)
+    with _run_lock:
+        final = engine.turn_graph.invoke(inputs, config=get_config(), context=context)
     answer = engine.answer_from(final, inputs, start, intake)
     turn = {"question": question, "asked": answer.question, "answer": answer.answer, "image_ref": ref,
             "route": answer.route}

@@ -208,7 +208,10 @@ class OpenAIServer:
         at = max((i for i, m in enumerate(messages[:last + 1]) if m.role == "user" and m.image_urls()), default=None)
         if at is not None and thread is not None and at != last:
             at = None  # a thread keeps its own current image; only an image sent with this question changes it
-        image = self.load(messages[at].image_urls()[-1]) if at is not None else None
+        if at is not None and len(messages[at].image_urls()) > 1:
+            raise APIError(400, "one image per message: the question is about one picture", code="invalid_image",
+                           param="messages")
+        image = self.load(messages[at].image_urls()[0]) if at is not None else None
         if image is None and thread is None:
             raise ImageError("no image: put an image_url part in the user message (or continue a thread)")
         history = [] if thread is not None or at is None else self.fold(messages[at:last])

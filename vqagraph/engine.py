@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,6 +60,9 @@ class Engine:
         self.turn_graph = self.graph.copy(update={"checkpointer": False}) if graph is not None \
             else build_graph(checkpointer=False)
         self._stores: dict[str, ThreadStore] = {}
+        # One question at a time per engine: GradCAM hooks a module all threads share. (Inside one question
+        # the `both` route still runs its two routes concurrently.) Servers and tools share this lock.
+        self.lock = threading.RLock()
 
     @classmethod
     def from_profile(
@@ -128,7 +132,8 @@ class Engine:
         ref = self.add_image(image)
         inputs = self.graph_inputs(ref, question, route, checked, router)
         intake = time.perf_counter() - start
-        state = self.graph.invoke(inputs, context=VQAContext(tools=self.tools))
+        with self.lock:
+            state = self.graph.invoke(inputs, context=VQAContext(tools=self.tools))
         return self.answer_from(state, inputs, start, intake)
 
     def graph_inputs(

@@ -151,7 +151,7 @@ class Conversation:
     ) -> Answer:
         """Answer a new turn; without `image`, the question is about the thread's current image."""
         context = self._request(question, image, marks, route, router)
-        with self.store.guard():
+        with self.engine.lock, self.store.guard():
             self.graph.invoke({}, self._config, context=context)
         return context.result["answer"]  # type: ignore[no-any-return]
 
@@ -167,7 +167,7 @@ class Conversation:
         finally ("answer", Answer)."""
         context = self._request(question, image, marks, route, router)
         context.stream_tokens = True
-        with self.store.guard():
+        with self.engine.lock, self.store.guard():
             for _namespace, mode, chunk in self.graph.stream({}, self._config, context=context,
                                                              stream_mode=["updates", "custom"], subgraphs=True):
                 if mode == "custom" and isinstance(chunk, dict) and "token" in chunk:

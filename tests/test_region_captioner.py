@@ -88,3 +88,14 @@ def test_same_seed_same_captions(parts, red_circle) -> None:  # type: ignore[no-
     assert a.captions == b.captions and a.patch_ids == b.patch_ids
     other = make(parts, num_captions=5, max_caption_rounds=1, itm_threshold=0.0, seed=8)(ref, red_circle, "what is it?")
     assert other.patch_ids != a.patch_ids
+
+
+def test_all_patches_ablation_captions_the_whole_image(parts, red_circle, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    matcher, captioner = parts
+    seen = Counter(captioner.caption)
+    monkeypatch.setattr(captioner, "caption", seen)
+    region = make(parts, num_captions=3, max_caption_rounds=1, itm_threshold=0.0, patch_selection="all")
+    result = region(image_ref(red_circle), red_circle, "what is it?")
+    patches = seen.calls[0][0][0]  # (captions, CLS + every patch, dim)
+    assert patches.shape[1] == result.grid[0] * result.grid[1] + 1
+    assert all(len(ids) == result.grid[0] * result.grid[1] for ids in result.patch_ids)

@@ -33,6 +33,9 @@ class Img2LLMSettings(BaseModel):
     gradcam_layer: int = Field(7, ge=0, description="ITM text-encoder layer whose cross-attention is used (§1.1)")
     gradcam_floor: float = Field(1e-6, gt=0, description="added to the normalised map so sampling never fails")
     num_patches: int = Field(20, ge=1, description="K' patches sampled per caption (§1.2)")
+    patch_selection: Literal["gradcam", "all"] = Field(
+        "gradcam", description="gradcam: sample K' patches by GradCAM (§1.2); all: caption the whole image (ablation)"
+    )
     num_captions: int = Field(100, ge=1, description="captions targeted per question (§1.2; the LAVIS demo uses 50)")
     caption_prompt: str = Field("a picture of ", description="decoder prompt, stripped from the output (§1.2)")
     caption_top_k: int = 50  # §1.2

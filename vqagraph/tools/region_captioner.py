@@ -164,9 +164,12 @@ class RegionCaptioner:
         kept_ids: list[list[int]] = []
         generated = rejected_itm = rejected_dup = rounds = 0
         while len(kept) < s.num_captions and rounds < s.max_caption_rounds:
-            # §1.2: K' patches per caption, without replacement; +1 skips the image CLS; ids sorted.
-            ids = torch.multinomial(probs.cpu().expand(s.num_captions, -1), k, replacement=False, generator=generator)
-            ids = (ids + 1).sort(dim=1).values
+            if s.patch_selection == "all":  # the paper's ablation: every caption sees the whole image, CLS too
+                ids = torch.arange(num_patches + 1).expand(s.num_captions, -1)
+            else:  # §1.2: K' patches per caption, without replacement; +1 skips the image CLS; ids sorted.
+                ids = torch.multinomial(probs.cpu().expand(s.num_captions, -1), k, replacement=False,
+                                        generator=generator)
+                ids = (ids + 1).sort(dim=1).values
             gather = ids.to(cap_embeds.device)[..., None]
             cap_patches = torch.gather(cap_embeds.expand(s.num_captions, -1, -1), 1,
                                        gather.expand(-1, -1, cap_embeds.shape[-1]))
@@ -187,7 +190,7 @@ class RegionCaptioner:
                 else:
                     kept.append(text)
                     scores.append(round(p, 4))
-                    kept_ids.append([i - 1 for i in row])
+                    kept_ids.append([i - 1 for i in row if i > 0])
         return RegionCaptions(
             captions=kept,
             scores=scores,

@@ -6,7 +6,8 @@
 set -euo pipefail
 action=${1:?start|stop}
 dir=${2:-/tmp/vqagraph-pg}
-port=${PGPORT_VQAGRAPH:-54329}
+# A free port unless one is given (another Postgres may already hold the usual ones).
+port=${PGPORT_VQAGRAPH:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 
 bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
 if [ -z "$bin" ] && [ "$action" = start ]; then

@@ -91,7 +91,7 @@ def test_same_seed_same_captions(parts, red_circle) -> None:  # type: ignore[no-
 
 
 def test_all_patches_ablation_captions_the_whole_image(parts, red_circle, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    matcher, captioner = parts
+    _matcher, captioner = parts
     seen = Counter(captioner.caption)
     monkeypatch.setattr(captioner, "caption", seen)
     region = make(parts, num_captions=3, max_caption_rounds=1, itm_threshold=0.0, patch_selection="all")

@@ -1,0 +1,127 @@
+"""Shapes-world training: a `--quick` run lowers every loss, and the shipped weights load through the real
+transformers classes (and through vqagraph.hub / Toolkit) and describe a generated scene."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from vqagraph.eval.training import NAMES, WEIGHTS_DIR, train_all
+from vqagraph.eval.training import data as D
+from vqagraph.eval.training.models import GRADCAM_LAYER
+
+SHIPPED = {role: WEIGHTS_DIR / name for role, name in NAMES.items()}
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return train_all(tmp_path_factory.mktemp("shapes-train"), seed=0, quick=True, progress=False)
+
+
+def test_quick_run_lowers_every_loss(quick: dict[str, Any]) -> None:
+    for name in ("stage1_patch", "stage2_caption", "itm", "itm_patches", "qg"):
+        curve = quick["losses"][name]
+        assert curve["last"] < curve["first"], (name, curve)
+
+
+def test_quick_run_writes_loadable_directories(quick: dict[str, Any]) -> None:
+    from transformers import AutoTokenizer, BlipForConditionalGeneration, BlipImageProcessorPil
+
+    for role, directory in quick["models"].items():
+        files = {p.name for p in Path(directory).iterdir()}
+        assert {"config.json", "tokenizer.json", "training.json"} <= files, role
+        assert any(name.endswith(".safetensors") for name in files), role
+    cap = quick["models"]["captioner"]
+    model = BlipForConditionalGeneration.from_pretrained(cap)
+    assert next(model.parameters()).dtype == torch.float32  # stored as float16, config says float32
+    assert AutoTokenizer.from_pretrained(cap).bos_token_id == model.config.text_config.bos_token_id
+    assert BlipImageProcessorPil.from_pretrained(cap).size["height"] == model.config.vision_config.image_size
+
+
+def _large_single_object_scenes(count: int) -> list[Any]:
+    from vqagraph.eval.world import generate_scene
+
+    scenes = []
+    seed = 1000
+    while len(scenes) < count:
+        scene = generate_scene(seed, n_objects=1)
+        if scene.objects[0].size_word == "large":
+            scenes.append(scene)
+        seed += 1
+    return scenes
+
+
+def test_shipped_weights_fit_in_git() -> None:
+    # Every shipped model of the shapes profile (text route and bridges) is in the package, within budget.
+    sizes = [p.stat().st_size for p in WEIGHTS_DIR.rglob("*") if p.is_file()]
+    assert all((d / "config.json").exists() for d in SHIPPED.values())
+    assert max(sizes) < 10 * 2**20
+    assert sum(sizes) <= 40 * 2**20
+
+
+def test_shipped_captioner_names_the_colour_of_a_large_object() -> None:
+    from transformers import AutoTokenizer, BlipForConditionalGeneration, BlipImageProcessorPil
+
+    from vqagraph.eval.training.captioner import generate
+
+    directory = SHIPPED["captioner"]
+    model = BlipForConditionalGeneration.from_pretrained(directory).eval()
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    processor = BlipImageProcessorPil.from_pretrained(directory)
+    rng = np.random.default_rng(0)
+    for scene in _large_single_object_scenes(3):
+        rendered = D.render(scene)
+        pixels = processor(images=D.world().render_scene(scene), return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            hidden = model.vision_model(pixel_values=pixels).last_hidden_state
+        ids = D.sample_patches(D.focus_weights(rendered.coverage[0].reshape(-1), None), rng)
+        caption = generate(model, tokenizer, hidden[:, torch.from_numpy(ids + 1)])[0]
+        assert scene.objects[0].colour in caption.split(), (scene.objects[0], caption)
+
+
+def test_shipped_itm_prefers_the_true_caption() -> None:
+    from transformers import AutoTokenizer, BlipForImageTextRetrieval, BlipImageProcessorPil
+
+    from vqagraph.tools.gradcam import BlipMatcher
+
+    directory = SHIPPED["itm"]
+    matcher = BlipMatcher(BlipForImageTextRetrieval.from_pretrained(directory).eval(),
+                          AutoTokenizer.from_pretrained(directory), BlipImageProcessorPil.from_pretrained(directory))
+    for scene in _large_single_object_scenes(2):
+        obj = scene.objects[0]
+        other = "blue" if obj.colour != "blue" else "red"
+        embeds = matcher.encode_image(D.world().render_scene(scene))
+        true, false = matcher.match_probability(embeds.expand(2, -1, -1),
+                                                [f"a large {obj.colour} {obj.shape}", f"a large {other} {obj.shape}"])
+        assert true > false
+
+
+def test_shipped_question_generator_asks_about_the_answer() -> None:
+    from transformers import AutoTokenizer, T5ForConditionalGeneration
+
+    from vqagraph.tools.question_generator import QuestionGenerator
+
+    directory = SHIPPED["question_generator"]
+    qg = QuestionGenerator(T5ForConditionalGeneration.from_pretrained(directory).eval(),
+                           AutoTokenizer.from_pretrained(directory))
+    out = qg.neural(["red"], ["a large red circle in the center", "one shape: a red circle"])
+    assert out[0].source == "neural"
+    assert "colou" in out[0].question.lower() and out[0].question.endswith("?")
+
+
+def test_shipped_models_run_in_the_region_captioner(tmp_path: Path) -> None:
+    from vqagraph.config import load_profile
+    from vqagraph.toolkit import Toolkit
+
+    profile = load_profile("shapes", img2llm={"num_captions": 4})  # the shipped weights, through vqagraph.hub
+    assert profile.img2llm.gradcam_layer == GRADCAM_LAYER
+    tools = Toolkit(profile)
+    scene = _large_single_object_scenes(1)[0]
+    question = f"What colour is the {scene.objects[0].shape}?"
+    out = tools.region_captioner("scene", D.world().render_scene(scene), question)
+    assert out.grid == (D.GRID, D.GRID)
+    assert out.captions and any(scene.objects[0].colour in c for c in out.captions)

@@ -1,0 +1,3 @@
+from vqagraph.eval.bridge_training.cli import main
+
+raise SystemExit(main())

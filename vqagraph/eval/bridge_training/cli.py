@@ -1,0 +1,271 @@
+"""`vqagraph world train --bridge` (for now `python -m vqagraph.eval.bridge_training`): both Q-Former bridges.
+
+Stages: scenes (rendered in worker processes) → the frozen image encoder's features, cached → Q-Former
+initialised from the ITM text encoder → stage 1, image-grounded captioning (no LLM) → stage 2, LM loss through
+the frozen SmolLM2-135M (captions and questions) → BLIP-2 checkpoint → InstructBLIP from it, question-conditioned
+and tuned on the question families → InstructBLIP checkpoint. `knowledge` questions never enter training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+LOG = logging.getLogger("vqagraph.bridge_training")
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+NAMES = {"blip2": "shapes-blip2", "instructblip": "shapes-instructblip"}
+LLM = "builtin:smollm2-135m-instruct"
+
+
+@dataclass(frozen=True)
+class BridgePlan:
+    scenes: int  # base scenes, each also seen under `flips` mirror images
+    flips: int
+    stage1_steps: int
+    stage1_batch: int
+    stage1_lr: float
+    stage2_steps: int
+    stage2_batch: int
+    stage2_lr: float
+    instruct_steps: int
+    instruct_batch: int
+    instruct_lr: float
+    align_steps: int = 0  # the InstructBLIP warm start (no LLM) before its LM-loss stage
+    align_batch: int = 64
+    align_lr: float = 1e-3
+    num_query_tokens: int = 8
+    probe: int = 32  # fixed questions whose loss is measured before and after each LLM stage
+    budget_s: float | None = None  # the InstructBLIP LM stage stops early so the whole run stays within this
+
+
+FULL = BridgePlan(scenes=400, flips=2, stage1_steps=100, stage1_batch=32, stage1_lr=5e-4, stage2_steps=90,
+                  stage2_batch=16, stage2_lr=1e-3, instruct_steps=400, instruct_batch=16, instruct_lr=1e-3,
+                  align_steps=400, align_batch=64, align_lr=1e-3, budget_s=2400)
+QUICK = BridgePlan(scenes=12, flips=1, stage1_steps=8, stage1_batch=8, stage1_lr=1e-3, stage2_steps=6,
+                   stage2_batch=4, stage2_lr=1e-3, instruct_steps=6, instruct_batch=4, instruct_lr=1e-3,
+                   align_steps=10, align_batch=8, align_lr=1e-3, probe=8)
+
+
+class _Progress:
+    def __init__(self, name: str, total: int, enabled: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.name, self.total = name, total
+        self.bar = tqdm(total=total, desc=name, disable=not enabled, dynamic_ncols=True, mininterval=1.0)
+        self.every = max(1, total // 10)
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def __call__(self, step: int, losses: dict[str, float]) -> None:
+        for k, v in losses.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.count += 1
+        self.bar.update(1)
+        if (step + 1) % self.every == 0 or step + 1 == self.total:
+            mean = {k: round(v / self.count, 4) for k, v in self.sums.items()}
+            self.bar.set_postfix(mean)
+            LOG.info("%s step %d/%d %s", self.name, step + 1, self.total, mean)
+            self.sums, self.count = {}, 0
+
+    def update(self, n: int = 1) -> None:
+        self.bar.update(n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _curve(values: list[float]) -> dict[str, float]:
+    k = max(1, len(values) // 10)
+    return {"first": round(sum(values[:k]) / k, 4), "last": round(sum(values[-k:]) / k, 4), "steps": len(values)}
+
+
+def default_threads() -> int:
+    if os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
+        return 1
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def train_bridge(out_dir: str | Path | None = None, seed: int = 0, quick: bool = False, *,
+                 vision_dir: str | Path | None = None, llm: str = LLM, threads: int | None = None,
+                 workers: int | None = None, progress: bool = True, plan: BridgePlan | None = None,
+                 num_query_tokens: int | None = None) -> dict[str, Any]:
+    """Train the BLIP-2 and InstructBLIP bridges into SmolLM2-135M; write them under `out_dir` (default: the
+    package's weights) as `shapes-blip2/` and `shapes-instructblip/`; return timings, losses and probe losses.
+    `vision_dir` holds the world's trained `shapes-blip-captioner/` and `shapes-blip-itm/` (default: the
+    package's weights)."""
+    from transformers import AutoTokenizer, BlipForConditionalGeneration
+
+    from vqagraph import hub
+    from vqagraph.config import ModelRef
+    from vqagraph.eval.bridge_training import checkpoint as K
+    from vqagraph.eval.bridge_training import data as BD
+    from vqagraph.eval.bridge_training import instruct as I
+    from vqagraph.eval.bridge_training import stage1 as S1
+    from vqagraph.eval.bridge_training import stage2 as S2
+
+    plan = plan or (QUICK if quick else FULL)
+    if num_query_tokens is not None:
+        plan = replace(plan, num_query_tokens=num_query_tokens)
+    out = Path(out_dir) if out_dir is not None else WEIGHTS_DIR
+    models = Path(vision_dir) if vision_dir is not None else WEIGHTS_DIR
+    captioner_dir, itm_dir = models / "shapes-blip-captioner", models / "shapes-blip-itm"
+    for d in (captioner_dir, itm_dir):
+        if not (d / "config.json").exists():
+            raise FileNotFoundError(f"{d} is missing: the bridge's image encoder is the world's trained BLIP vision "
+                                    "model; run `vqagraph world train` first (or pass vision_dir)")
+    threads = threads or default_threads()
+    workers = workers if workers is not None else (1 if quick else min(2, os.cpu_count() or 1))
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    timings: dict[str, float] = {}
+    losses: dict[str, Any] = {}
+    probes: dict[str, float] = {}
+    start = t = time.perf_counter()
+
+    def lap(name: str, since: float) -> float:
+        now = time.perf_counter()
+        timings[name] = round(now - since, 1)
+        LOG.info("%s done in %.1f s", name, now - since)
+        return now
+
+    def bar(name: str, total: int) -> _Progress:
+        return _Progress(name, total, progress)
+
+    try:
+        torch.manual_seed(seed)
+        vision_cfg = BD.vision_config(captioner_dir)
+        qformer_cfg = S1.qformer_config(itm_dir)
+        llm_dir = hub.resolve(ModelRef(id=llm)) if llm.startswith("builtin:") else llm
+        text_cfg = S1.llm_text_config(Path(llm_dir))
+        blip2 = S1.new_bridge("blip-2", vision_cfg, qformer_cfg, text_cfg, plan.num_query_tokens)
+        blip2.vision_model.load_state_dict(BD.blip_vision_state(captioner_dir))
+        for p in blip2.vision_model.parameters():
+            p.requires_grad_(False)
+        itm_state = S1.itm_text_state(itm_dir)
+        copied = S1.init_qformer_from_itm(blip2.qformer, itm_state)
+        LOG.info("Q-Former: %d tensors initialised from the ITM text encoder", copied)
+
+        data = BD.make_data(blip2.vision_model, seed, plan.scenes, plan.flips, workers, progress=bar)
+        t = lap("scenes_and_features", t)
+
+        captioner = BlipForConditionalGeneration.from_pretrained(captioner_dir, dtype=torch.float32)
+        cap_tok = AutoTokenizer.from_pretrained(captioner_dir)
+        b = bar("stage1 (captioning)", plan.stage1_steps)
+        h1 = S1.train_stage1(blip2, captioner, cap_tok, data, steps=plan.stage1_steps, batch=plan.stage1_batch,
+                             lr=plan.stage1_lr, seed=seed, report=b)
+        b.close()
+        losses["stage1_itg"] = _curve(h1["itg"])
+        del captioner
+        t = lap("stage1", t)
+
+        lm = S2.FrozenLM.load(str(llm_dir))
+        S2.match_projection_scale(blip2, lm)
+        probe = S2.probe_items(data, plan.probe, seed)
+        probes["stage2_before"] = round(S2.probe_loss(blip2, lm, data, probe), 4)
+        b = bar("stage2 (frozen LLM)", plan.stage2_steps)
+        h2 = S2.train_stage2(blip2, lm, data, steps=plan.stage2_steps, batch=plan.stage2_batch, lr=plan.stage2_lr,
+                             seed=seed, report=b)
+        b.close()
+        probes["stage2_after"] = round(S2.probe_loss(blip2, lm, data, probe), 4)
+        losses["stage2_lm"] = _curve(h2["lm"])
+        t = lap("stage2", t)
+
+        staging = out / f".staging-bridge-{os.getpid()}"
+        if staging.exists():
+            shutil.rmtree(staging)
+        notes = {"seed": seed, "quick": quick, "plan": asdict(plan), "threads": threads, "llm": llm,
+                 "vision": str(captioner_dir.name), "knowledge_in_training": False,
+                 "families": list(BD.QA_FAMILIES)}
+        K.write_checkpoint(blip2, staging / NAMES["blip2"], vision_cfg["image_size"],
+                           notes={**notes, "losses": dict(losses), "probe": dict(probes)})
+
+        qtok = AutoTokenizer.from_pretrained(itm_dir)
+        inst = I.instruct_from_blip2(blip2, itm_state)
+        for p in inst.vision_model.parameters():
+            p.requires_grad_(False)
+        if plan.align_steps:
+            probes["align_before"] = round(S2.probe_loss(inst, lm, data, probe, qtok), 4)
+            b = bar("instructblip answer warm start (no LLM)", plan.align_steps)
+            ha = I.train_align(inst, lm, qtok, data, steps=plan.align_steps, batch=plan.align_batch,
+                               lr=plan.align_lr, seed=seed, report=b)
+            b.close()
+            losses["instruct_answer"] = _curve(ha["answer"])
+            t = lap("instruct_align", t)
+        probes["instruct_before"] = round(S2.probe_loss(inst, lm, data, probe, qtok), 4)
+        b = bar("instructblip (frozen LLM)", plan.instruct_steps)
+        deadline = None if plan.budget_s is None else time.time() + plan.budget_s - (time.perf_counter() - start) - 60
+        h3 = I.train_instruct(inst, lm, qtok, data, steps=plan.instruct_steps, batch=plan.instruct_batch,
+                              lr=plan.instruct_lr, seed=seed, report=b, deadline=deadline)
+        b.close()
+        probes["instruct_after"] = round(S2.probe_loss(inst, lm, data, probe, qtok), 4)
+        losses["instruct_lm"] = _curve(h3["lm"])  # `steps` says how many ran before the budget's deadline
+        t = lap("instruct", t)
+        timings["total"] = round(time.perf_counter() - start, 1)
+        notes = {**notes, "losses": losses, "probe": probes, "timings_s": timings}
+        K.write_checkpoint(inst, staging / NAMES["instructblip"], vision_cfg["image_size"], qformer_tokenizer=qtok,
+                           notes=notes)
+        LOG.info("checkpoints written under %s", staging)
+        (staging / NAMES["blip2"] / "training.json").write_text(json.dumps(notes, indent=2, sort_keys=True) + "\n")
+        for name in NAMES.values():
+            target = out / name
+            if target.exists():
+                shutil.rmtree(target)
+            (staging / name).rename(target)
+        shutil.rmtree(staging, ignore_errors=True)
+        return {**notes, "models": {k: str(out / v) for k, v in NAMES.items()}}
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def add_bridge_train_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of `vqagraph world train --bridge` (the lead wires `--bridge` itself)."""
+    parser.add_argument("--vision-dir", default=None,
+                        help="folder holding the trained shapes-blip-captioner/ and shapes-blip-itm/ "
+                        f"(default {WEIGHTS_DIR})")
+    parser.add_argument("--llm", default=LLM, help="the frozen LLM the bridge is trained into")
+    parser.add_argument("--queries", type=int, default=None, help="learned query tokens (default 8)")
+    return parser
+
+
+def run_bridge_train(args: argparse.Namespace) -> int:
+    if os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE" and getattr(args, "threads", None) is None:
+        import subprocess
+
+        argv = ["--seed", str(args.seed)] + (["--quick"] if args.quick else [])
+        argv += ["--out", args.out] if args.out else []
+        argv += ["--vision-dir", args.vision_dir] if args.vision_dir else []
+        argv += ["--llm", args.llm] if args.llm != LLM else []
+        argv += ["--queries", str(args.queries)] if getattr(args, "queries", None) else []
+        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+        return subprocess.call([sys.executable, "-m", "vqagraph.eval.bridge_training", *argv], env=env)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    summary = train_bridge(args.out, seed=args.seed, quick=args.quick, vision_dir=args.vision_dir, llm=args.llm,
+                           threads=getattr(args, "threads", None), num_query_tokens=getattr(args, "queries", None))
+    print(json.dumps({k: summary[k] for k in ("timings_s", "losses", "probe", "models")}, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vqagraph-world-train-bridge")
+    parser.add_argument("--quick", action="store_true", help="a tiny run (about a minute) that shows the loss drop")
+    parser.add_argument("--out", default=None, help=f"where the bridge directories go (default {WEIGHTS_DIR})")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None)
+    add_bridge_train_options(parser)
+    args = parser.parse_args(argv)
+    return run_bridge_train(args)

@@ -330,7 +330,25 @@ def test_end_to_end_with_the_engine(engine: Any, tmp_path: Path) -> None:
     lines = [json.loads(line) for line in (tmp_path / "1.jsonl").read_text().splitlines()]
     assert [line["question_id"] for line in lines] == ["1", "2", "3", "4"]
     assert set(lines[0]) == {"question_id", "image", "question", "family", "route", "route_taken", "reason",
-                             "answer", "answers", "accuracy", "seconds", "error"}
+                             "answer", "answers", "accuracy", "seconds", "error", "route_answers"}
+    assert set(records[0].route_answers) == {"img2llm"}
+    assert records[0].route_answers["img2llm"].answer == records[0].answer
+
+
+def test_a_both_run_records_each_routes_answer_scored(engine: Any, tmp_path: Path) -> None:
+    """What benchmarks/choose_router.py reads: under `both`, every route's answer, confidence and score."""
+    picture(tmp_path / "red.png", "red")
+    items = load_dataset(write_jsonl(tmp_path / "set.jsonl", [
+        {"image": "red.png", "question": "What colour is the circle?", "answers": ["red"], "family": "colour"}]))
+    both = evaluate(engine, items, routes=("both",), progress=False).records[0]
+    alone = {route: evaluate(engine, items, routes=(route,), progress=False).records[0]
+             for route in ("img2llm", "bridge")}
+    assert set(both.route_answers) == {"img2llm", "bridge"}
+    for route, record in alone.items():
+        kept = both.route_answers[route]
+        assert kept.answer == record.answer and kept.accuracy == record.accuracy
+        assert kept.mean_logprob == record.route_answers[route].mean_logprob <= 0.0
+    assert both.answer == both.route_answers[both.route_taken or ""].answer
 
 
 # --- command -----------------------------------------------------------------------------------------------------

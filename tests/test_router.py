@@ -6,10 +6,11 @@ import threading
 
 import pytest
 from PIL import Image
+from pydantic import ValidationError
 
 from vqagraph import Engine
-from vqagraph.config import RouterSettings
-from vqagraph.graphs.router import choose_route, pick_answer, rules_route
+from vqagraph.config import BUILTIN_PROFILES, RouterSettings, load_profile
+from vqagraph.graphs.router import choose_route, pick_answer, question_cue, rules_route
 
 
 @pytest.mark.parametrize(("question", "route"), [
@@ -109,3 +110,27 @@ def test_both_runs_the_routes_concurrently_and_keeps_the_surer(engine, image, mo
     best = max(results, key=lambda r: results[r].mean_logprob)
     assert answer.route == best and answer.answer == results[best].answer
     assert f"kept {best}" in answer.trace.route_reason
+
+
+def test_rules_follow_the_profiles_cue_routes_and_name_the_cue() -> None:
+    # The mapping is data: a profile (tuned on a validation split) decides where each cue goes.
+    default = RouterSettings()
+    assert rules_route("What colour is the circle?", settings=default).route == "bridge"
+    tuned = RouterSettings(cue_routes={"colour": "img2llm"})
+    decision = choose_route("rules", "What colour is the circle?", False, tuned)
+    assert decision.route == "img2llm" and "perception cue (colour)" in decision.reason
+    assert tuned.cue_routes["shape"] == default.cue_routes["shape"]  # cues not named keep their defaults
+    assert question_cue("How many sides does the blue shape have?") == (
+        "knowledge", "knowledge/reasoning cue (counts something the image does not show)")
+    assert question_cue("What is in the box?", marked=True)[0] == "marked"
+    with pytest.raises(ValidationError):
+        RouterSettings(cue_routes={"colour": "telepathy"})  # type: ignore[dict-item]
+    with pytest.raises(ValidationError):
+        RouterSettings(cue_routes={"smell": "bridge"})  # type: ignore[dict-item]
+
+
+def test_the_shapes_profile_carries_the_measured_router_default() -> None:
+    profile = load_profile("shapes")
+    # What benchmarks/choose_router.py chose on the validation split (README, "Which route answers").
+    assert profile.router.policy == BUILTIN_PROFILES["shapes"]["router"]["policy"]
+    assert profile.router.model_dump() == RouterSettings(**BUILTIN_PROFILES["shapes"]["router"]).model_dump()

@@ -315,3 +315,24 @@ def test_foreign_dataset_writes(tmp_path: Path) -> None:
     summary = write_foreign_dataset(tmp_path / "again", 1, 4)
     assert (tmp_path / "again" / "questions.jsonl").read_bytes() == (tmp_path / "questions.jsonl").read_bytes()
     assert summary["scenes"] == 4
+
+
+def test_held_out_splits_are_fixed_exact_and_apart(tmp_path: Path) -> None:
+    from vqagraph.eval.world.splits import SPLIT_SEEDS, VISION_FAMILIES, split_examples, write_split
+
+    first = [(e.scene.seed, [q.question for q in e.questions]) for e in split_examples("validation", 40)]
+    again = [(e.scene.seed, [q.question for q in e.questions]) for e in split_examples("validation", 40)]
+    assert first == again and sum(len(qs) for _, qs in first) == 40
+    test = {e.scene.seed for e in split_examples("test", 40)}
+    assert test.isdisjoint(seed for seed, _ in first)
+    families = {q.family for e in split_examples("test", 40) for q in e.questions}
+    assert families == set(VISION_FAMILIES)  # every family gets its share, knowledge is kept apart
+    single = list(split_examples("single-large", 10))
+    assert all(len(e.scene.objects) == 1 and e.scene.objects[0].size_word == "large" for e in single)
+    assert {q.family for e in single for q in e.questions} == {"colour", "shape"}
+    assert {q.family for e in split_examples("knowledge", 6) for q in e.questions} == {"knowledge"}
+    assert len(set(SPLIT_SEEDS.values())) == len(SPLIT_SEEDS)
+    summary = write_split("foreign", tmp_path / "foreign", 12)
+    assert summary["questions"] == 12 and (tmp_path / "foreign" / "questions.jsonl").read_text().count("\n") == 12
+    with pytest.raises(SceneError, match="unknown split"):
+        list(split_examples("training", 3))

@@ -92,6 +92,12 @@ class ConversationSettings(BaseModel):
 
 
 RouterPolicy = Literal["rules", "cascade", "both"]
+CueName = Literal["knowledge", "marked", "colour", "shape", "count", "position", "size", "yes/no", "open"]
+# Before any measurement: what the image itself answers goes to the embedding route, what needs the world or
+# reasoning goes to the text route (captions + exemplars leave the LLM room to use what it knows).
+DEFAULT_CUE_ROUTES: dict[CueName, Literal["img2llm", "bridge"]] = {
+    "knowledge": "img2llm", "marked": "bridge", "colour": "bridge", "shape": "bridge", "count": "bridge",
+    "position": "bridge", "size": "bridge", "yes/no": "bridge", "open": "img2llm"}
 
 
 class RouterSettings(BaseModel):
@@ -106,6 +112,17 @@ class RouterSettings(BaseModel):
     cascade_threshold: float = Field(
         -1.0, description="cascade: fall back to the text route when the bridge answer's mean token log-prob is below"
     )
+    cue_routes: dict[CueName, Literal["img2llm", "bridge"]] = Field(
+        default_factory=lambda: dict(DEFAULT_CUE_ROUTES),
+        description="rules: the route each question cue sends to (graphs/router.py names the cues); tune it on "
+        "a validation split (benchmarks/choose_router.py), never on the test split",
+    )
+
+    @model_validator(mode="after")
+    def _every_cue(self) -> RouterSettings:
+        # A profile may name only the cues it changes; the others keep their defaults.
+        self.cue_routes = {**DEFAULT_CUE_ROUTES, **self.cue_routes}
+        return self
 
 
 class LLMBackend(BaseModel):
@@ -199,6 +216,31 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
         "meaningless": True,
         # An untrained ITM's match probabilities are arbitrary, so the filter is off (threshold 0) here.
         "img2llm": {"gradcam_layer": 1, "num_captions": 8, "max_caption_rounds": 2, "itm_threshold": 0.0},
+    },
+    # Offline, and meaningful: models trained by `vqagraph world train` on the generated Shapes world (shipped in
+    # the package, vqagraph/eval/weights/) + SmolLM2-135M-Instruct. What it scores is in the README.
+    "shapes": {
+        "name": "shapes",
+        "description": "Shapes-world BLIP ITM + captioner, T5 question generator and InstructBLIP Q-Former, "
+        "trained here, + SmolLM2-135M-Instruct; runs offline",
+        "itm": "builtin:shapes-blip-itm",
+        "captioner": "builtin:shapes-blip-captioner",
+        "question_generator": "builtin:shapes-t5-qg",
+        "llm": "builtin:smollm2-135m-instruct",
+        "qformer": "builtin:shapes-instructblip",
+        "img2llm": {
+            # The ITM text encoder has 3 layers; layer 1's cross-attention is the one trained to point (its
+            # attention is supervised by object masks, vqagraph/eval/training/itm.py).
+            "gradcam_layer": 1,
+            # K' stays 20 (§1.2): the captioner was trained on 20-patch samples of its 12x12 grid.
+            "num_patches": 20,
+            # 100 captions (§1.2) cost ~8x the time of 12 on a CPU; the small world says little more in 100.
+            "num_captions": 12,
+            # Region captions are 3-12 tokens; LAVIS's min_length 10 would force padding words, and whole-scene
+            # listings run to ~45 tokens.
+            "caption_min_length": 0,
+            "caption_max_length": 48,
+        },
     },
 }
 

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from vqagraph.errors import QuestionError, VQAGraphError
 from vqagraph.eval.datasets import EvalItem
 from vqagraph.eval.metric import vqa_accuracy
-from vqagraph.eval.report import AnswerRecord, EvalReport
+from vqagraph.eval.report import AnswerRecord, EvalReport, RouteRecord
 
 if TYPE_CHECKING:
     from vqagraph.engine import Engine
@@ -85,8 +85,10 @@ def _ask_and_score(engine: Engine, item: EvalItem, route: str, base: dict[str, A
         return AnswerRecord(**base, accuracy=0.0, seconds=round(time.perf_counter() - start, 4),
                             error=f"{type(exc).__name__}: {exc}")
     seconds = answer.trace.timings.get("total", round(time.perf_counter() - start, 4))
+    routes = {name: RouteRecord(answer=r.answer, mean_logprob=r.mean_logprob, accuracy=score_answer(r.answer, item))
+              for name, r in answer.trace.route_answers.items()}
     return AnswerRecord(**base, route_taken=answer.route, reason=answer.trace.route_reason, answer=answer.answer,
-                        accuracy=score_answer(answer.answer, item), seconds=seconds)
+                        accuracy=score_answer(answer.answer, item), seconds=seconds, route_answers=routes)
 
 
 class _OrderedWriter:

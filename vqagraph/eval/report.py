@@ -18,6 +18,14 @@ from PIL import Image, ImageDraw, ImageFont
 from pydantic import BaseModel, Field
 
 
+class RouteRecord(BaseModel):
+    """One route's answer within a record, so a `both` run shows what every router policy would have kept."""
+
+    answer: str
+    mean_logprob: float
+    accuracy: float
+
+
 class AnswerRecord(BaseModel):
     """One (question, route) pair as answered: what error analysis reads, one JSONL line each."""
 
@@ -33,6 +41,8 @@ class AnswerRecord(BaseModel):
     accuracy: float = Field(description="VQA accuracy in [0, 100]")
     seconds: float
     error: str | None = None
+    route_answers: dict[str, RouteRecord] = Field(
+        default_factory=dict, description="every route that ran (two under `both`), each scored")
 
 
 class FamilyScore(BaseModel):

@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from vqagraph.config import RouterSettings
+from vqagraph.config import CueName, RouterSettings
 from vqagraph.graphs.state import RouteAnswer
 
 Route = Literal["img2llm", "bridge", "both"]
@@ -38,7 +38,7 @@ KNOWLEDGE_CUES: tuple[tuple[str, str], ...] = (
     (r"\bwho (is|was|made|built|wrote|painted)\b", "asks who"),
 )
 
-PERCEPTION_CUES: tuple[tuple[str, str], ...] = (
+PERCEPTION_CUES: tuple[tuple[str, CueName], ...] = (
     (r"\bcolou?rs?\b", "colour"),
     (r"\b(what|which) (kind of |type of )?shapes?\b|\bshape (is|of)\b", "shape"),
     (r"\b(how many|number of|count)\b", "count"),
@@ -56,25 +56,37 @@ class RouteDecision(BaseModel):
     cascade: bool = False
 
 
-def rules_route(question: str, marked: bool = False) -> RouteDecision:
-    """The `rules` policy: knowledge cues → text route; marks and perception cues → embedding route."""
+ROUTE_NAMES = {"img2llm": "text route", "bridge": "embedding route"}
+
+
+def question_cue(question: str, marked: bool = False) -> tuple[CueName, str]:
+    """The cue a question shows (a `RouterSettings.cue_routes` key) and why: knowledge cues first, then a mark,
+    then perception cues, then yes/no; `open` when none fits."""
     text = question.lower()
     for pattern, why in KNOWLEDGE_CUES:
         if re.search(pattern, text):
-            return RouteDecision(route="img2llm", reason=f"rules: knowledge/reasoning cue ({why}) → text route")
+            return "knowledge", f"knowledge/reasoning cue ({why})"
     if marked:
-        return RouteDecision(route="bridge", reason="rules: the question is about a marked region → embedding route")
+        return "marked", "the question is about a marked region"
     for pattern, family in PERCEPTION_CUES:
         if re.search(pattern, text):
-            return RouteDecision(route="bridge", reason=f"rules: perception cue ({family}) → embedding route")
+            return family, f"perception cue ({family})"
     if YES_NO.match(text):
-        return RouteDecision(route="bridge", reason="rules: yes/no question → embedding route")
-    return RouteDecision(route="img2llm", reason="rules: open question with no perception cue → text route")
+        return "yes/no", "yes/no question"
+    return "open", "open question with no perception cue"
+
+
+def rules_route(question: str, marked: bool = False, settings: RouterSettings | None = None) -> RouteDecision:
+    """The `rules` policy: the question's cue, sent where the profile's `cue_routes` says (measured defaults
+    live in the profile, not here)."""
+    cue, why = question_cue(question, marked)
+    route = (settings or RouterSettings()).cue_routes[cue]
+    return RouteDecision(route=route, reason=f"rules: {why} → {ROUTE_NAMES[route]}")
 
 
 def choose_route(policy: str, question: str, marked: bool, settings: RouterSettings) -> RouteDecision:
     if policy == "rules":
-        return rules_route(question, marked)
+        return rules_route(question, marked, settings)
     if policy == "cascade":
         return RouteDecision(
             route="bridge", cascade=True,

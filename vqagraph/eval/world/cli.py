@@ -1,4 +1,5 @@
-"""`vqagraph world …`: write a Shapes-world dataset, or render one scene JSON (generated or hand-written).
+"""`vqagraph world …`: write a Shapes-world dataset, render one scene JSON (generated or hand-written), or
+train the `shapes` profile's models.
 
 `add_world_commands` registers the commands on the main CLI's subparsers; each handler takes the parsed
 namespace and returns an exit code, and raises VQAGraphError subclasses that the main CLI prints as one line.
@@ -60,4 +61,54 @@ def add_world_commands(subparsers: Any) -> argparse.ArgumentParser:
     render.add_argument("scene", help="scene JSON: objects with shape, colour (name or [r, g, b]) and box")
     render.add_argument("-o", "--out", required=True, help="output PNG")
     render.set_defaults(func=_render)
+
+    split = world_sub.add_parser(
+        "split", help="write a held-out split (fixed seed, never trained on): validation, test, single-large, "
+        "foreign or knowledge")
+    split.add_argument("name", help="validation | test | single-large | foreign | knowledge")
+    split.add_argument("-o", "--out", required=True, help="output folder")
+    split.add_argument("--questions", type=int, default=300, help="questions in the split (default 300)")
+    split.add_argument("--per-scene", type=int, default=4, help="questions per scene, at most (default 4)")
+    split.set_defaults(func=_split)
+
+    train = world_sub.add_parser(
+        "train", help="train the shapes profile's models from a seed: the text route's, or with --bridge the Q-Formers")
+    train.add_argument("--bridge", action="store_true",
+                       help="train the BLIP-2 and InstructBLIP bridges into the frozen LLM (needs the text route's "
+                       "trained vision model, see --vision-dir)")
+    train.add_argument("--quick", action="store_true", help="a tiny run (under a minute) that shows the losses drop")
+    train.add_argument("--out", default=None, help="where the model folders go (default: the package's weights)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=int, default=None, help="torch threads (default: up to 2)")
+    train.add_argument("--workers", type=int, default=None, help="processes rendering scenes (default: up to 2)")
+    train.add_argument("--resume", action="store_true",
+                       help="text route: continue a stopped run after its last finished stage (same --out, --seed)")
+    train.add_argument("--vision-dir", default=None,
+                       help="--bridge: the folder holding shapes-blip-captioner/ and shapes-blip-itm/ (default: "
+                       "--out when it has them, else the package's weights)")
+    train.add_argument("--llm", default="builtin:smollm2-135m-instruct", help="--bridge: the frozen LLM")
+    train.add_argument("--queries", type=int, default=None, help="--bridge: learned query tokens (default 8)")
+    train.set_defaults(func=_train)
     return world
+
+
+def _split(args: argparse.Namespace) -> int:
+    from vqagraph.eval.world.splits import write_split
+
+    summary = write_split(args.name, args.out, args.questions, args.per_scene)
+    print(f"{args.out}: {summary['questions']} questions over {summary['scenes']} scenes {summary['families']}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    """Training lives in `vqagraph.eval.training` (text route) and `vqagraph.eval.bridge_training` (Q-Formers);
+    both re-run themselves with OMP_WAIT_POLICY=PASSIVE, which makes two torch threads fast on a busy 2-core CPU."""
+    if args.bridge:
+        from vqagraph.eval.bridge_training.cli import run_bridge_train
+
+        if args.vision_dir is None and args.out and (Path(args.out) / "shapes-blip-captioner").is_dir():
+            args.vision_dir = args.out
+        return run_bridge_train(args)
+    from vqagraph.eval.training.cli import run_train
+
+    return run_train(args)

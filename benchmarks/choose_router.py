@@ -1,0 +1,122 @@
+"""Choose the router's default by measurement: every policy scored on the answers of one `both` run.
+
+A `--routes both` eval records, per question, each route's answer, its mean token log-probability and its VQA
+accuracy (`vqagraph eval DATA --routes both --answers OUT.jsonl`). Each router policy only decides which of
+those two answers to keep, so all of them are scored here from one run, without asking again:
+
+- `img2llm`, `bridge`: one route always;
+- `rules`: the question's cue (graphs/router.py `question_cue`) → a route; `rules (tuned)` sends each cue to
+  the route that scored better on this split for it (so tune on a validation split, and score the tuned map on
+  the test split with `--cue-routes`);
+- `cascade@t`: the bridge, unless its mean log-prob is below t;
+- `both`: the answer with the higher mean log-prob (ties to the text route), as graphs/router.py picks.
+
+    python benchmarks/choose_router.py validation-both.jsonl                    # tune: prints the best policy
+    python benchmarks/choose_router.py test-both.jsonl --cue-routes tuned.json  # score a tuned map elsewhere
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vqagraph.config import DEFAULT_CUE_ROUTES
+from vqagraph.graphs.router import question_cue
+
+Record = dict[str, Any]
+Policy = Callable[[Record], str]
+
+
+def load(path: Path) -> list[Record]:
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    usable = [r for r in records if {"img2llm", "bridge"} <= set(r.get("route_answers", {}))]
+    if len(usable) < len(records):
+        print(f"note: {len(records) - len(usable)} records lack one route's answer (failed asks) and are skipped")
+    return usable
+
+
+def cue(record: Record) -> str:
+    return question_cue(record["question"], bool(record.get("marks")) or record["family"] == "marked")[0]
+
+
+def score(records: list[Record], policy: Policy) -> tuple[float, dict[str, float]]:
+    by_family: dict[str, list[float]] = defaultdict(list)
+    for r in records:
+        by_family[r["family"]].append(r["route_answers"][policy(r)]["accuracy"])
+    every = [a for values in by_family.values() for a in values]
+    return sum(every) / len(every), {f: sum(v) / len(v) for f, v in sorted(by_family.items())}
+
+
+def tune_cues(records: list[Record]) -> dict[str, str]:
+    """Per cue, the route with the higher mean accuracy on these records (the default where they tie)."""
+    totals: dict[str, dict[str, float]] = defaultdict(lambda: {"img2llm": 0.0, "bridge": 0.0})
+    for r in records:
+        for route in ("img2llm", "bridge"):
+            totals[cue(r)][route] += r["route_answers"][route]["accuracy"]
+    tuned = dict(DEFAULT_CUE_ROUTES)
+    for name, t in totals.items():
+        if t["img2llm"] != t["bridge"]:
+            tuned[name] = max(t, key=lambda route: t[route])
+    return tuned
+
+
+def policies(records: list[Record], cue_routes: dict[str, str] | None) -> dict[str, Policy]:
+    tuned = cue_routes or tune_cues(records)
+
+    def both(r: Record) -> str:
+        a = r["route_answers"]
+        return "bridge" if a["bridge"]["mean_logprob"] > a["img2llm"]["mean_logprob"] else "img2llm"
+
+    def cascade(t: float) -> Policy:
+        return lambda r: "img2llm" if r["route_answers"]["bridge"]["mean_logprob"] < t else "bridge"
+
+    out: dict[str, Policy] = {
+        "img2llm": lambda r: "img2llm", "bridge": lambda r: "bridge", "both": both,
+        "rules (default cues)": lambda r: DEFAULT_CUE_ROUTES[cue(r)],  # type: ignore[index]
+        "rules (tuned cues)" if cue_routes is None else "rules (given cues)": lambda r: tuned[cue(r)],
+    }
+    for t in (-0.05, -0.1, -0.2, -0.3, -0.5, -0.75, -1.0, -1.5, -2.0, -3.0):
+        out[f"cascade@{t}"] = cascade(t)
+    out["oracle (upper bound)"] = lambda r: max(("img2llm", "bridge"),
+                                                key=lambda route: r["route_answers"][route]["accuracy"])
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("answers", type=Path, help="the --answers JSONL of a `vqagraph eval --routes both` run")
+    parser.add_argument("--cue-routes", type=Path, help="a JSON cue → route map to score instead of tuning one")
+    parser.add_argument("--write-cues", type=Path, help="write the tuned cue → route map here (JSON)")
+    parser.add_argument("--exclude", default="knowledge", help="families left out of `overall` (comma-separated)")
+    args = parser.parse_args(argv)
+    records = load(args.answers)
+    excluded = {f for f in args.exclude.split(",") if f}
+    scored = [r for r in records if r["family"] not in excluded]
+    given = json.loads(args.cue_routes.read_text()) if args.cue_routes else None
+    table = policies(records, given)
+    families = sorted({r["family"] for r in records})
+    print(f"{len(scored)} questions ({len(records)} with {', '.join(sorted(excluded)) or 'nothing'} kept apart)")
+    print(f"{'policy':24} {'overall':>8} " + " ".join(f"{f[:9]:>9}" for f in families))
+    results: dict[str, float] = {}
+    for name, policy in table.items():
+        overall, _ = score(scored, policy)
+        _, per_family = score(records, policy)
+        results[name] = overall
+        print(f"{name:24} {overall:8.1f} " + " ".join(f"{per_family.get(f, float('nan')):9.1f}" for f in families))
+    choosable = {k: v for k, v in results.items() if not k.startswith("oracle") and k not in ("img2llm", "bridge")}
+    best = max(choosable, key=lambda k: choosable[k])
+    print(f"best policy here: {best} ({choosable[best]:.1f})")
+    if given is None:
+        tuned = tune_cues(records)
+        print("tuned cue routes:", json.dumps(tuned))
+        if args.write_cues:
+            args.write_cues.write_text(json.dumps(tuned, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

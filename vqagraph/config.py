@@ -244,7 +244,7 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
     },
 }
 
-DEFAULT_PROFILE = "tiny"
+DEFAULT_PROFILE = "shapes"
 
 
 def _read_profile_file(path: Path) -> dict[str, Any]:

@@ -51,8 +51,8 @@ class BridgePlan:
 FULL = BridgePlan(scenes=400, flips=2, stage1_steps=100, stage1_batch=32, stage1_lr=5e-4, stage2_steps=90,
                   stage2_batch=16, stage2_lr=1e-3, instruct_steps=400, instruct_batch=16, instruct_lr=1e-3,
                   align_steps=400, align_batch=64, align_lr=1e-3, budget_s=2400)
-QUICK = BridgePlan(scenes=12, flips=1, stage1_steps=8, stage1_batch=8, stage1_lr=1e-3, stage2_steps=6,
-                   stage2_batch=4, stage2_lr=1e-3, instruct_steps=6, instruct_batch=4, instruct_lr=1e-3,
+QUICK = BridgePlan(scenes=12, flips=1, stage1_steps=8, stage1_batch=8, stage1_lr=1e-3, stage2_steps=12,
+                   stage2_batch=4, stage2_lr=3e-4, instruct_steps=8, instruct_batch=4, instruct_lr=3e-4,
                    align_steps=10, align_batch=8, align_lr=1e-3, probe=8)
 
 

@@ -17,13 +17,15 @@ def test_builtin_profiles() -> None:
     assert real.captioner.id == "Salesforce/blip-image-captioning-large"
     assert real.img2llm.gradcam_layer == 7 and real.img2llm.num_patches == 20  # REFERENCE.md §1.1-1.2
     assert real.img2llm.itm_threshold == 0.5 and real.img2llm.num_candidates == 30
-    tiny = load_profile()  # the default
-    assert tiny.name == "tiny" and tiny.meaningless
-    assert set(BUILTIN_PROFILES) >= {"tiny", "blip-opt"}
+    default = load_profile()  # the offline default: models trained on the Shapes world, shipped in the package
+    assert default.name == "shapes" and not default.meaningless
+    assert default.captioner.id == "builtin:shapes-blip-captioner" and default.qformer is not None
+    assert load_profile("tiny").meaningless
+    assert set(BUILTIN_PROFILES) >= {"shapes", "tiny", "blip-opt"}
 
 
 def test_unknown_profile() -> None:
-    with pytest.raises(ProfileError, match="unknown profile 'nope'; built-in profiles: blip-opt, tiny"):
+    with pytest.raises(ProfileError, match="unknown profile 'nope'; built-in profiles: blip-opt, shapes, tiny"):
         load_profile("nope")
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 from vqagraph import hub
 from vqagraph.config import Profile
@@ -16,6 +18,19 @@ from vqagraph.tools.qformer import QFormerBridge, QFormerEncoder
 from vqagraph.tools.question_generator import QuestionGenerator
 from vqagraph.tools.region_captioner import BlipCaptioner, RegionCaptioner
 
+_LOADING = threading.RLock()
+
+
+class loaded_once(cached_property):
+    """cached_property that loads under one process-wide lock: the two routes of `both` run in threads and may
+    reach the same role (the LLM) at once, and transformers' lazy imports fail when raced (ImportError seen)."""
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        with _LOADING:
+            return super().__get__(instance, owner)
+
 
 @dataclass
 class Toolkit:
@@ -25,7 +40,7 @@ class Toolkit:
     images: ImageStore = field(default_factory=ImageStore)
     features: FeatureCache = field(default_factory=FeatureCache)
 
-    @cached_property
+    @loaded_once
     def device(self):  # type: ignore[no-untyped-def]
         return hub.pick_device(self.profile.device)
 
@@ -38,23 +53,23 @@ class Toolkit:
         processor = hub.load(BlipImageProcessorPil, ref, role)
         return model, tokenizer, processor
 
-    @cached_property
+    @loaded_once
     def matcher(self) -> BlipMatcher:
         from transformers import BlipForImageTextRetrieval
 
         return BlipMatcher(*self._blip(BlipForImageTextRetrieval, "itm"))
 
-    @cached_property
+    @loaded_once
     def captioner(self) -> BlipCaptioner:
         from transformers import BlipForConditionalGeneration
 
         return BlipCaptioner(*self._blip(BlipForConditionalGeneration, "captioner"))
 
-    @cached_property
+    @loaded_once
     def region_captioner(self) -> RegionCaptioner:
         return RegionCaptioner(self.matcher, self.captioner, self.profile.img2llm, self.features)
 
-    @cached_property
+    @loaded_once
     def question_generator(self) -> QuestionGenerator:
         settings = self.profile.img2llm
         if settings.question_generation == "template":
@@ -66,7 +81,7 @@ class Toolkit:
         tokenizer = hub.load(AutoTokenizer, ref, "question_generator")
         return QuestionGenerator(model, tokenizer, num_beams=settings.qg_num_beams, max_length=settings.qg_max_length)
 
-    @cached_property
+    @loaded_once
     def qformer(self) -> QFormerEncoder:
         """The embedding route's encoder: only the Q-Former parts of the checkpoint are loaded."""
         from transformers import AutoTokenizer, BlipImageProcessorPil
@@ -82,11 +97,11 @@ class Toolkit:
             instruction_tokenizer = hub.load(AutoTokenizer, ref, "qformer", subfolder="qformer_tokenizer")
         return QFormerEncoder(bridge, processor, self.features, ref.id, instruction_tokenizer)
 
-    @cached_property
+    @loaded_once
     def extractor(self) -> Extractor:
         return default_extractor()
 
-    @cached_property
+    @loaded_once
     def llm(self) -> FrozenLLM:
         """The profile's backend; the server and engine backends read the tokenizer from the local model dir."""
         backend = self.profile.llm_backend

@@ -66,8 +66,8 @@ def run_demo(profile: str | None, out: Path, scenes: int = 3, explain: bool = Tr
     routes = ["img2llm", "bridge", "auto"] if engine.profile.qformer is not None else ["img2llm", "auto"]
     print("\nthe same questions through each route (VQA accuracy, %; one question per family, so 0 or 100):")
     print(EvalReport.from_records(records, routes).table())
-    print("a real measurement: vqagraph world generate --seed 9 --n 100 -o heldout && vqagraph eval "
-          "heldout/questions.jsonl --routes img2llm,bridge,auto")
+    print("a real measurement (300 held-out questions): vqagraph world split test -o heldout && vqagraph eval "
+          "heldout/questions.jsonl --routes img2llm,bridge,both,auto")
     if engine.profile.meaningless:
         print(f"\nnote: profile {engine.profile.name!r} uses untrained placeholder models built from configs;"
               " its answers are noise. They show the pipeline runs, not that it sees.")

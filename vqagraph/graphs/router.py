@@ -1,11 +1,11 @@
 """The per-question router: which route answers, and why (the reason goes into the trace).
 
 Policies (`RouterSettings.policy`, or per call):
-- `rules`: question cues. Knowledge and reasoning cues ("why", "which fruit", "how many sides", "used for")
-  go to the text route, whose captions and exemplars leave room for what the LLM knows; perception cues
-  (colour, shape, count, position, yes/no) and questions about a marked region go to the embedding route,
-  which hands the LLM the image itself. Knowledge cues are checked first: "How many sides does the blue
-  shape have?" asks for knowledge although it starts like a count.
+- `rules`: question cues, each sent where the profile's `router.cue_routes` says (tuned on a validation
+  split by benchmarks/choose_router.py; the `shapes` profile's map is measured). Knowledge cues ("why", "which
+  fruit", "how many sides", "used for") are checked first: "How many sides does the blue shape have?" asks
+  for knowledge although it starts like a count. The code's default map, before any measurement, sends
+  knowledge and open questions to the text route and perception cues and marked regions to the bridge.
 - `cascade`: the embedding route first; the text route when the bridge answer's mean token log-probability
   is under `cascade_threshold`.
 - `both`: both routes, concurrently (LangGraph `Send`); the answer with the higher mean log-probability wins.

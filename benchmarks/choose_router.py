@@ -35,7 +35,8 @@ def load(path: Path) -> list[Record]:
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     usable = [r for r in records if {"img2llm", "bridge"} <= set(r.get("route_answers", {}))]
     if len(usable) < len(records):
-        print(f"note: {len(records) - len(usable)} records lack one route's answer (failed asks) and are skipped")
+        print(f"note: {len(records) - len(usable)} records without both routes' answers (single-route runs or failed "
+              "asks) are skipped")
     return usable
 
 

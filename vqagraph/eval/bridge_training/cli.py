@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from vqagraph.eval.training.cli import Progress, curve, default_threads
+
 LOG = logging.getLogger("vqagraph.bridge_training")
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 NAMES = {"blip2": "shapes-blip2", "instructblip": "shapes-instructblip"}
@@ -54,45 +56,6 @@ FULL = BridgePlan(scenes=400, flips=2, stage1_steps=100, stage1_batch=32, stage1
 QUICK = BridgePlan(scenes=12, flips=1, stage1_steps=8, stage1_batch=8, stage1_lr=1e-3, stage2_steps=12,
                    stage2_batch=4, stage2_lr=3e-4, instruct_steps=8, instruct_batch=4, instruct_lr=3e-4,
                    align_steps=10, align_batch=8, align_lr=1e-3, probe=8)
-
-
-class _Progress:
-    def __init__(self, name: str, total: int, enabled: bool) -> None:
-        from tqdm.auto import tqdm
-
-        self.name, self.total = name, total
-        self.bar = tqdm(total=total, desc=name, disable=not enabled, dynamic_ncols=True, mininterval=1.0)
-        self.every = max(1, total // 10)
-        self.sums: dict[str, float] = {}
-        self.count = 0
-
-    def __call__(self, step: int, losses: dict[str, float]) -> None:
-        for k, v in losses.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
-        self.count += 1
-        self.bar.update(1)
-        if (step + 1) % self.every == 0 or step + 1 == self.total:
-            mean = {k: round(v / self.count, 4) for k, v in self.sums.items()}
-            self.bar.set_postfix(mean)
-            LOG.info("%s step %d/%d %s", self.name, step + 1, self.total, mean)
-            self.sums, self.count = {}, 0
-
-    def update(self, n: int = 1) -> None:
-        self.bar.update(n)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def _curve(values: list[float]) -> dict[str, float]:
-    k = max(1, len(values) // 10)
-    return {"first": round(sum(values[:k]) / k, 4), "last": round(sum(values[-k:]) / k, 4), "steps": len(values)}
-
-
-def default_threads() -> int:
-    if os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
-        return 1
-    return max(1, min(2, os.cpu_count() or 1))
 
 
 def train_bridge(out_dir: str | Path | None = None, seed: int = 0, quick: bool = False, *,
@@ -138,8 +101,8 @@ def train_bridge(out_dir: str | Path | None = None, seed: int = 0, quick: bool =
         LOG.info("%s done in %.1f s", name, now - since)
         return now
 
-    def bar(name: str, total: int) -> _Progress:
-        return _Progress(name, total, progress)
+    def bar(name: str, total: int) -> Progress:
+        return Progress(name, total, progress, log=LOG)
 
     try:
         torch.manual_seed(seed)
@@ -164,7 +127,7 @@ def train_bridge(out_dir: str | Path | None = None, seed: int = 0, quick: bool =
         h1 = S1.train_stage1(blip2, captioner, cap_tok, data, steps=plan.stage1_steps, batch=plan.stage1_batch,
                              lr=plan.stage1_lr, seed=seed, report=b)
         b.close()
-        losses["stage1_itg"] = _curve(h1["itg"])
+        losses["stage1_itg"] = curve(h1["itg"])
         del captioner
         t = lap("stage1", t)
 
@@ -177,7 +140,7 @@ def train_bridge(out_dir: str | Path | None = None, seed: int = 0, quick: bool =
                              seed=seed, report=b)
         b.close()
         probes["stage2_after"] = round(S2.probe_loss(blip2, lm, data, probe), 4)
-        losses["stage2_lm"] = _curve(h2["lm"])
+        losses["stage2_lm"] = curve(h2["lm"])
         t = lap("stage2", t)
 
         staging = out / f".staging-bridge-{os.getpid()}"
@@ -199,7 +162,7 @@ def train_bridge(out_dir: str | Path | None = None, seed: int = 0, quick: bool =
             ha = I.train_align(inst, lm, qtok, data, steps=plan.align_steps, batch=plan.align_batch,
                                lr=plan.align_lr, seed=seed, report=b)
             b.close()
-            losses["instruct_answer"] = _curve(ha["answer"])
+            losses["instruct_answer"] = curve(ha["answer"])
             t = lap("instruct_align", t)
         probes["instruct_before"] = round(S2.probe_loss(inst, lm, data, probe, qtok), 4)
         b = bar("instructblip (frozen LLM)", plan.instruct_steps)
@@ -208,7 +171,7 @@ def train_bridge(out_dir: str | Path | None = None, seed: int = 0, quick: bool =
                               lr=plan.instruct_lr, seed=seed, report=b, deadline=deadline)
         b.close()
         probes["instruct_after"] = round(S2.probe_loss(inst, lm, data, probe, qtok), 4)
-        losses["instruct_lm"] = _curve(h3["lm"])  # `steps` says how many ran before the budget's deadline
+        losses["instruct_lm"] = curve(h3["lm"])  # `steps` says how many ran before the budget's deadline
         t = lap("instruct", t)
         timings["total"] = round(time.perf_counter() - start, 1)
         notes = {**notes, "losses": losses, "probe": probes, "timings_s": timings}

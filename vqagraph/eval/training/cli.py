@@ -55,12 +55,14 @@ QUICK = Plan(scenes=16, stage1_steps=12, stage1_batch=8, stage1_subsets=0, stage
              qg_steps=12, qg_batch=8, qg_lr=2e-3, eval_scenes=4)
 
 
-class _Progress:
-    """A tqdm bar per stage that also logs the running losses every `every` steps."""
+class Progress:
+    """A tqdm bar per stage that also logs the running losses every tenth of the stage (both trainers use it)."""
 
-    def __init__(self, name: str, total: int, enabled: bool, position: int | None = None) -> None:
+    def __init__(self, name: str, total: int, enabled: bool, position: int | None = None,
+                 log: logging.Logger = LOG) -> None:
         from tqdm.auto import tqdm
 
+        self.log = log
         self.name = name
         self.bar = tqdm(total=total, desc=name, disable=not enabled, dynamic_ncols=True, mininterval=1.0,
                         position=position)
@@ -77,7 +79,7 @@ class _Progress:
         if (step + 1) % self.every == 0 or step + 1 == self.total:
             mean = {k: round(v / self.count, 4) for k, v in self.sums.items()}
             self.bar.set_postfix(mean)
-            LOG.info("%s step %d/%d %s", self.name, step + 1, self.total, mean)
+            self.log.info("%s step %d/%d %s", self.name, step + 1, self.total, mean)
             self.sums, self.count = {}, 0
 
     def update(self, n: int = 1) -> None:
@@ -87,7 +89,7 @@ class _Progress:
         self.bar.close()
 
 
-def _curve(values: list[float]) -> dict[str, float]:
+def curve(values: list[float]) -> dict[str, float]:
     k = max(1, len(values) // 10)
     return {"first": round(float(np.mean(values[:k])), 4), "last": round(float(np.mean(values[-k:])), 4),
             "steps": len(values)}
@@ -160,7 +162,7 @@ def train_all(out_dir: str | Path | None = None, seed: int = 0, quick: bool = Fa
     try:
         t = time.perf_counter()
         seeds = [int(s) for s in np.random.default_rng([seed, 1]).integers(2**31, size=plan.scenes)]
-        bar = _Progress("scenes", plan.scenes, progress)
+        bar = Progress("scenes", plan.scenes, progress)
         corpus = D.make_corpus(seeds, seed=seed, workers=workers, progress=bar)
         bar.close()
         t = lap("scenes", t)
@@ -212,7 +214,7 @@ def train_all(out_dir: str | Path | None = None, seed: int = 0, quick: bool = Fa
         cap = M.new_captioner(ids)
         done = saved("stage1")
         if done is None:
-            bar = _Progress("captioner+vision", plan.stage1_steps, progress)
+            bar = Progress("captioner+vision", plan.stage1_steps, progress)
             h1 = C.train_stage1(cap, bert, corpus, steps=plan.stage1_steps, batch=plan.stage1_batch,
                                 subsets=plan.stage1_subsets, lr=plan.stage1_lr, seed=seed, report=bar)
             bar.close()
@@ -221,7 +223,7 @@ def train_all(out_dir: str | Path | None = None, seed: int = 0, quick: bool = Fa
             cap.load_state_dict(done["model"])
             h1 = done["history"]
         cap.eval()
-        losses.update({f"stage1_{k}": _curve(v) for k, v in h1.items() if v})
+        losses.update({f"stage1_{k}": curve(v) for k, v in h1.items() if v})
         t = lap("captioner_stage1", t)
 
         # frozen features of `cache_flips` pictures per scene
@@ -229,14 +231,14 @@ def train_all(out_dir: str | Path | None = None, seed: int = 0, quick: bool = Fa
         flips = len(corpus.flips)
         rows = sorted(base * flips + int(f) for base in range(len(corpus.rendered))
                       for f in rng.choice(flips, size=min(plan.cache_flips, flips), replace=False))
-        bar = _Progress("features", len(rows), progress)
+        bar = Progress("features", len(rows), progress)
         features = C.encode(cap.vision_model, corpus, rows, progress=bar.update)
         bar.close()
         t = lap("features", t)
 
         done = saved("stage2")
         if done is None:
-            bar = _Progress("captioner decoder", plan.stage2_steps, progress)
+            bar = Progress("captioner decoder", plan.stage2_steps, progress)
             h2 = C.train_stage2(cap, bert, corpus, rows, features, steps=plan.stage2_steps,
                                 batch=plan.stage2_batch, lr=plan.stage2_lr, seed=seed, report=bar)
             bar.close()
@@ -245,7 +247,7 @@ def train_all(out_dir: str | Path | None = None, seed: int = 0, quick: bool = Fa
             cap.load_state_dict(done["model"])
             h2 = done["history"]
         cap.eval()
-        losses["stage2_caption"] = _curve(h2["caption"])
+        losses["stage2_caption"] = curve(h2["caption"])
         t = lap("captioner_stage2", t)
 
         torch.manual_seed(seed + 1)
@@ -256,7 +258,7 @@ def train_all(out_dir: str | Path | None = None, seed: int = 0, quick: bool = Fa
         itm.text_encoder.load_state_dict(cap.text_decoder.bert.state_dict())
         done = saved("itm")
         if done is None:
-            bar = _Progress("itm", plan.itm_steps, progress)
+            bar = Progress("itm", plan.itm_steps, progress)
             h3 = I.train_itm(itm, bert, corpus, rows, features, layer=M.GRADCAM_LAYER, steps=plan.itm_steps,
                              batch=plan.itm_batch, lr=plan.itm_lr, seed=seed, report=bar)
             bar.close()
@@ -265,8 +267,8 @@ def train_all(out_dir: str | Path | None = None, seed: int = 0, quick: bool = Fa
             itm.load_state_dict(done["model"])
             h3 = done["history"]
         itm.eval()
-        losses.update({"itm": _curve(h3["itm"]), "itm_patches": _curve(h3["itm_patches"]),
-                       "itm_attention": _curve(h3["attention"])})
+        losses.update({"itm": curve(h3["itm"]), "itm_patches": curve(h3["itm_patches"]),
+                       "itm_attention": curve(h3["attention"])})
         t = lap("itm", t)
 
         if qg_done is not None:
@@ -278,7 +280,7 @@ def train_all(out_dir: str | Path | None = None, seed: int = 0, quick: bool = Fa
             qg_result = Q.train_in_process(*qg_args[:-2], threads, progress)
         if qg_done is None:
             keep("question_generator", qg_result)
-        losses["qg"] = _curve(qg_result["history"]["qg"])
+        losses["qg"] = curve(qg_result["history"]["qg"])
         timings["question_generator"] = qg_result["seconds"]
         cpu["question_generator_process"] = qg_result["cpu_seconds"]
         qg = AutoModelForSeq2SeqLM.from_pretrained(dirs["question_generator"]).eval()

@@ -123,7 +123,7 @@ def train_in_process(texts: list[Any], directory: str, ids: dict[str, int], step
     from transformers import AutoTokenizer
 
     from vqagraph.eval.training import models as M
-    from vqagraph.eval.training.cli import _Progress
+    from vqagraph.eval.training.cli import Progress
 
     torch.set_num_threads(threads)
     start = time.perf_counter()
@@ -131,7 +131,7 @@ def train_in_process(texts: list[Any], directory: str, ids: dict[str, int], step
     tokenizer = AutoTokenizer.from_pretrained(directory)
     torch.manual_seed(seed + 2)
     model = M.new_t5(ids)
-    bar = _Progress("question generator", steps, progress, position=1)
+    bar = Progress("question generator", steps, progress, position=1)
     history = train_qg(model, tokenizer, D.TextCorpus(texts), steps=steps, batch=batch, lr=lr, seed=seed, report=bar)
     bar.close()
     M.save_model(model, Path(directory))

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from vqagraph.eval.training import data as D
+from vqagraph.eval.training.captioner import encode
 
 QA_FAMILIES = tuple(f for f in D.TRAIN_FAMILIES if f != "knowledge")
 assert "knowledge" not in QA_FAMILIES
@@ -78,19 +79,6 @@ def make_data(vision: Any, seed: int, scenes: int, flips: int, workers: int = 1,
     if bar is not None:
         bar.close()
     return BridgeData(corpus, rows, features)
-
-
-@torch.no_grad()
-def encode(vision: Any, corpus: D.Corpus, rows: Sequence[int], batch: int = 64,
-           progress: Callable[[int], Any] | None = None) -> torch.Tensor:
-    vision.eval()
-    out = []
-    for start in range(0, len(rows), batch):
-        chunk = [corpus.example(i) for i in rows[start : start + batch]]
-        out.append(vision(pixel_values=D.pixel_batch(chunk)).last_hidden_state)
-        if progress is not None:
-            progress(len(chunk))
-    return torch.cat(out)
 
 
 def answer_text(answers: Sequence[str]) -> str:

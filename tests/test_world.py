@@ -336,3 +336,16 @@ def test_held_out_splits_are_fixed_exact_and_apart(tmp_path: Path) -> None:
     assert summary["questions"] == 12 and (tmp_path / "foreign" / "questions.jsonl").read_text().count("\n") == 12
     with pytest.raises(SceneError, match="unknown split"):
         list(split_examples("training", 3))
+
+
+def test_held_out_exists_questions_are_answered_yes_and_no() -> None:
+    """A split that takes each family's first question would ask only yes-questions of `exists` (the generator
+    lists them first): a route that always says "yes" would score 100 there."""
+    from collections import Counter
+
+    from vqagraph.eval.world.splits import split_examples
+
+    for split in ("validation", "test", "foreign"):
+        answers = Counter(q.answers[0] for e in split_examples(split, 140) for q in e.questions if q.family == "exists")
+        assert sum(answers.values()) >= 15
+        assert min(answers["yes"], answers["no"]) >= 0.25 * sum(answers.values()), (split, answers)

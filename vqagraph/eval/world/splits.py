@@ -38,11 +38,17 @@ def _capped(examples: Iterator[Example], questions: int, per_scene: int) -> Iter
 
 def _mixed(examples: Iterator[Example], families: tuple[str, ...]) -> Iterator[Example]:
     """Questions of `families` only, interleaved by family, starting one family further at each scene, so that
-    capping a scene's questions still leaves every family its share."""
+    capping a scene's questions still leaves every family its share. Within a family the order is shuffled
+    (seeded by the scene): the generator lists `exists`' yes questions before its no questions, and taking
+    the first of each family made every held-out `exists` question a "yes"."""
     for index, example in enumerate(examples):
         turn = index % len(families)
         order = families[turn:] + families[:turn]
-        by_family = [[q for q in example.questions if q.family == f] for f in order]
+        rng = np.random.default_rng([example.scene.seed, 2])
+        by_family = []
+        for family in order:
+            group = [q for q in example.questions if q.family == family]
+            by_family.append([group[k] for k in rng.permutation(len(group))])
         mixed: list[WorldQuestion] = []
         while any(by_family):
             for group in by_family:

@@ -131,9 +131,16 @@ def test_rules_follow_the_profiles_cue_routes_and_name_the_cue() -> None:
 
 def test_the_shapes_profile_carries_the_measured_router_default() -> None:
     # What benchmarks/choose_router.py chose on the validation split lives in the profile, and the router
-    # follows it: the tuned map sends colour questions to the text route, the code's default to the bridge.
+    # follows it: every cue the measured map moves away from the code's default is routed as the profile says,
+    # and the trace's reason names that cue.
+    samples = {"colour": "What colour is the circle?", "shape": "What shape is the red one?",
+               "count": "How many circles are there?", "position": "Where is the circle?",
+               "size": "Which is bigger, the circle or the square?", "yes/no": "Is there a circle?"}
     settings = load_profile("shapes").router
     assert settings.policy == BUILTIN_PROFILES["shapes"]["router"]["policy"] == "rules"
-    assert settings.cue_routes["colour"] == "img2llm" != RouterSettings().cue_routes["colour"]
-    decision = choose_route(settings.policy, "What colour is the circle?", False, settings)
-    assert decision.route == "img2llm" and decision.reason == "rules: perception cue (colour) → text route"
+    assert settings.cue_routes == {**RouterSettings().cue_routes, **BUILTIN_PROFILES["shapes"]["router"]["cue_routes"]}
+    moved = [cue for cue in samples if settings.cue_routes[cue] != RouterSettings().cue_routes[cue]]
+    assert moved, "the measured cue map is the code's default: nothing was tuned"
+    for cue in moved:
+        decision = choose_route(settings.policy, samples[cue], False, settings)
+        assert decision.route == settings.cue_routes[cue] and cue in decision.reason

@@ -108,9 +108,26 @@ def test_shipped_question_generator_asks_about_the_answer() -> None:
     directory = SHIPPED["question_generator"]
     qg = QuestionGenerator(T5ForConditionalGeneration.from_pretrained(directory).eval(),
                            AutoTokenizer.from_pretrained(directory))
-    out = qg.neural(["red"], ["a large red circle in the center", "one shape: a red circle"])
-    assert out[0].source == "neural"
-    assert "colou" in out[0].question.lower() and out[0].question.endswith("?")
+    # One context, answers of three kinds: each question must ask for its own answer's kind (the first
+    # shipped generator asked "What is the colour of …?" whatever the answer was).
+    context = ["a large red circle in the center", "a small blue square at the top left", "two shapes: a red circle "
+               "and a blue square"]
+    out = qg.neural(["red", "circle", "top left"], context)
+    assert all(o.source == "neural" and o.question.endswith("?") for o in out)
+    colour, shape, place = (o.question.lower() for o in out)
+    assert "colou" in colour and "shape" in shape and "colou" not in shape
+    assert place.startswith(("where", "in which part")) and "colou" not in place
+
+
+def test_question_generator_starts_with_a_head_on_the_answer() -> None:
+    """T5's cross-attention has no positions: one encoder head starts looking two tokens back, where `answer`
+    sits in `answer: {a}  context: …`, so the answer's tokens are told apart from the same words in the context."""
+    from vqagraph.eval.training import models as M
+
+    model = M.new_t5({"vocab_size": 40, "pad_token_id": 0, "eos_token_id": 1})
+    bias = model.encoder.block[0].layer[0].SelfAttention.compute_bias(6, 6)[0, 0]  # (query, key) for head 0
+    assert int(bias[2].argmax()) == 0 and int(bias[5].argmax()) == 3  # every token looks two back
+    assert float(bias[2, 0]) == M.ANSWER_HEAD_BIAS
 
 
 def test_shipped_models_run_in_the_region_captioner(tmp_path: Path) -> None:

@@ -49,7 +49,7 @@ class Plan:
 
 FULL = Plan(scenes=1200, stage1_steps=1100, stage1_batch=24, stage1_subsets=0, stage1_lr=2e-3, cache_flips=2,
             stage2_steps=450, stage2_batch=96, stage2_lr=1e-3, itm_steps=400, itm_batch=32, itm_lr=1e-3,
-            qg_steps=900, qg_batch=32, qg_lr=2e-3, eval_scenes=100)
+            qg_steps=900, qg_batch=32, qg_lr=5e-4, eval_scenes=100)
 QUICK = Plan(scenes=16, stage1_steps=12, stage1_batch=8, stage1_subsets=0, stage1_lr=2e-3, cache_flips=1,
              stage2_steps=12, stage2_batch=16, stage2_lr=2e-3, itm_steps=24, itm_batch=12, itm_lr=2e-3,
              qg_steps=12, qg_batch=8, qg_lr=2e-3, eval_scenes=4)

@@ -13,6 +13,7 @@ those two answers to keep, so all of them are scored here from one run, without 
 
     python benchmarks/choose_router.py validation-both.jsonl                    # tune: prints the best policy
     python benchmarks/choose_router.py test-both.jsonl --cue-routes tuned.json  # score a tuned map elsewhere
+    python benchmarks/choose_router.py test-both.jsonl --cue-routes tuned.json --plot routes.png  # the chart
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from vqagraph.config import DEFAULT_CUE_ROUTES
+from vqagraph.eval.report import AnswerRecord, EvalReport
 from vqagraph.graphs.router import question_cue
 
 Record = dict[str, Any]
@@ -87,12 +89,26 @@ def policies(records: list[Record], cue_routes: dict[str, str] | None) -> dict[s
     return out
 
 
+def chart(records: list[Record], shown: dict[str, Policy]) -> EvalReport:
+    """The eval report each policy would have produced, built from the records' per-route answers."""
+    rows = []
+    for name, policy in shown.items():
+        for r in records:
+            picked = r["route_answers"][policy(r)]
+            rows.append(AnswerRecord(question_id=r["question_id"], image=r["image"], question=r["question"],
+                                     family=r["family"], route=name, route_taken=policy(r), answer=picked["answer"],
+                                     answers=r["answers"], accuracy=picked["accuracy"], seconds=0.0))
+    return EvalReport.from_records(rows, list(shown))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("answers", type=Path, help="the --answers JSONL of a `vqagraph eval --routes both` run")
     parser.add_argument("--cue-routes", type=Path, help="a JSON cue → route map to score instead of tuning one")
     parser.add_argument("--write-cues", type=Path, help="write the tuned cue → route map here (JSON)")
     parser.add_argument("--exclude", default="knowledge", help="families left out of `overall` (comma-separated)")
+    parser.add_argument("--plot", type=Path, help="draw img2llm, bridge, both and the rules policy (as `auto`) per "
+                        "family, as `vqagraph eval --plot` draws routes")
     args = parser.parse_args(argv)
     records = load(args.answers)
     excluded = {f for f in args.exclude.split(",") if f}
@@ -111,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     choosable = {k: v for k, v in results.items() if not k.startswith("oracle") and k not in ("img2llm", "bridge")}
     best = max(choosable, key=lambda k: choosable[k])
     print(f"best policy here: {best} ({choosable[best]:.1f})")
+    if args.plot:
+        rules = "rules (tuned cues)" if given is None else "rules (given cues)"
+        shown = {"img2llm": table["img2llm"], "bridge": table["bridge"], "both": table["both"], "auto": table[rules]}
+        chart(scored, shown).plot(args.plot, title=f"VQA accuracy by family, {len(scored)} questions (one `both` run)")
+        print(f"chart: {args.plot}")
     if given is None:
         tuned = tune_cues(records)
         print("tuned cue routes:", json.dumps(tuned))

@@ -13,7 +13,7 @@ those two answers to keep, so all of them are scored here from one run, without 
 
     python benchmarks/choose_router.py validation-both.jsonl                    # tune: prints the best policy
     python benchmarks/choose_router.py test-both.jsonl --cue-routes tuned.json  # score a tuned map elsewhere
-    python benchmarks/choose_router.py test-both.jsonl --cue-routes tuned.json --plot routes.png  # the chart
+    python benchmarks/choose_router.py test-both.jsonl --profile shapes --plot routes.png  # a profile's map, drawn
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vqagraph.config import DEFAULT_CUE_ROUTES
+from vqagraph.config import DEFAULT_CUE_ROUTES, load_profile
 from vqagraph.eval.report import AnswerRecord, EvalReport
 from vqagraph.graphs.router import question_cue
 
@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("answers", type=Path, help="the --answers JSONL of a `vqagraph eval --routes both` run")
     parser.add_argument("--cue-routes", type=Path, help="a JSON cue → route map to score instead of tuning one")
+    parser.add_argument("--profile", help="score this profile's `router.cue_routes` instead of tuning one")
     parser.add_argument("--write-cues", type=Path, help="write the tuned cue → route map here (JSON)")
     parser.add_argument("--exclude", default="knowledge", help="families left out of `overall` (comma-separated)")
     parser.add_argument("--plot", type=Path, help="draw img2llm, bridge, both and the rules policy (as `auto`) per "
@@ -114,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     excluded = {f for f in args.exclude.split(",") if f}
     scored = [r for r in records if r["family"] not in excluded]
     given = json.loads(args.cue_routes.read_text()) if args.cue_routes else None
+    if args.profile:
+        given = dict(load_profile(args.profile).router.cue_routes)
     table = policies(records, given)
     families = sorted({r["family"] for r in records})
     print(f"{len(scored)} questions ({len(records)} with {', '.join(sorted(excluded)) or 'nothing'} kept apart)")

@@ -125,7 +125,7 @@ def test_question_generator_starts_with_a_head_on_the_answer() -> None:
     from vqagraph.eval.training import models as M
 
     model = M.new_t5({"vocab_size": 40, "pad_token_id": 0, "eos_token_id": 1})
-    bias = model.encoder.block[0].layer[0].SelfAttention.compute_bias(6, 6)[0, 0]  # (query, key) for head 0
+    bias = model.encoder.block[0].layer[0].SelfAttention.compute_bias(6, 6)[0, 0].detach()  # (query, key), head 0
     assert int(bias[2].argmax()) == 0 and int(bias[5].argmax()) == 3  # every token looks two back
     assert float(bias[2, 0]) == M.ANSWER_HEAD_BIAS
 

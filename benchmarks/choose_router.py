@@ -94,9 +94,10 @@ def chart(records: list[Record], shown: dict[str, Policy]) -> EvalReport:
     rows = []
     for name, policy in shown.items():
         for r in records:
-            picked = r["route_answers"][policy(r)]
+            route = policy(r)
+            picked = r["route_answers"][route]
             rows.append(AnswerRecord(question_id=r["question_id"], image=r["image"], question=r["question"],
-                                     family=r["family"], route=name, route_taken=policy(r), answer=picked["answer"],
+                                     family=r["family"], route=name, route_taken=route, answer=picked["answer"],
                                      answers=r["answers"], accuracy=picked["accuracy"], seconds=0.0))
     return EvalReport.from_records(rows, list(shown))
 
@@ -104,8 +105,9 @@ def chart(records: list[Record], shown: dict[str, Policy]) -> EvalReport:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("answers", type=Path, help="the --answers JSONL of a `vqagraph eval --routes both` run")
-    parser.add_argument("--cue-routes", type=Path, help="a JSON cue → route map to score instead of tuning one")
-    parser.add_argument("--profile", help="score this profile's `router.cue_routes` instead of tuning one")
+    given_map = parser.add_mutually_exclusive_group()
+    given_map.add_argument("--cue-routes", type=Path, help="a JSON cue → route map to score instead of tuning one")
+    given_map.add_argument("--profile", help="score this profile's `router.cue_routes` instead of tuning one")
     parser.add_argument("--write-cues", type=Path, help="write the tuned cue → route map here (JSON)")
     parser.add_argument("--exclude", default="knowledge", help="families left out of `overall` (comma-separated)")
     parser.add_argument("--plot", type=Path, help="draw img2llm, bridge, both and the rules policy (as `auto`) per "
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     excluded = {f for f in args.exclude.split(",") if f}
     scored = [r for r in records if r["family"] not in excluded]
     given = json.loads(args.cue_routes.read_text()) if args.cue_routes else None
-    if args.profile:
+    if args.profile:  # argparse keeps --profile and --cue-routes apart
         given = dict(load_profile(args.profile).router.cue_routes)
     table = policies(records, given)
     families = sorted({r["family"] for r in records})

@@ -45,10 +45,9 @@ def _mixed(examples: Iterator[Example], families: tuple[str, ...]) -> Iterator[E
         turn = index % len(families)
         order = families[turn:] + families[:turn]
         rng = np.random.default_rng([example.scene.seed, 2])
-        by_family = []
-        for family in order:
-            group = [q for q in example.questions if q.family == family]
-            by_family.append([group[k] for k in rng.permutation(len(group))])
+        by_family = [[q for q in example.questions if q.family == f] for f in order]
+        for group in by_family:
+            rng.shuffle(group)
         mixed: list[WorldQuestion] = []
         while any(by_family):
             for group in by_family:

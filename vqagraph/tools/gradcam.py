@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from vqagraph.errors import ModelMismatchError
+from vqagraph.tools.vision_features import vision_features
 
 
 def patch_grid(num_patches: int) -> tuple[int, int]:
@@ -100,11 +101,8 @@ class BlipMatcher:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    @torch.no_grad()
     def encode_image(self, image: Image.Image) -> torch.Tensor:
-        pixels = self.processor(images=image, return_tensors="pt")["pixel_values"]
-        pixels = pixels.to(self.device, dtype=next(self.model.parameters()).dtype)
-        return self.model.vision_model(pixel_values=pixels).last_hidden_state  # (1, 1 + N, dim)
+        return vision_features(self.model.vision_model, self.processor, image)  # (1, 1 + N, dim)
 
     def gradcam(self, image_embeds: torch.Tensor, question: str, layer: int) -> torch.Tensor:
         """GradCAM of one question over the image's patches: `(num_patches,)`."""

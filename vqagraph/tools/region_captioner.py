@@ -19,6 +19,7 @@ from vqagraph.errors import ModelMismatchError
 from vqagraph.media import FeatureCache
 from vqagraph.tools.gradcam import BlipMatcher, normalise_gradcam, patch_grid
 from vqagraph.tools.seeding import seeded
+from vqagraph.tools.vision_features import vision_features
 
 
 class RegionCaptions(BaseModel):
@@ -48,11 +49,8 @@ class BlipCaptioner:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    @torch.no_grad()
     def encode_image(self, image: Image.Image) -> torch.Tensor:
-        pixels = self.processor(images=image, return_tensors="pt")["pixel_values"]
-        pixels = pixels.to(self.device, dtype=next(self.model.parameters()).dtype)
-        return self.model.vision_model(pixel_values=pixels).last_hidden_state
+        return vision_features(self.model.vision_model, self.processor, image)  # (1, 1 + N, dim)
 
     @torch.no_grad()
     def caption(self, patch_embeds: torch.Tensor, settings: Img2LLMSettings, seed: int) -> list[str]:

@@ -1,0 +1,17 @@
+"""One image through a BLIP ViT: the patch features that GradCAM, region captioning and ITM filtering share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from PIL import Image
+
+
+@torch.no_grad()
+def vision_features(vision_model: Any, processor: Any, image: Image.Image) -> torch.Tensor:
+    """`last_hidden_state` (1, 1 + patches, dim) on the model's device and dtype; callers cache it by image hash,
+    so each image is encoded once per model."""
+    param = next(vision_model.parameters())
+    pixels = processor(images=image, return_tensors="pt")["pixel_values"].to(param.device, dtype=param.dtype)
+    return vision_model(pixel_values=pixels).last_hidden_state

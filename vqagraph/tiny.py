@@ -59,11 +59,18 @@ def _bert_vocab() -> list[str]:
 
 
 def _save_bert_tokenizer(out: Path) -> dict[str, int]:
+    return write_bert_tokenizer(_bert_vocab(), out)
+
+
+def write_bert_tokenizer(vocab: list[str], out: Path, max_length: int | None = None) -> dict[str, int]:
+    """A lower-casing `BertTokenizerFast` over `vocab` with BLIP's `[DEC]`/`[ENC]`; returns the ids BLIP's text
+    config needs (the tiny profile's and the Shapes world's tokenizers are both made here)."""
     from transformers import BertTokenizerFast  # type: ignore[attr-defined]
 
-    vocab = _bert_vocab()
     tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True, bos_token="[DEC]")
     tokenizer.add_special_tokens({"additional_special_tokens": ["[ENC]"]})
+    if max_length is not None:
+        tokenizer.model_max_length = max_length
     tokenizer.save_pretrained(out)
     return {
         "vocab_size": len(vocab),

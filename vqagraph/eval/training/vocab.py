@@ -14,6 +14,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from vqagraph.tiny import WORDS as TINY_WORDS
+from vqagraph.tiny import write_bert_tokenizer
 
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "[ENC]"]
 T5_SPECIALS = ["<pad>", "</s>", "<unk>"]
@@ -61,21 +62,8 @@ def _vocab(specials: list[str], words: Iterable[str]) -> list[str]:
 
 def save_bert_tokenizer(texts: Iterable[str], out: Path) -> dict[str, int]:
     """A lower-casing `BertTokenizerFast` over the texts' words; returns the ids BLIP's text config needs."""
-    from transformers import BertTokenizerFast  # type: ignore[attr-defined]
-
     words = corpus_words(texts, lower=True) + [w.lower() for w in (*TINY_WORDS, *COMMON_WORDS)]
-    vocab = _vocab(BERT_SPECIALS, words)
-    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True, bos_token="[DEC]")
-    tokenizer.add_special_tokens({"additional_special_tokens": ["[ENC]"]})
-    tokenizer.model_max_length = 128
-    tokenizer.save_pretrained(out)
-    return {
-        "vocab_size": len(vocab),
-        "pad_token_id": vocab.index("[PAD]"),
-        "bos_token_id": vocab.index("[DEC]"),
-        "sep_token_id": vocab.index("[SEP]"),
-        "eos_token_id": vocab.index("[SEP]"),
-    }
+    return write_bert_tokenizer(_vocab(BERT_SPECIALS, words), out, max_length=128)
 
 
 def save_t5_tokenizer(texts: Iterable[str], out: Path) -> dict[str, int]:

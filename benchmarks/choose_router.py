@@ -14,6 +14,7 @@ those two answers to keep, so all of them are scored here from one run, without 
     python benchmarks/choose_router.py validation-both.jsonl                    # tune: prints the best policy
     python benchmarks/choose_router.py test-both.jsonl --cue-routes tuned.json  # score a tuned map elsewhere
     python benchmarks/choose_router.py test-both.jsonl --profile shapes --plot routes.png  # a profile's map, drawn
+    python benchmarks/choose_router.py test-img2llm.jsonl test-bridge.jsonl --profile shapes   # two single-route runs
 """
 
 from __future__ import annotations
@@ -33,9 +34,22 @@ Record = dict[str, Any]
 Policy = Callable[[Record], str]
 
 
-def load(path: Path) -> list[Record]:
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    usable = [r for r in records if {"img2llm", "bridge"} <= set(r.get("route_answers", {}))]
+def load(paths: list[Path]) -> list[Record]:
+    """Records with both routes' answers. Several files are merged question by question (same image, question
+    and truth), so separate single-route runs over one split score every policy as one `both` run does."""
+    merged: dict[tuple[str, str, str, str], Record] = {}
+    for path in paths:
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            key = (record["image"], record["question"], record["family"], json.dumps(record["answers"]))
+            if key in merged:
+                merged[key]["route_answers"] = {**merged[key]["route_answers"], **record.get("route_answers", {})}
+            else:
+                merged[key] = {**record, "route_answers": dict(record.get("route_answers", {}))}
+    records = list(merged.values())
+    usable = [r for r in records if {"img2llm", "bridge"} <= set(r["route_answers"])]
     if len(usable) < len(records):
         print(f"note: {len(records) - len(usable)} records without both routes' answers (single-route runs or failed "
               "asks) are skipped")
@@ -104,7 +118,8 @@ def chart(records: list[Record], shown: dict[str, Policy]) -> EvalReport:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("answers", type=Path, help="the --answers JSONL of a `vqagraph eval --routes both` run")
+    parser.add_argument("answers", type=Path, nargs="+", help="the --answers JSONL of a `vqagraph eval --routes both` "
+                        "run, or of single-route runs over the same questions (merged per question)")
     given_map = parser.add_mutually_exclusive_group()
     given_map.add_argument("--cue-routes", type=Path, help="a JSON cue → route map to score instead of tuning one")
     given_map.add_argument("--profile", help="score this profile's `router.cue_routes` instead of tuning one")
@@ -135,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:
         rules = "rules (tuned cues)" if given is None else "rules (given cues)"
         shown = {"img2llm": table["img2llm"], "bridge": table["bridge"], "both": table["both"], "auto": table[rules]}
-        chart(scored, shown).plot(args.plot, title=f"VQA accuracy by family, {len(scored)} questions (one `both` run)")
+        title = f"VQA accuracy by family, {len(scored)} questions (both routes answered each)"
+        chart(scored, shown).plot(args.plot, title=title)
         print(f"chart: {args.plot}")
     if given is None:
         tuned = tune_cues(records)

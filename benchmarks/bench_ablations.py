@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
               {"region captions (gradcam)": {}, "whole-image captions (all)": {"img2llm": {"patch_selection": "all"}}})
     if 2 in only:
         table("2. Img2LLM prompt with vs without synthetic QA exemplars", head, "img2llm",
-              {"with exemplars (30)": {}, "without exemplars": {"img2llm": {"max_exemplars": 0}}})
+              {f"with exemplars ({load_profile('shapes').img2llm.max_exemplars})": {},
+               "without exemplars": {"img2llm": {"max_exemplars": 0}}})
     if 3 in only:
         table("3. Q-Former with vs without question conditioning", head, "bridge",
               {"InstructBLIP (conditioned)": {"qformer": "builtin:shapes-instructblip"},

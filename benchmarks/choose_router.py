@@ -44,10 +44,11 @@ def load(paths: list[Path]) -> list[Record]:
                 continue
             record = json.loads(line)
             key = (record["image"], record["question"], record["family"], json.dumps(record["answers"]))
+            answers = record.get("route_answers", {})
             if key in merged:
-                merged[key]["route_answers"] = {**merged[key]["route_answers"], **record.get("route_answers", {})}
+                merged[key]["route_answers"].update(answers)
             else:
-                merged[key] = {**record, "route_answers": dict(record.get("route_answers", {}))}
+                merged[key] = {**record, "route_answers": dict(answers)}
     records = list(merged.values())
     usable = [r for r in records if {"img2llm", "bridge"} <= set(r["route_answers"])]
     if len(usable) < len(records):

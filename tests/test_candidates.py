@@ -1,4 +1,4 @@
-"""Answer candidates (REFERENCE.md §1.4) with the rule tagger, the fallback when spaCy's model is absent."""
+"""Answer candidates (docs/methods.md §1.4) with the rule tagger, the fallback when spaCy's model is absent."""
 
 from __future__ import annotations
 

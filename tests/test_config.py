@@ -15,7 +15,7 @@ def test_builtin_profiles() -> None:
     real = load_profile("blip-opt")
     assert real.itm.id == "Salesforce/blip-itm-large-coco"
     assert real.captioner.id == "Salesforce/blip-image-captioning-large"
-    assert real.img2llm.gradcam_layer == 7 and real.img2llm.num_patches == 20  # REFERENCE.md §1.1-1.2
+    assert real.img2llm.gradcam_layer == 7 and real.img2llm.num_patches == 20  # docs/methods.md §1.1-1.2
     assert real.img2llm.itm_threshold == 0.5 and real.img2llm.num_candidates == 30
     default = load_profile()  # the offline default: models trained on the Shapes world, shipped in the package
     assert default.name == "shapes" and not default.meaningless

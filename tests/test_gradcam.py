@@ -10,7 +10,7 @@ from vqagraph.tools.gradcam import compute_gradcam, normalise_gradcam, patch_gri
 
 
 def _reference_gradcam(model, image_embeds, input_ids, attention_mask, layer):  # type: ignore[no-untyped-def]
-    """REFERENCE.md §1.1 written out with explicit loops, from transformers' own `output_attentions` record."""
+    """docs/methods.md §1.1 written out with explicit loops, from transformers' own `output_attentions` record."""
     image_embeds = image_embeds.detach()
     atts = torch.ones(image_embeds.shape[:-1], dtype=torch.long)
     out = model.text_encoder(input_ids=input_ids, attention_mask=attention_mask, encoder_hidden_states=image_embeds,

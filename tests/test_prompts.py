@@ -1,4 +1,4 @@
-"""The Img2LLM prompt against a worked example written out by hand from REFERENCE.md §1.6."""
+"""The Img2LLM prompt against a worked example written out by hand from docs/methods.md §1.6."""
 
 from __future__ import annotations
 
@@ -50,6 +50,17 @@ def test_exemplars_need_answers_under_five_words_and_are_capped() -> None:
     kept = select_exemplars(EXEMPLARS, limit=30)
     assert [e.answer for e in kept] == ["circle", "red", "yes"]
     assert [e.answer for e in select_exemplars(EXEMPLARS, limit=2)] == ["circle", "red"]
+
+
+def test_unique_exemplar_questions_keep_the_first_answer() -> None:
+    """The same question with two answers is a contradiction: with the setting on, the more frequent candidate's
+    exemplar (earlier) stays and the later one goes, before the cap is applied."""
+    same = [Exemplar(question="What is the colour of the circle?", answer="brown", source="neural"),
+            Exemplar(question="What is the colour of the  circle?", answer="shape", source="neural"),
+            Exemplar(question="How many shapes are there?", answer="one", source="neural")]
+    assert [e.answer for e in select_exemplars(same)] == ["brown", "shape", "one"]  # the paper keeps both
+    assert [e.answer for e in select_exemplars(same, unique_questions=True)] == ["brown", "one"]
+    assert [e.answer for e in select_exemplars(same, limit=2, unique_questions=True)] == ["brown", "one"]
 
 
 def test_worked_example() -> None:

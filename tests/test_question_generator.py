@@ -1,4 +1,4 @@
-"""Question generation (REFERENCE.md §1.5): the exact T5 input, one batched beam search, templates by POS."""
+"""Question generation (docs/methods.md §1.5): the exact T5 input, one batched beam search, templates by POS."""
 
 from __future__ import annotations
 

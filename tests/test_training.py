@@ -13,6 +13,7 @@ import torch
 from vqagraph.eval.training import NAMES, WEIGHTS_DIR, train_all
 from vqagraph.eval.training import data as D
 from vqagraph.eval.training.models import GRADCAM_LAYER
+from vqagraph.tools.image_encoder import AdaptedVision, load_adapter
 
 SHIPPED = {role: WEIGHTS_DIR / name for role, name in NAMES.items()}
 
@@ -28,6 +29,21 @@ def test_quick_run_lowers_every_loss(quick: dict[str, Any]) -> None:
         assert curve["last"] < curve["first"], (name, curve)
 
 
+def test_training_never_touches_the_frozen_encoder(quick: dict[str, Any]) -> None:
+    """BLIP-2 §3: the pretrained encoder stays frozen; only the adapter (and the text side) learn."""
+    from safetensors.torch import load_file
+
+    from vqagraph import hub
+
+    encoder = D.frozen_encoder()
+    params = list(encoder.model.parameters())
+    assert params and all(not p.requires_grad and p.grad is None for p in params)
+    converted = load_file(str(Path(hub.resolve(D.encoder_settings().model)) / "model.safetensors"))
+    state = encoder.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in converted.items())
+    assert quick["image_encoder"]["frozen"] and quick["image_encoder"]["model"]["id"] == "builtin:efficientnet-lite0"
+
+
 def test_quick_run_writes_loadable_directories(quick: dict[str, Any]) -> None:
     from transformers import AutoTokenizer, BlipForConditionalGeneration, BlipImageProcessorPil
 
@@ -39,7 +55,11 @@ def test_quick_run_writes_loadable_directories(quick: dict[str, Any]) -> None:
     model = BlipForConditionalGeneration.from_pretrained(cap)
     assert next(model.parameters()).dtype == torch.float32  # stored as float16, config says float32
     assert AutoTokenizer.from_pretrained(cap).bos_token_id == model.config.text_config.bos_token_id
-    assert BlipImageProcessorPil.from_pretrained(cap).size["height"] == model.config.vision_config.image_size
+    assert BlipImageProcessorPil.from_pretrained(cap) is not None
+    for role in ("captioner", "itm"):  # each vision model carries the adapter it reads the frozen grid through
+        adapter = load_adapter(quick["models"][role])
+        assert adapter.config.grid == [D.GRID, D.GRID]
+        assert adapter.config.hidden_size == model.config.text_config.encoder_hidden_size
 
 
 def _large_single_object_scenes(count: int) -> list[Any]:
@@ -64,20 +84,18 @@ def test_shipped_weights_fit_in_git() -> None:
 
 
 def test_shipped_captioner_names_the_colour_of_a_large_object() -> None:
-    from transformers import AutoTokenizer, BlipForConditionalGeneration, BlipImageProcessorPil
+    from transformers import AutoTokenizer, BlipForConditionalGeneration
 
     from vqagraph.eval.training.captioner import generate
 
     directory = SHIPPED["captioner"]
     model = BlipForConditionalGeneration.from_pretrained(directory).eval()
     tokenizer = AutoTokenizer.from_pretrained(directory)
-    processor = BlipImageProcessorPil.from_pretrained(directory)
+    vision = AdaptedVision(D.frozen_encoder(), load_adapter(directory))
     rng = np.random.default_rng(0)
     for scene in _large_single_object_scenes(3):
         rendered = D.render(scene)
-        pixels = processor(images=D.world().render_scene(scene), return_tensors="pt")["pixel_values"]
-        with torch.no_grad():
-            hidden = model.vision_model(pixel_values=pixels).last_hidden_state
+        hidden = vision(None, D.world().render_scene(scene))
         ids = D.sample_patches(D.focus_weights(rendered.coverage[0].reshape(-1), None), rng)
         caption = generate(model, tokenizer, hidden[:, torch.from_numpy(ids + 1)])[0]
         assert scene.objects[0].colour in caption.split(), (scene.objects[0], caption)
@@ -90,7 +108,8 @@ def test_shipped_itm_prefers_the_true_caption() -> None:
 
     directory = SHIPPED["itm"]
     matcher = BlipMatcher(BlipForImageTextRetrieval.from_pretrained(directory).eval(),
-                          AutoTokenizer.from_pretrained(directory), BlipImageProcessorPil.from_pretrained(directory))
+                          AutoTokenizer.from_pretrained(directory), BlipImageProcessorPil.from_pretrained(directory),
+                          AdaptedVision(D.frozen_encoder(), load_adapter(directory)))
     for scene in _large_single_object_scenes(2):
         obj = scene.objects[0]
         other = "blue" if obj.colour != "blue" else "red"

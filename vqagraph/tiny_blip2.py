@@ -16,7 +16,7 @@ from tokenizers import processors
 
 from vqagraph.tiny import _bpe_tokenizer, _save_bert_tokenizer
 
-NUM_QUERY_TOKENS = 8  # BLIP-2 uses 32 (REFERENCE.md §2); 8 keeps tests fast, the code never assumes 32
+NUM_QUERY_TOKENS = 8  # BLIP-2 uses 32 (docs/methods.md §2); 8 keeps tests fast, the code never assumes 32
 IMAGE_SIZE = 96
 
 

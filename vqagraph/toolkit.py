@@ -13,6 +13,7 @@ from vqagraph.errors import ProfileError
 from vqagraph.media import FeatureCache, ImageStore
 from vqagraph.tools.answer_candidates import Extractor, default_extractor
 from vqagraph.tools.gradcam import BlipMatcher
+from vqagraph.tools.image_encoder import ADAPTER_FOLDER, AdaptedVision, FrozenImageEncoder, GridAdapter, Vision
 from vqagraph.tools.llm.base import FrozenLLM
 from vqagraph.tools.qformer import QFormerBridge, QFormerEncoder
 from vqagraph.tools.question_generator import QuestionGenerator
@@ -44,6 +45,27 @@ class Toolkit:
     def device(self):  # type: ignore[no-untyped-def]
         return hub.pick_device(self.profile.device)
 
+    @loaded_once
+    def image_encoder(self) -> FrozenImageEncoder | None:
+        """The profile's frozen pretrained encoder, shared by every vision model (None: each reads pixels)."""
+        settings = self.profile.image_encoder
+        if settings is None:
+            return None
+        from vqagraph.efficientnet_lite import EfficientNetLiteModel
+
+        model = hub.load(EfficientNetLiteModel, settings.model, "image_encoder", device=self.device)
+        return FrozenImageEncoder(model, settings.image_size, settings.stages, self.features, settings.model.id,
+                                  letterbox=settings.resize == "letterbox")
+
+    def vision(self, role: str) -> Vision | None:
+        """The frozen encoder through `role`'s own trained adapter, or None when the checkpoint reads pixels."""
+        encoder = self.image_encoder
+        if encoder is None:
+            return None
+        adapter = hub.load(GridAdapter, getattr(self.profile, role), role, device=self.device,
+                           subfolder=ADAPTER_FOLDER)
+        return AdaptedVision(encoder, adapter)
+
     def _blip(self, cls: type, role: str):  # type: ignore[no-untyped-def]
         from transformers import AutoTokenizer, BlipImageProcessorPil
 
@@ -51,7 +73,7 @@ class Toolkit:
         model = hub.load(cls, ref, role, device=self.device)
         tokenizer = hub.load(AutoTokenizer, ref, role)
         processor = hub.load(BlipImageProcessorPil, ref, role)
-        return model, tokenizer, processor
+        return model, tokenizer, processor, self.vision(role)
 
     @loaded_once
     def matcher(self) -> BlipMatcher:
@@ -95,7 +117,7 @@ class Toolkit:
         instruction_tokenizer = None
         if bridge.conditioned:
             instruction_tokenizer = hub.load(AutoTokenizer, ref, "qformer", subfolder="qformer_tokenizer")
-        return QFormerEncoder(bridge, processor, self.features, ref.id, instruction_tokenizer)
+        return QFormerEncoder(bridge, processor, self.features, ref.id, instruction_tokenizer, self.vision("qformer"))
 
     @loaded_once
     def extractor(self) -> Extractor:

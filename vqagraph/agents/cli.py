@@ -66,7 +66,7 @@ def _ask(args: argparse.Namespace) -> int:
         trace = answer.trace
         picture = explain_picture(engine.tools.images.get(trace.seen_image_ref), trace.gradcam, trace.grid,
                                   trace.patch_ids, trace.captions, answer.question, answer.answer,
-                                  notes=trace.mark_notes)
+                                  notes=trace.mark_notes, letterboxed=engine.letterboxed)
         picture.save(args.explain)
     if args.json:
         print(answer.model_dump_json(indent=2))

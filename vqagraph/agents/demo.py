@@ -26,12 +26,16 @@ def run_demo(profile: str | None, out: Path, scenes: int = 3, explain: bool = Tr
 
     start = time.perf_counter()
     write_dataset(out, DEMO_SEED, scenes, per_family=1)
-    items, seen = [], set()
-    for item in load_dataset(out / "questions.jsonl"):  # one question per family, in the families' order
-        if item.family in DEMO_FAMILIES and item.family not in seen:
-            seen.add(item.family)
-            items.append(item)
-    items.sort(key=lambda i: DEMO_FAMILIES.index(i.family))
+    # One question per family, in the families' order, the families dealt round the scenes (family k from scene
+    # k mod scenes when it has one) so that every scene is asked about, not only the first.
+    everything = [i for i in load_dataset(out / "questions.jsonl") if i.family in DEMO_FAMILIES]
+    images = sorted({str(i.image) for i in everything})
+    items = []
+    for k, family in enumerate(DEMO_FAMILIES):
+        candidates = [i for i in everything if i.family == family]
+        preferred = [i for i in candidates if images and str(i.image) == images[k % len(images)]]
+        if preferred or candidates:
+            items.append((preferred or candidates)[0])
     engine = Engine.from_profile(profile)
     print(f"profile: {engine.profile.name} - {engine.profile.description}")
     print(f"scenes:  {scenes} generated from seed {DEMO_SEED} in {out}; one question per family")
@@ -50,7 +54,7 @@ def run_demo(profile: str | None, out: Path, scenes: int = 3, explain: bool = Tr
             trace = answer.trace
             picture = explain_picture(engine.tools.images.get(trace.seen_image_ref), trace.gradcam, trace.grid,
                                       trace.patch_ids, trace.captions, answer.question, answer.answer,
-                                      notes=trace.mark_notes)
+                                      notes=trace.mark_notes, letterboxed=engine.letterboxed)
             path = out / f"explain-{item.family}.png"
             picture.save(path)
             print(f"  explain: {path}")

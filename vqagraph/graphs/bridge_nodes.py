@@ -1,4 +1,4 @@
-"""Node adapters of the embedding route (BLIP-2, REFERENCE.md §2): Q-Former → prompt text → frozen LLM.
+"""Node adapters of the embedding route (BLIP-2, docs/methods.md §2): Q-Former → prompt text → frozen LLM.
 
 The soft prompt never enters state: the encoder caches it per image (and per question for InstructBLIP), so
 the answer node fetches the same tensor from the feature cache instead of recomputing it.

@@ -226,7 +226,7 @@ def make_postprocess(settings: PostprocessSettings) -> Node:
     @node("postprocess", reads=("route_answers", "route_reason"),
           writes=("answer", "raw_answer", "token_logprobs", "answered_by", "route_reason"))
     def postprocess(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
-        """Keep one route's answer and post-process it (REFERENCE.md §1.7: cut, lower-case, strip filler)."""
+        """Keep one route's answer and post-process it (docs/methods.md §1.7: cut, lower-case, strip filler)."""
         answers = _answers(state, "postprocess")
         chosen = next((r for r in settings.prefer if r in answers), None)
         if chosen is not None:

@@ -143,6 +143,7 @@ def img2llm_prompt(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, A
         [Exemplar(**e) for e in state.get("exemplars", [])],
         settings.max_exemplars,
         settings.exemplar_max_answer_words,
+        settings.unique_exemplar_questions,
     )
     llm = tools.llm
     budget = min(settings.llm_context_length, llm.context_length) - settings.answer_reserve_tokens

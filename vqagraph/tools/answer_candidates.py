@@ -1,4 +1,4 @@
-"""Answer candidates from captions (Img2LLM, REFERENCE.md §1.4).
+"""Answer candidates from captions (Img2LLM, docs/methods.md §1.4).
 
 With spaCy's `en_core_web_sm` installed this is LAVIS's extraction: open-class tokens, named entities and
 noun chunks under four words. Without it, `RuleTagger` tags by closed-class lexicons and suffixes: cruder,

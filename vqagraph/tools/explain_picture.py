@@ -9,7 +9,9 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-PANEL = 336  # ViP-LLaVA's reference size (REFERENCE.md §4)
+from vqagraph.media import letterbox
+
+PANEL = 336  # ViP-LLaVA's reference size (docs/methods.md §4)
 
 
 def _heat(values: np.ndarray) -> np.ndarray:
@@ -34,8 +36,11 @@ def explain_picture(
     question: str,
     answer: str,
     notes: Sequence[str] = (),
+    letterboxed: bool = False,
 ) -> Image.Image:
-    """Three panels side by side: marked image | heat map + sampled patches | question, captions, answer."""
+    """Three panels side by side: marked image | heat map + sampled patches | question, captions, answer.
+    `letterboxed`: the encoder saw the image centred on a square, so that square is shown (the grid covers it)."""
+    image = letterbox(image.convert("RGB")) if letterboxed else image
     shown = _fit(image.convert("RGB"))
     rows, cols = (int(grid[0]), int(grid[1])) if len(grid) == 2 else (1, 1)
     heat_panel = shown.copy()

@@ -1,6 +1,6 @@
 """BLIP image-text matching: image encoding, question GradCAM over patches, and ITM match probabilities.
 
-GradCAM follows LAVIS `compute_gradcam` (REFERENCE.md §1.1): the cross-attention probabilities of one
+GradCAM follows LAVIS `compute_gradcam` (docs/methods.md §1.1): the cross-attention probabilities of one
 text-encoder layer, times the positive part of their gradient w.r.t. the ITM *match* logit, averaged over
 heads and then over the question's real tokens.
 """
@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from vqagraph.errors import ModelMismatchError
+from vqagraph.tools.image_encoder import Vision
 from vqagraph.tools.vision_features import vision_features
 
 
@@ -96,13 +97,17 @@ class BlipMatcher:
     model: Any
     tokenizer: Any
     processor: Any
+    vision: Vision | None = None  # a frozen encoder + adapter (tools/image_encoder.py); None: the model's own ViT
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def encode_image(self, image: Image.Image) -> torch.Tensor:
-        return vision_features(self.model.vision_model, self.processor, image)  # (1, 1 + N, dim)
+    def encode_image(self, image: Image.Image, ref: str | None = None) -> torch.Tensor:
+        """(1, 1 + N, dim); `ref` (the image's content hash) lets a frozen encoder share its grid across models."""
+        if self.vision is not None:
+            return self.vision(ref, image)
+        return vision_features(self.model.vision_model, self.processor, image)
 
     def gradcam(self, image_embeds: torch.Tensor, question: str, layer: int) -> torch.Tensor:
         """GradCAM of one question over the image's patches: `(num_patches,)`."""

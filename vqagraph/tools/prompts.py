@@ -1,4 +1,4 @@
-"""The Img2LLM prompt (REFERENCE.md §1.6), assembled inside the LLM's token budget.
+"""The Img2LLM prompt (docs/methods.md §1.6), assembled inside the LLM's token budget.
 
     Please reason the answer of the questions according to the given contexts.
     Contexts:{caption}. {caption}. ...
@@ -54,9 +54,20 @@ def select_context_captions(
     return chosen
 
 
-def select_exemplars(exemplars: Sequence[Exemplar], limit: int = 30, max_answer_words: int = 4) -> list[Exemplar]:
-    """§1.6: one pair per candidate whose answer has fewer than 5 words, up to `limit`."""
-    return [e for e in exemplars if len(e.answer.split()) <= max_answer_words][:limit]
+def select_exemplars(exemplars: Sequence[Exemplar], limit: int = 30, max_answer_words: int = 4,
+                     unique_questions: bool = False) -> list[Exemplar]:
+    """§1.6: one pair per candidate whose answer has fewer than 5 words, up to `limit`. With `unique_questions`,
+    a question already asked by an earlier (more frequent) candidate's exemplar is skipped: one question with
+    two answers in the context is a contradiction a small LLM resolves by copying the later one."""
+    kept: list[Exemplar] = []
+    seen: set[str] = set()
+    for e in exemplars:
+        key = " ".join(e.question.lower().split())
+        if len(e.answer.split()) > max_answer_words or (unique_questions and key in seen):
+            continue
+        seen.add(key)
+        kept.append(e)
+    return kept[:limit]
 
 
 def render_prompt(

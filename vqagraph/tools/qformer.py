@@ -1,4 +1,4 @@
-"""The Q-Former bridge (BLIP-2, InstructBLIP; REFERENCE.md §2): image (+ question) → soft prompt.
+"""The Q-Former bridge (BLIP-2, InstructBLIP; docs/methods.md §2): image (+ question) → soft prompt.
 
 Only the parts the encoder needs are read from a checkpoint: the vision model, the learned query tokens, the
 Q-Former and `language_projection`. A BLIP-2 checkpoint also holds its LLM; that one is served by vLLM (or
@@ -19,6 +19,7 @@ from torch import nn
 
 from vqagraph.errors import ModelMismatchError
 from vqagraph.media import FeatureCache
+from vqagraph.tools.image_encoder import Vision
 from vqagraph.tools.vision_features import vision_features
 
 PARTS = ("vision_model.", "query_tokens", "qformer.", "language_projection.")
@@ -189,6 +190,7 @@ class QFormerEncoder:
     features: FeatureCache
     name: str
     instruction_tokenizer: Any = None
+    vision: Vision | None = None  # a frozen encoder + adapter (tools/image_encoder.py); None: the checkpoint's ViT
 
     def __call__(self, ref: str, image: Image.Image, instruction: str) -> tuple[torch.Tensor, bool]:
         """(soft prompt (num_query_tokens, LLM hidden), whether the image was encoded now)."""
@@ -200,7 +202,10 @@ class QFormerEncoder:
         image_embeds = self.features.get(feature_key)
         encoded = image_embeds is None
         if image_embeds is None:
-            image_embeds = vision_features(self.bridge.vision_model, self.processor, image)
+            if self.vision is not None:
+                image_embeds = self.vision(ref, image)
+            else:
+                image_embeds = vision_features(self.bridge.vision_model, self.processor, image)
             self.features.put(feature_key, image_embeds)
         ids = mask = None
         if self.bridge.conditioned:

@@ -1,4 +1,4 @@
-"""Synthetic question-answer exemplars from answer candidates (Img2LLM, REFERENCE.md §1.5).
+"""Synthetic question-answer exemplars from answer candidates (Img2LLM, docs/methods.md §1.5).
 
 Neural: a T5 question generator reads `"answer: {a}  context: {captions}."` and writes a question whose
 answer is `a`, for all candidates in one batched beam search. Template: one fixed question per part of

@@ -1,4 +1,4 @@
-"""Question-guided region captions (Img2LLM, REFERENCE.md §1.2-1.3).
+"""Question-guided region captions (Img2LLM, docs/methods.md §1.2-1.3).
 
 GradCAM picks the patches the question is about; K' of them are sampled per caption, the BLIP decoder
 captions all M samples in one batched `generate` call, and the ITM model keeps the captions that match the
@@ -16,8 +16,9 @@ from pydantic import BaseModel
 
 from vqagraph.config import Img2LLMSettings
 from vqagraph.errors import ModelMismatchError
-from vqagraph.media import FeatureCache
+from vqagraph.media import FeatureCache, letterbox_box
 from vqagraph.tools.gradcam import BlipMatcher, normalise_gradcam, patch_grid
+from vqagraph.tools.image_encoder import Vision
 from vqagraph.tools.seeding import seeded
 from vqagraph.tools.vision_features import vision_features
 
@@ -44,13 +45,17 @@ class BlipCaptioner:
     model: Any
     tokenizer: Any
     processor: Any
+    vision: Vision | None = None  # a frozen encoder + adapter (tools/image_encoder.py); None: the model's own ViT
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def encode_image(self, image: Image.Image) -> torch.Tensor:
-        return vision_features(self.model.vision_model, self.processor, image)  # (1, 1 + N, dim)
+    def encode_image(self, image: Image.Image, ref: str | None = None) -> torch.Tensor:
+        """(1, 1 + N, dim); `ref` (the image's content hash) lets a frozen encoder share its grid across models."""
+        if self.vision is not None:
+            return self.vision(ref, image)
+        return vision_features(self.model.vision_model, self.processor, image)
 
     @torch.no_grad()
     def caption(self, patch_embeds: torch.Tensor, settings: Img2LLMSettings, seed: int) -> list[str]:
@@ -82,10 +87,13 @@ class BlipCaptioner:
 
 
 def region_patches(
-    grid: tuple[int, int], size: tuple[int, int], box: tuple[int, int, int, int]
+    grid: tuple[int, int], size: tuple[int, int], box: tuple[int, int, int, int], letterboxed: bool = False
 ) -> torch.Tensor:
     """Boolean `(rows * cols,)`: the patches whose cells overlap a pixel box (BLIP resizes the whole image to
-    its square input, so a patch cell covers `W / cols` by `H / rows` original pixels)."""
+    its square input, so a patch cell covers `W / cols` by `H / rows` original pixels; a letterboxed image is
+    centred on a square of side max(W, H) first)."""
+    if letterboxed:
+        size, box = letterbox_box(size, box)
     rows, cols = grid
     width, height = size
     x0, y0, x1, y1 = box
@@ -97,10 +105,11 @@ def region_patches(
 
 
 def restrict_to_region(
-    probs: torch.Tensor, grid: tuple[int, int], size: tuple[int, int], box: tuple[int, int, int, int]
+    probs: torch.Tensor, grid: tuple[int, int], size: tuple[int, int], box: tuple[int, int, int, int],
+    letterboxed: bool = False,
 ) -> torch.Tensor:
     """Zero the distribution outside the region and renormalise; unchanged when no patch falls inside."""
-    inside = region_patches(grid, size, box).to(probs.device)
+    inside = region_patches(grid, size, box, letterboxed).to(probs.device)
     if not inside.any():
         return probs
     kept = torch.where(inside, probs, torch.zeros_like(probs))
@@ -130,7 +139,7 @@ class RegionCaptioner:
         cached = self.cache.get(key)
         if cached is not None:
             return cached, False
-        embeds = model.encode_image(image)
+        embeds = model.encode_image(image, ref)
         self.cache.put(key, embeds)
         return embeds, True
 
@@ -147,7 +156,8 @@ class RegionCaptioner:
         s = self.settings
         probs, itm_embeds, itm_fresh = self.gradcam(ref, image, question)
         if region is not None:
-            probs = restrict_to_region(probs, patch_grid(probs.shape[0]), image.size, region)
+            letterboxed = self.matcher.vision is not None and self.matcher.vision.letterboxed
+            probs = restrict_to_region(probs, patch_grid(probs.shape[0]), image.size, region, letterboxed)
         cap_embeds, cap_fresh = self._features("caption", self.captioner, ref, image)
         if cap_embeds.shape[1] != itm_embeds.shape[1]:
             raise ModelMismatchError(

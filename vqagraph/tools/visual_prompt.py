@@ -1,4 +1,4 @@
-"""ViP-LLaVA visual prompts (REFERENCE.md §4): marks drawn on an image so a user can point at a region.
+"""ViP-LLaVA visual prompts (docs/methods.md §4): marks drawn on an image so a user can point at a region.
 
 Each mark goes on its own transparent RGBA layer that is alpha-composited onto the picture, so only the mark's
 pixels change: X̂ = α·P + (1−α)·X. Sizes scale with max(W, H) / 336, the input size ViP-LLaVA was trained at.
@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 
 from vqagraph.errors import MarkError
 
-# REFERENCE.md §4: ViP-LLaVA's colour pool. Only these have names in a phrase; other RGB colours are "marked".
+# docs/methods.md §4: ViP-LLaVA's colour pool. Only these have names in a phrase; other RGB colours are "marked".
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (255, 0, 0), "lime": (0, 255, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0),
     "fuchsia": (255, 0, 255), "aqua": (0, 255, 255), "orange": (255, 165, 0), "purple": (128, 0, 128),
@@ -30,13 +30,13 @@ COLOUR_ALIASES = {"green": "lime"}
 SHAPES: tuple[str, ...] = ("rectangle", "ellipse", "triangle", "point", "arrow", "scribble", "mask", "mask_contour")
 SHAPE_ALIASES = {"box": "rectangle", "circle": "ellipse", "mask-contour": "mask_contour",
                  "mask contour": "mask_contour"}
-# REFERENCE.md §4: the phrase is "{word1} the {colour} {word2}".
+# docs/methods.md §4: the phrase is "{word1} the {colour} {word2}".
 PHRASE_WORDS = {
     "rectangle": ("within", "rectangle"), "ellipse": ("within", "ellipse"), "triangle": ("with", "triangle"),
     "point": ("at", "point"), "scribble": ("with", "scribble"), "mask_contour": ("with", "mask contour"),
     "mask": ("with", "mask"), "arrow": ("pointed to by", "arrow"),
 }
-# REFERENCE.md §4: width (point: radius) at a 336-pixel image, the constant inside ViP's ranges; × max(W, H) / 336.
+# docs/methods.md §4: width (point: radius) at a 336-pixel image, the constant inside ViP's ranges; × max(W, H) / 336.
 SIZE_AT_336 = {"rectangle": 3, "ellipse": 3, "triangle": 3, "arrow": 3, "scribble": 5, "mask_contour": 2,
                "point": 8, "mask": 1}
 ELLIPSE_RATIO = 1.2  # ViP enlarges the box 1–1.5× about its centre
@@ -66,7 +66,7 @@ class Mark(BaseModel):
     mask_path: str | None = None  # a mask image the size of the picture; non-zero = inside
     colour: str | tuple[int, int, int] = "red"
     width: int | None = None  # line width, a point's radius; None = ViP's constant scaled to the image
-    alpha: int = 128  # 1..255; REFERENCE.md §4: 128 at evaluation
+    alpha: int = 128  # 1..255; docs/methods.md §4: 128 at evaluation
 
     @field_validator("shape", mode="before")
     @classmethod
@@ -144,7 +144,7 @@ def resolve_colour(colour: str | tuple[int, int, int]) -> tuple[tuple[int, int, 
 
 
 def mark_phrase(mark: Mark) -> str:
-    """REFERENCE.md §4: the words that replace "this" in the question, e.g. "within the red rectangle"."""
+    """docs/methods.md §4: the words that replace "this" in the question, e.g. "within the red rectangle"."""
     word1, word2 = PHRASE_WORDS[mark.shape]
     name = resolve_colour(mark.colour)[1]
     return f"{word1} the {name} {word2}" if name else f"{word1} the marked {word2}"
@@ -316,7 +316,7 @@ def _point(pen: _Pen, region: Region) -> Drawn:
 
 def _arrow(pen: _Pen, region: Region) -> Drawn:
     """The tip at the region's centre; the tail out along a random angle, preferably off the region and on the
-    picture; ViP's length ≤ 50·scale with a head 0.2–0.5 of it, the head a filled triangle (REFERENCE.md §4)."""
+    picture; ViP's length ≤ 50·scale with a head 0.2–0.5 of it, the head a filled triangle (docs/methods.md §4)."""
     x0, y0, x1, y1 = region.box
     tip = ((x0 + x1) / 2, (y0 + y1) / 2)
     longest = max(ARROW_MAX_LENGTH * pen.scale, 2.0)
@@ -408,7 +408,7 @@ def render_marks(
         if not isinstance(key, int) or not 0 <= key < len(marks):
             raise MarkError(f"a mask was given for mark {key!r}, but the marks are numbered 0..{len(marks) - 1}")
     regions = [check_mark(mark, image.size, index=i, mask=masks.get(i)) for i, mark in enumerate(marks)]
-    scale = max(image.size) / 336  # REFERENCE.md §4
+    scale = max(image.size) / 336  # docs/methods.md §4
     canvas = image.convert("RGBA")
     rendered = []
     for index, (mark, region) in enumerate(zip(marks, regions, strict=True)):
@@ -417,7 +417,7 @@ def render_marks(
         pen = _Pen(Image.new("RGBA", image.size, (0, 0, 0, 0)), (*rgb, mark.alpha), width,
                    np.random.default_rng([seed % 2**63, index]), scale)
         anchor, points = DRAWERS[mark.shape](pen, region)
-        canvas = Image.alpha_composite(canvas, pen.layer)  # REFERENCE.md §4: α·P + (1−α)·X where the layer is drawn
+        canvas = Image.alpha_composite(canvas, pen.layer)  # docs/methods.md §4: α·P + (1−α)·X where the layer is drawn
         box = region.box
         if region.point is not None:  # a point's region is its dot
             x, y = region.point

@@ -1,4 +1,4 @@
-"""Training the Shapes world's Q-Former bridges into SmolLM2-135M (BLIP-2 and InstructBLIP; REFERENCE.md §2).
+"""Training the Shapes world's Q-Former bridges into SmolLM2-135M (BLIP-2 and InstructBLIP; docs/methods.md §2).
 
 `train_bridge(out_dir, seed, quick)` reproduces both checkpoints from a seed; `add_bridge_train_options(parser)`
 adds the options `vqagraph world train --bridge` takes. Nothing here runs at import time.

@@ -4,7 +4,8 @@
 `language_projection` maps to 576), but the weights are only `vision_model.*`, `query_tokens`, `qformer.*` and
 `language_projection.*`: the LLM is served separately and never stored here. Weights are float16 safetensors
 in shards under 10 MB with an index (the config says float32, so loaders compute in float32), beside the image
-processor (192 px) and, for InstructBLIP, the Q-Former's word tokenizer in `qformer_tokenizer/`.
+processor and, with the frozen encoder, the `image_adapter/` the Q-Former reads through, and, for
+InstructBLIP, the Q-Former's word tokenizer in `qformer_tokenizer/`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def _set_dtype(config: dict[str, Any]) -> None:
 
 
 def write_checkpoint(bridge: Any, out: Path, image_size: int, qformer_tokenizer: Any = None,
-                     notes: dict[str, Any] | None = None) -> Path:
+                     notes: dict[str, Any] | None = None, adapter: Any = None) -> Path:
+    """The Q-Former parts, config, processor, tokenizer and (with a frozen encoder) the adapter it reads through."""
     from safetensors.torch import save_file
     from transformers import BlipImageProcessorPil
 
@@ -66,6 +68,12 @@ def write_checkpoint(bridge: Any, out: Path, image_size: int, qformer_tokenizer:
     BlipImageProcessorPil(size={"height": image_size, "width": image_size}).save_pretrained(out)
     if qformer_tokenizer is not None:
         qformer_tokenizer.save_pretrained(out / "qformer_tokenizer")
+    if adapter is not None:
+        from vqagraph.tools.image_encoder import ADAPTER_FOLDER
+
+        from vqagraph.eval.training.models import save_adapter
+
+        save_adapter(adapter, out)
     if notes is not None:
         (out / "training.json").write_text(json.dumps(notes, indent=2, sort_keys=True) + "\n")
     return out

@@ -50,9 +50,12 @@ class BridgePlan:
     budget_s: float | None = None  # the InstructBLIP LM stage stops early so the whole run stays within this
 
 
-FULL = BridgePlan(scenes=400, flips=2, stage1_steps=100, stage1_batch=32, stage1_lr=5e-4, stage2_steps=90,
-                  stage2_batch=16, stage2_lr=1e-3, instruct_steps=400, instruct_batch=16, instruct_lr=1e-3,
-                  align_steps=400, align_batch=64, align_lr=1e-3, budget_s=2400)
+# On the frozen encoder's cached grids the stages without the LLM are cheap, so BLIP-2's representation stage
+# (image-grounded captioning) gets 10x the steps it had on the from-scratch ViT; the LM stages keep their plan
+# and the whole run stays inside `budget_s` (the InstructBLIP LM stage stops at the deadline).
+FULL = BridgePlan(scenes=1000, flips=2, stage1_steps=1000, stage1_batch=32, stage1_lr=5e-4, stage2_steps=90,
+                  stage2_batch=16, stage2_lr=1e-3, instruct_steps=600, instruct_batch=16, instruct_lr=1e-3,
+                  align_steps=400, align_batch=64, align_lr=1e-3, budget_s=2700)
 QUICK = BridgePlan(scenes=12, flips=1, stage1_steps=8, stage1_batch=8, stage1_lr=1e-3, stage2_steps=12,
                    stage2_batch=4, stage2_lr=3e-4, instruct_steps=8, instruct_batch=4, instruct_lr=3e-4,
                    align_steps=10, align_batch=8, align_lr=1e-3, probe=8)
@@ -75,6 +78,8 @@ def train_bridge(out_dir: str | Path | None = None, seed: int = 0, quick: bool =
     from vqagraph.eval.bridge_training import instruct as I
     from vqagraph.eval.bridge_training import stage1 as S1
     from vqagraph.eval.bridge_training import stage2 as S2
+    from vqagraph.eval.training import data as TD
+    from vqagraph.eval.training import models as M
 
     plan = plan or (QUICK if quick else FULL)
     if num_query_tokens is not None:
@@ -118,14 +123,19 @@ def train_bridge(out_dir: str | Path | None = None, seed: int = 0, quick: bool =
         copied = S1.init_qformer_from_itm(blip2.qformer, itm_state)
         LOG.info("Q-Former: %d tensors initialised from the ITM text encoder", copied)
 
-        data = BD.make_data(blip2.vision_model, seed, plan.scenes, plan.flips, workers, progress=bar)
+        # The Q-Formers read the frozen encoder's grid through their own adapter, trained in stage 1 (BLIP-2 §3:
+        # only what sits on the frozen encoder learns), then frozen for the LLM stages.
+        adapter = M.new_adapter(TD.frozen_encoder().channels)
+        data = BD.make_data(adapter, seed, plan.scenes, plan.flips, workers, progress=bar)
         t = lap("scenes_and_features", t)
 
         captioner = BlipForConditionalGeneration.from_pretrained(captioner_dir, dtype=torch.float32)
         cap_tok = AutoTokenizer.from_pretrained(captioner_dir)
         b = bar("stage1 (captioning)", plan.stage1_steps)
         h1 = S1.train_stage1(blip2, captioner, cap_tok, data, steps=plan.stage1_steps, batch=plan.stage1_batch,
-                             lr=plan.stage1_lr, seed=seed, report=b)
+                             lr=plan.stage1_lr, seed=seed, report=b, adapter=adapter)
+        for p in adapter.parameters():
+            p.requires_grad_(False)
         b.close()
         losses["stage1_itg"] = curve(h1["itg"])
         del captioner
@@ -149,7 +159,7 @@ def train_bridge(out_dir: str | Path | None = None, seed: int = 0, quick: bool =
         notes = {"seed": seed, "quick": quick, "plan": asdict(plan), "threads": threads, "llm": llm,
                  "vision": str(captioner_dir.name), "knowledge_in_training": False,
                  "families": list(BD.QA_FAMILIES)}
-        K.write_checkpoint(blip2, staging / NAMES["blip2"], vision_cfg["image_size"],
+        K.write_checkpoint(blip2, staging / NAMES["blip2"], vision_cfg["image_size"], adapter=adapter,
                            notes={**notes, "losses": dict(losses), "probe": dict(probes)})
 
         qtok = AutoTokenizer.from_pretrained(itm_dir)
@@ -176,7 +186,7 @@ def train_bridge(out_dir: str | Path | None = None, seed: int = 0, quick: bool =
         timings["total"] = round(time.perf_counter() - start, 1)
         notes = {**notes, "losses": losses, "probe": probes, "timings_s": timings}
         K.write_checkpoint(inst, staging / NAMES["instructblip"], vision_cfg["image_size"], qformer_tokenizer=qtok,
-                           notes=notes)
+                           adapter=adapter, notes=notes)
         LOG.info("checkpoints written under %s", staging)
         (staging / NAMES["blip2"] / "training.json").write_text(json.dumps(notes, indent=2, sort_keys=True) + "\n")
         for name in NAMES.values():

@@ -1,10 +1,9 @@
 """The bridge's training data: Shapes-world scenes (the text-route trainer's corpus, mirror images included), the
 frozen image encoder's features cached once, and the texts the bridge learns from.
 
-The image encoder is the world's trained BLIP vision model, loaded into `Blip2VisionModel` (the same parameter
-names and shapes; BLIP's key bias is kept, and `layer_norm_eps` is BLIP's), so the features cached here are
-exactly what the shipped checkpoint computes at inference. Questions come from the training families only:
-`knowledge` never reaches the bridge's training data.
+The image encoder is the frozen pretrained EfficientNet-Lite (docs/methods.md §6.1): its grids are computed once
+(and kept on disk); the bridge's own adapter, trained in stage 1, turns them into the tokens the Q-Former reads.
+Questions come from the training families only: `knowledge` never reaches the bridge's training data.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ import numpy as np
 import torch
 
 from vqagraph.eval.training import data as D
-from vqagraph.eval.training.captioner import encode
 
 QA_FAMILIES = tuple(f for f in D.TRAIN_FAMILIES if f != "knowledge")
 assert "knowledge" not in QA_FAMILIES
@@ -56,7 +54,15 @@ class BridgeData:
 
     corpus: D.Corpus
     rows: list[int]
-    features: torch.Tensor  # (len(rows), 1 + patches, vision hidden)
+    features: torch.Tensor  # (len(rows), 1 + patches, vision hidden): the grids through the current adapter
+    grids: torch.Tensor  # (len(rows), channels, rows, cols): the frozen encoder's, computed once
+
+    @torch.no_grad()
+    def refresh(self, adapter: Any, chunk: int = 256) -> None:
+        """Recompute `features` after the adapter was trained."""
+        adapter.eval()
+        self.features = torch.cat([adapter(pixel_values=self.grids[i : i + chunk]).last_hidden_state
+                                   for i in range(0, len(self.grids), chunk)])
 
     def texts(self, j: int) -> D.Texts:
         return self.corpus.example(self.rows[j]).texts
@@ -74,11 +80,14 @@ def make_data(vision: Any, seed: int, scenes: int, flips: int, workers: int = 1,
     if bar is not None:
         bar.close()
     rows = list(range(len(corpus)))
-    bar = progress("features", len(rows)) if progress else None
-    features = encode(vision, corpus, rows, progress=bar.update if bar is not None else None)
+    bar = progress("frozen encoder", len(rows)) if progress else None
+    D.cache_grids(corpus, rows, progress=bar)
     if bar is not None:
         bar.close()
-    return BridgeData(corpus, rows, features)
+    grids = torch.stack([corpus.example(r).memo["grid"] for r in rows])
+    data = BridgeData(corpus, rows, features=torch.empty(0), grids=grids)
+    data.refresh(vision)
+    return data
 
 
 def answer_text(answers: Sequence[str]) -> str:

@@ -28,12 +28,18 @@ def evaluate_bridge(checkpoint: str | Path, questions: str | Path, llm_dir: str 
     from vqagraph.eval.bridge_training.stage2 import PROMPT, FrozenLM
     from vqagraph.eval.metric import vqa_accuracy
     from vqagraph.tools.bridge_prompt import bridge_token_ids
+    from vqagraph.tools.image_encoder import ADAPTER_FOLDER, AdaptedVision, load_adapter
     from vqagraph.tools.llm.postprocess import postprocess_answer
     from vqagraph.tools.qformer import QFormerBridge
     from vqagraph.tools.vision_features import vision_features
     from vqagraph.tools.visual_prompt import render_marks
 
     bridge = QFormerBridge.from_pretrained(str(checkpoint)).keep_qformer_fp32()
+    vision = None
+    if (Path(checkpoint) / ADAPTER_FOLDER).exists():  # the frozen encoder's grid through the bridge's adapter
+        from vqagraph.eval.training.data import frozen_encoder
+
+        vision = AdaptedVision(frozen_encoder(), load_adapter(checkpoint))
     processor = BlipImageProcessorPil.from_pretrained(str(checkpoint))
     qtok = AutoTokenizer.from_pretrained(str(checkpoint), subfolder="qformer_tokenizer") if bridge.conditioned else None
     lm = FrozenLM.load(str(llm_dir))
@@ -45,7 +51,7 @@ def evaluate_bridge(checkpoint: str | Path, questions: str | Path, llm_dir: str 
         image = Image.open(path.parent / r["image"]).convert("RGB")
         if r.get("marks"):
             image, _ = render_marks(image, validate_marks(r["marks"]))
-        feats = vision_features(bridge.vision_model, processor, image)
+        feats = vision(None, image) if vision is not None else vision_features(bridge.vision_model, processor, image)
         ids = mask = None
         if qtok is not None:
             enc = qtok(r["question"], return_tensors="pt")

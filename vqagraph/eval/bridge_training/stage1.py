@@ -24,7 +24,7 @@ import torch
 from vqagraph.eval.bridge_training.data import BridgeData, caption_sample
 from vqagraph.eval.training.captioner import decoder_loss, lr_at
 
-NUM_QUERY_TOKENS = 8  # BLIP-2 uses 32 (REFERENCE.md §2); few queries train faster through the LLM here
+NUM_QUERY_TOKENS = 8  # BLIP-2 uses 32 (docs/methods.md §2); few queries train faster through the LLM here
 
 
 def qformer_config(itm_dir: Path) -> dict[str, Any]:
@@ -111,12 +111,16 @@ def query_outputs(bridge: Any, image_embeds: torch.Tensor, ids: torch.Tensor | N
 
 def train_stage1(bridge: Any, captioner: Any, tokenizer: Any, data: BridgeData, *, steps: int, batch: int,
                  lr: float, seed: int, report: Callable[[int, dict[str, float]], None] | None = None,
-                 ) -> dict[str, list[float]]:
-    """Image-grounded captioning: the captioner's decoder reads the query outputs and writes the captions."""
+                 adapter: Any = None) -> dict[str, list[float]]:
+    """Image-grounded captioning: the captioner's decoder reads the query outputs and writes the captions. With
+    `adapter`, it is trained too, on the frozen grids (then `data.features` is refreshed)."""
     rng = np.random.default_rng([seed, 31])
     decoder = captioner.text_decoder
     bos = captioner.config.text_config.bos_token_id
     params = [bridge.query_tokens, *bridge.qformer.parameters()]
+    if adapter is not None:
+        params += list(adapter.parameters())
+        adapter.train()
     opt = torch.optim.AdamW([{"params": params, "lr": lr}, {"params": list(decoder.parameters()), "lr": lr / 2}],
                             weight_decay=0.05, betas=(0.9, 0.98))
     bridge.qformer.train()
@@ -128,7 +132,9 @@ def train_stage1(bridge: Any, captioner: Any, tokenizer: Any, data: BridgeData, 
         opt.param_groups[0]["lr"], opt.param_groups[1]["lr"] = lr * scale, lr / 2 * scale
         which = [int(j) for j in rng.integers(0, len(data), size=batch)]
         texts = [caption_sample(data, j, rng) for j in which]
-        out = query_outputs(bridge, data.features[which])
+        image_embeds = (adapter(pixel_values=data.grids[which]).last_hidden_state if adapter is not None
+                        else data.features[which])
+        out = query_outputs(bridge, image_embeds)
         loss = decoder_loss(decoder, tokenizer, bos, out, texts)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -139,4 +145,6 @@ def train_stage1(bridge: Any, captioner: Any, tokenizer: Any, data: BridgeData, 
             report(step, {"itg": float(loss.detach())})
     bridge.eval()
     decoder.eval()
+    if adapter is not None:
+        data.refresh(adapter)
     return history

@@ -1,6 +1,7 @@
-"""The BLIP captioner: its vision encoder (shared with the ITM model) and its patch-conditioned text decoder.
+"""The BLIP captioner: its vision side (the frozen pretrained encoder's grid through a trained adapter, shared with
+the ITM model and the Q-Formers) and its patch-conditioned text decoder.
 
-Stage 1 trains the vision encoder (and, with `subsets` > 0, the decoder with it). The decoder reads exactly
+Stage 1 trains the adapter (and, with `subsets` > 0, the decoder with it). The decoder reads exactly
 what the engine gives it
 (tools/region_captioner.py): K'=20 patch embeddings gathered from the vision encoder's `last_hidden_state`
 (CLS skipped, ids sorted) after the prompt "[DEC] a picture of". Samples concentrated on one object are
@@ -8,9 +9,9 @@ captioned with that object's region caption, samples spread over a group of alik
 listing, and uniform or all-object samples with a whole-scene caption. Small heads on every patch token (its
 object's colour, shape, size word and centre, how much of the cell objects fill, the background, the scene's
 counts) and on each object's pooled tokens (colour, shape, size; pooled over its cells and over its box's cells)
-teach the encoder what each patch shows; they are thrown away afterwards.
+teach the adapter what each patch shows; they are thrown away afterwards. The frozen encoder is never trained.
 
-Stage 2 freezes the encoder, caches its features and keeps training the decoder alone, cheaply.
+Stage 2 freezes the adapter, caches its features and keeps training the decoder alone, cheaply.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def patch_targets(example: D.Example) -> PatchTargets:
     cov = np.where(example.coverage >= 0.05, example.coverage, 0.0)
     keep = cov.sum(axis=1) > 0
     pool = (cov[keep] / cov[keep].sum(axis=1, keepdims=True)).astype(np.float32)
-    boxes = np.stack([region_patches((D.GRID, D.GRID), (scene.width, scene.height), o.box).numpy()
+    boxes = np.stack([region_patches((D.GRID, D.GRID), (scene.width, scene.height), o.box, True).numpy()
                       for o, k in zip(scene.objects, keep, strict=True) if k]).astype(np.float32) \
         if keep.any() else np.zeros((0, n), np.float32)
     box_pool = boxes / np.maximum(boxes.sum(axis=1, keepdims=True), 1.0)
@@ -296,26 +297,28 @@ def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
 # --- stage 1: encoder + decoder -----------------------------------------------------------------------------
 
 
-def train_stage1(model: Any, tokenizer: Any, corpus: D.Corpus, *, steps: int, batch: int, subsets: int, lr: float,
-                 seed: int, aux_weight: float = 1.0, report: Callable[[int, dict[str, float]], None] | None = None,
-                 ) -> dict[str, list[float]]:
-    """Train `model`'s vision encoder (BlipForConditionalGeneration) in place with the patch and object heads,
-    and its decoder too on `subsets` patch samples per picture when that is > 0; returns the loss curves."""
+def train_stage1(model: Any, vision: Any, tokenizer: Any, corpus: D.Corpus, *, steps: int, batch: int, subsets: int,
+                 lr: float, seed: int, rows: Sequence[int] | None = None, aux_weight: float = 1.0,
+                 report: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, list[float]]:
+    """Train the adapter `vision` in place with the patch and object heads, and `model`'s decoder
+    (BlipForConditionalGeneration) too on `subsets` patch samples per picture when that is > 0; pictures are
+    drawn from `rows` (default: all). Returns the loss curves."""
     rng = np.random.default_rng([seed, 21])
-    heads = PatchHeads(model.config.vision_config.hidden_size)
-    trained = model if subsets > 0 else model.vision_model
-    params = list(trained.parameters()) + list(heads.parameters())
+    heads = PatchHeads(vision.config.hidden_size)
+    trained = [vision, model.text_decoder] if subsets > 0 else [vision]
+    params = [p for m in trained for p in m.parameters()] + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05, betas=(0.9, 0.98))
     bos = model.config.text_config.bos_token_id
-    trained.train()
+    for m in trained:
+        m.train()
     history: dict[str, list[float]] = {"caption": [], "patch": [], "object_shape_acc": []}
     warmup = max(1, steps // 15)
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, lr, warmup)
-        rows = D.batch_indices(len(corpus), batch, rng)
-        examples = [corpus.example(i) for i in rows]
-        hidden = model.vision_model(pixel_values=D.pixel_batch(examples)).last_hidden_state
+        picked = D.batch_indices(len(corpus) if rows is None else len(rows), batch, rng)
+        examples = [corpus.example(i if rows is None else rows[i]) for i in picked]
+        hidden = vision(pixel_values=D.grid_batch(examples)).last_hidden_state
         aux = heads.loss(hidden[:, 1:], [patch_targets(e) for e in examples])
         loss = aux_weight * aux
         losses = {"patch": float(aux.detach())}
@@ -337,6 +340,7 @@ def train_stage1(model: Any, tokenizer: Any, corpus: D.Corpus, *, steps: int, ba
         if report is not None:
             report(step, losses)
     model.eval()
+    vision.eval()
     return history
 
 
@@ -346,12 +350,12 @@ def train_stage1(model: Any, tokenizer: Any, corpus: D.Corpus, *, steps: int, ba
 @torch.no_grad()
 def encode(vision: Any, corpus: D.Corpus, rows: Sequence[int], batch: int = 64,
            progress: Callable[[int], None] | None = None) -> torch.Tensor:
-    """Frozen vision features (len(rows), 1 + P, dim) for corpus examples."""
+    """Frozen vision features (len(rows), 1 + P, dim) for corpus examples: the frozen grid through `vision`."""
     vision.eval()
     out = []
     for start in range(0, len(rows), batch):
         chunk = [corpus.example(i) for i in rows[start : start + batch]]
-        out.append(vision(pixel_values=D.pixel_batch(chunk)).last_hidden_state)
+        out.append(vision(pixel_values=D.grid_batch(chunk)).last_hidden_state)
         if progress is not None:
             progress(len(chunk))
     return torch.cat(out)

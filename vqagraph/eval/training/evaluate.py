@@ -54,14 +54,15 @@ def _attr_hits(caption: str, obj: Any) -> dict[str, bool | None]:
 
 @torch.no_grad()
 def caption_metrics(model: Any, tokenizer: Any, corpus: D.Corpus, seed: int, features: torch.Tensor | None = None,
-                    max_objects: int | None = None) -> dict[str, Any]:
+                    max_objects: int | None = None, vision: Any = None) -> dict[str, Any]:
+    """Region and scene caption accuracy; `features` are the pictures' vision tokens, or computed by `vision`."""
     from vqagraph.eval.world.captions import POSITION_PHRASES, grid_position
 
     rng = np.random.default_rng([seed, 51])
     if features is None:
         from vqagraph.eval.training.captioner import encode
 
-        features = encode(model.vision_model, corpus, list(range(len(corpus))))
+        features = encode(vision if vision is not None else model.vision_model, corpus, list(range(len(corpus))))
     rows, ids, objects = [], [], []
     for j in range(len(corpus)):
         example = corpus.example(j)
@@ -219,7 +220,8 @@ def pointing_game(model: Any, tokenizer: Any, corpus: D.Corpus, features: torch.
             cam = compute_gradcam(model, features[j : j + 1], tokens.input_ids, tokens.attention_mask, layer)[0]
             inside = torch.zeros(D.NUM_PATCHES, dtype=torch.bool)
             for i in q.object_ids:
-                inside |= region_patches((D.GRID, D.GRID), (scene.width, scene.height), scene.objects[i].box)
+                inside |= region_patches((D.GRID, D.GRID), (scene.width, scene.height), scene.objects[i].box,
+                                         letterboxed=True)
             hits.setdefault(q.family, []).append(int(inside[int(cam.argmax())]))
             total = float(cam.sum())
             mass.setdefault(q.family, []).append(float(cam[inside].sum()) / total if total > 0 else 0.0)

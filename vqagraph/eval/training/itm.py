@@ -28,7 +28,7 @@ from vqagraph.eval.training.captioner import gather, groups, lr_at, strip_prompt
 
 
 def question_text(question: str) -> str:
-    return question.strip().rstrip("?").strip()  # BlipMatcher.gradcam strips "?" (REFERENCE.md §1.1)
+    return question.strip().rstrip("?").strip()  # BlipMatcher.gradcam strips "?" (docs/methods.md §1.1)
 
 
 def full_pair(corpus: D.Corpus, rows: Sequence[int], j: int, rng: np.random.Generator

@@ -1,8 +1,8 @@
 """The Shapes-world models' architectures (real transformers classes) and how they are written to disk.
 
-Sizes are chosen for a 2-core CPU and for git: a 192 px ViT with 16 px patches (a 12×12 grid, room for K'=20
-samples, a tiny object still fills most of a cell), hidden 128 with head size 64 (192 trained 2.5x slower per
-picture and learned no faster per step), a 3-layer text side of the same width, and a word-level vocabulary.
+Sizes are chosen for a 2-core CPU and for git: the frozen EfficientNet-Lite0's stride-16 grid at 224 px (14×14,
+room for K'=20 samples) through a one-layer adapter into hidden 128 with head size 64, a 3-layer text side of the
+same width, and a word-level vocabulary.
 Weights are stored as float16 safetensors whose config says float32 (so `from_pretrained` upcasts), so all three
 models stay far below the 40 MB budget and every file below 10 MB.
 """
@@ -16,13 +16,14 @@ from typing import Any
 
 import torch
 
-from vqagraph.eval.training.data import IMAGE_SIZE, PATCH_SIZE
+from vqagraph.eval.training.data import GRID, IMAGE_SIZE, PATCH_SIZE
 
-VISION = {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 4, "num_attention_heads": 2,
-          "image_size": IMAGE_SIZE, "patch_size": PATCH_SIZE,
-          # BlipVisionConfig defaults to initializer_range 1e-10: every weight starts at ~0 and a ViT trained
-          # from scratch barely moves. 0.02 is the usual ViT/BERT initialisation.
-          "initializer_range": 0.02}
+# The models see through the frozen pretrained encoder (tools/image_encoder.py) and a trained `GridAdapter` saved
+# beside each model in `image_adapter/`; BLIP's classes still build a vision tower, so theirs is a placeholder of
+# zero layers reading one 16 px patch (never run with the `shapes` profile; ~100k parameters).
+VISION = {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 0, "num_attention_heads": 2,
+          "image_size": PATCH_SIZE, "patch_size": PATCH_SIZE, "initializer_range": 0.02}
+ADAPTER = {"hidden_size": 128, "num_layers": 1, "num_heads": 2}  # the adapter's width is the text side's
 TEXT_HIDDEN = 128
 CAPTION_LAYERS = 3
 ITM_LAYERS = 3  # as many as the caption decoder: the ITM text encoder starts from the trained decoder's weights
@@ -39,6 +40,21 @@ def blip_config(ids: dict[str, int], text_layers: int) -> Any:
             "num_attention_heads": TEXT_HIDDEN // 64, "encoder_hidden_size": VISION["hidden_size"],
             "max_position_embeddings": MAX_TEXT_POSITIONS, "label_smoothing": 0.0, **ids}
     return BlipConfig(vision_config=dict(VISION), text_config=text, projection_dim=128, image_text_hidden_size=128)
+
+
+def new_adapter(in_channels: int) -> Any:
+    from vqagraph.tools.image_encoder import GridAdapter, GridAdapterConfig
+
+    return GridAdapter(GridAdapterConfig(in_channels=in_channels, grid=(GRID, GRID), **ADAPTER))
+
+
+def save_adapter(adapter: Any, out: Path) -> None:
+    """The adapter in float32 (it is small) under `out/image_adapter/`, where the Toolkit looks for it."""
+    from vqagraph.tools.image_encoder import ADAPTER_FOLDER
+
+    adapter.save_pretrained(out / ADAPTER_FOLDER)
+    for file in (out / ADAPTER_FOLDER).iterdir():
+        file.chmod(0o644)  # safetensors writes 0600; shipped files must be readable by everyone
 
 
 def new_captioner(ids: dict[str, int]) -> Any:

@@ -1,6 +1,6 @@
 """The T5 question generator: `"answer: {a}  context: {captions}."` → a question whose answer is `a`.
 
-Inputs are built as the engine builds them (tools/question_generator.qg_input, REFERENCE.md §1.5): the context
+Inputs are built as the engine builds them (tools/question_generator.qg_input, docs/methods.md §1.5): the context
 is the captions the region captioner would keep for some question (mostly its objects' region captions, some
 other objects' and whole-scene captions; a caption that is a substring of one already kept is dropped), the
 answer one of the question's acceptable answers that the context contains (or "yes", which the engine always

@@ -64,8 +64,8 @@ def add_world_commands(subparsers: Any) -> argparse.ArgumentParser:
 
     split = world_sub.add_parser(
         "split", help="write a held-out split (fixed seed, never trained on): validation, test, single-large, "
-        "foreign or knowledge")
-    split.add_argument("name", help="validation | test | single-large | foreign | knowledge")
+        "foreign, knowledge or paraphrase (the test split's questions reworded by hand)")
+    split.add_argument("name", help="validation | test | single-large | foreign | knowledge | paraphrase")
     split.add_argument("-o", "--out", required=True, help="output folder")
     split.add_argument("--questions", type=int, default=300, help="questions in the split (default 300)")
     split.add_argument("--per-scene", type=int, default=4, help="questions per scene, at most (default 4)")

@@ -21,6 +21,9 @@ from vqagraph.eval.world.scene import SceneError
 
 SPLIT_SEEDS = {"validation": 1_000_001, "test": 2_000_002, "single-large": 3_000_003, "foreign": 4_000_004,
                "knowledge": 5_000_005}
+# Splits made from another's scenes: `paraphrase` rewords the test split's questions (vqagraph/eval/world/paraphrase.py,
+# reached only from here) and keeps those it can reword, so it may hold fewer than `questions`.
+DERIVED_SPLITS = {"paraphrase": "test"}
 VISION_FAMILIES = ("colour", "shape", "count", "exists", "position", "size", "marked")
 
 
@@ -68,8 +71,12 @@ def _single_large(seed: int) -> Iterator[Example]:
 
 def split_examples(name: str, questions: int = 300, per_scene: int = 4) -> Iterator[Example]:
     """The examples of split `name` (see SPLIT_SEEDS), exactly `questions` questions when the world allows."""
+    if name in DERIVED_SPLITS:
+        from vqagraph.eval.world.paraphrase import paraphrase_examples
+
+        return paraphrase_examples(split_examples(DERIVED_SPLITS[name], questions, per_scene))
     if name not in SPLIT_SEEDS:
-        raise SceneError(f"unknown split {name!r}; splits: {', '.join(SPLIT_SEEDS)}")
+        raise SceneError(f"unknown split {name!r}; splits: {', '.join([*SPLIT_SEEDS, *DERIVED_SPLITS])}")
     seed = SPLIT_SEEDS[name]
     if name == "single-large":
         return _capped(_single_large(seed), questions, 2)
@@ -82,5 +89,5 @@ def split_examples(name: str, questions: int = 300, per_scene: int = 4) -> Itera
 def write_split(name: str, out_dir: str | Path, questions: int = 300, per_scene: int = 4) -> dict[str, Any]:
     """Write split `name` in the dataset layout (questions.jsonl is what `vqagraph eval` reads)."""
     return write_examples(out_dir, split_examples(name, questions, per_scene),
-                          {"kind": "split", "split": name, "seed": SPLIT_SEEDS[name], "questions": questions,
-                           "per_scene": per_scene})
+                          {"kind": "split", "split": name, "seed": SPLIT_SEEDS[DERIVED_SPLITS.get(name, name)],
+                           "questions": questions, "per_scene": per_scene})

@@ -12,7 +12,7 @@ OnToken = Callable[[str], None] | None  # called with each new piece of text as 
 
 
 class GenerationParams(BaseModel):
-    """Greedy by default (temperature 0), 1-10 new tokens as Img2LLM answers (REFERENCE.md §1.7)."""
+    """Greedy by default (temperature 0), 1-10 new tokens as Img2LLM answers (docs/methods.md §1.7)."""
 
     max_new_tokens: int = Field(10, ge=1)
     min_new_tokens: int = Field(1, ge=0)

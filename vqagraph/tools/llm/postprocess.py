@@ -1,4 +1,4 @@
-"""Turn an LLM completion into a short answer (REFERENCE.md §1.7)."""
+"""Turn an LLM completion into a short answer (docs/methods.md §1.7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Client of an OpenAI-compatible vLLM server: text prompts and prompt embeddings (REFERENCE.md §3).
+"""Client of an OpenAI-compatible vLLM server: text prompts and prompt embeddings (docs/methods.md §3).
 
 Embeddings are validated here (shape, hidden size, dtype, finite values, length) before anything is sent:
 a wrongly shaped tensor can crash the engine, so it must never reach it.

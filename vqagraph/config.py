@@ -282,16 +282,16 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
             "max_exemplars": 5,
             "unique_exemplar_questions": True,
         },
-        # Chosen by measurement (benchmarks/choose_router.py on all 300 questions of `vqagraph world split
-        # validation`, each route's answers from `vqagraph eval --routes img2llm` and `--routes bridge` runs merged
-        # per question, with the text route's 5 exemplars above): rules with cues tuned there 37.0, both 35.0,
-        # the best cascade (-0.5) 35.0, rules with the default cues 28.3; img2llm alone 29.3, bridge alone 29.3.
-        # Test-split scores of the same map are in the README; per-cue differences rest on ~43 questions a cue.
+        # Chosen by measurement on the frozen-encoder models (benchmarks/choose_router.py on the first 150
+        # questions of `vqagraph world split validation`, each route's answers from `vqagraph eval --routes
+        # img2llm` and `--routes bridge --limit 150` runs merged per question): rules with cues tuned there 40.7,
+        # the best cascade (-0.3) 40.0, both 36.7, rules with the default cues 32.0; img2llm alone 31.3, bridge
+        # alone 32.0. Test-split scores of the same map are in the README; a cue rests on ~20 questions here.
         "router": {
             "policy": "rules",
             "cue_routes": {"knowledge": "img2llm", "marked": "img2llm", "colour": "img2llm", "shape": "bridge",
-                           "count": "bridge", "position": "bridge", "size": "img2llm", "yes/no": "bridge",
-                           "open": "bridge"},
+                           "count": "bridge", "position": "img2llm", "size": "img2llm", "yes/no": "img2llm",
+                           "open": "img2llm"},
         },
     },
 }

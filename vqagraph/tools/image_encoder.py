@@ -31,7 +31,10 @@ ADAPTER_FOLDER = "image_adapter"  # inside each Shapes-world model directory
 
 
 class Vision(Protocol):
-    letterboxed: bool  # the grid covers the image centred on a square (media.letterbox), not the image stretched
+    @property
+    def letterboxed(self) -> bool:
+        """The grid covers the image centred on a square (media.letterbox), not the image stretched."""
+        ...
 
     def __call__(self, ref: str | None, image: Image.Image) -> torch.Tensor: ...
 

@@ -69,7 +69,6 @@ def write_checkpoint(bridge: Any, out: Path, image_size: int, qformer_tokenizer:
     if qformer_tokenizer is not None:
         qformer_tokenizer.save_pretrained(out / "qformer_tokenizer")
     if adapter is not None:
-        from vqagraph.tools.image_encoder import ADAPTER_FOLDER
 
         from vqagraph.eval.training.models import save_adapter
 

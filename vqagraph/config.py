@@ -282,15 +282,16 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
             "max_exemplars": 5,
             "unique_exemplar_questions": True,
         },
-        # Chosen by measurement on the frozen-encoder models (benchmarks/choose_router.py on the first 150
-        # questions of `vqagraph world split validation`, each route's answers from `vqagraph eval --routes
-        # img2llm` and `--routes bridge --limit 150` runs merged per question): rules with cues tuned there 40.7,
-        # the best cascade (-0.3) 40.0, both 36.7, rules with the default cues 32.0; img2llm alone 31.3, bridge
-        # alone 32.0. Test-split scores of the same map are in the README; a cue rests on ~20 questions here.
+        # Chosen by measurement on the frozen-encoder models (benchmarks/choose_router.py on the 300 questions of
+        # `vqagraph world split validation`, each route's answers from `vqagraph eval --routes img2llm` and
+        # `--routes bridge` runs merged per question): rules with cues tuned there 39.7, cascade@-0.3 37.7, both
+        # 36.7, rules with the default cues 35.0; img2llm alone 30.7, bridge alone 34.7. On test the same map
+        # scores 34.8, under the bridge's 36.7 (the text route's `size` answers do not carry over: 40.5 on
+        # validation, 14.0 on test); README, "What it measures". A cue rests on ~43 questions.
         "router": {
             "policy": "rules",
             "cue_routes": {"knowledge": "img2llm", "marked": "img2llm", "colour": "img2llm", "shape": "bridge",
-                           "count": "bridge", "position": "img2llm", "size": "img2llm", "yes/no": "img2llm",
+                           "count": "bridge", "position": "img2llm", "size": "img2llm", "yes/no": "bridge",
                            "open": "img2llm"},
         },
     },

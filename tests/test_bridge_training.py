@@ -84,3 +84,30 @@ def test_knowledge_never_in_training_families() -> None:
 
     assert "knowledge" not in QA_FAMILIES
     assert np.all([f in ("colour", "shape", "count", "exists", "position", "size", "marked") for f in QA_FAMILIES])
+
+
+def test_a_stopped_bridge_run_resumes_after_its_last_finished_stage(tmp_path: Path, model_cache: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from vqagraph.eval.bridge_training import instruct as I
+    from vqagraph.eval.bridge_training import stage1 as S1
+    from vqagraph.eval.bridge_training import stage2 as S2
+
+    def stop(*_: Any, **__: Any) -> Any:
+        raise KeyboardInterrupt  # the run is stopped in its last stage
+
+    monkeypatch.setattr(I, "train_instruct", stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_bridge(tmp_path, seed=0, quick=True, progress=False)
+    kept = {p.name for p in (tmp_path / ".bridge-checkpoints-seed0-quick").iterdir()}
+    assert {"stage1.pt", "stage2.pt", "instruct_align.pt"} <= kept
+    monkeypatch.undo()
+
+    def never(*_: Any, **__: Any) -> Any:
+        raise AssertionError("a finished stage ran again")
+
+    for module, name in ((S1, "train_stage1"), (S2, "train_stage2"), (I, "train_align")):
+        monkeypatch.setattr(module, name, never)
+    summary = train_bridge(tmp_path, seed=0, quick=True, progress=False, resume=True)
+    assert summary["probe"]["stage2_after"] < summary["probe"]["stage2_before"]  # carried over from the first run
+    assert (tmp_path / "shapes-instructblip" / "image_adapter" / "config.json").exists()
+    assert not (tmp_path / ".bridge-checkpoints-seed0-quick").exists()

@@ -64,7 +64,7 @@ QUICK = BridgePlan(scenes=12, flips=1, stage1_steps=8, stage1_batch=8, stage1_lr
 def train_bridge(out_dir: str | Path | None = None, seed: int = 0, quick: bool = False, *,
                  vision_dir: str | Path | None = None, llm: str = LLM, threads: int | None = None,
                  workers: int | None = None, progress: bool = True, plan: BridgePlan | None = None,
-                 num_query_tokens: int | None = None) -> dict[str, Any]:
+                 num_query_tokens: int | None = None, resume: bool = False) -> dict[str, Any]:
     """Train the BLIP-2 and InstructBLIP bridges into SmolLM2-135M; write them under `out_dir` (default: the
     package's weights) as `shapes-blip2/` and `shapes-instructblip/`; return timings, losses and probe losses.
     `vision_dir` holds the world's trained `shapes-blip-captioner/` and `shapes-blip-itm/` (default: the
@@ -129,29 +129,67 @@ def train_bridge(out_dir: str | Path | None = None, seed: int = 0, quick: bool =
         data = BD.make_data(adapter, seed, plan.scenes, plan.flips, workers, progress=bar)
         t = lap("scenes_and_features", t)
 
-        captioner = BlipForConditionalGeneration.from_pretrained(captioner_dir, dtype=torch.float32)
-        cap_tok = AutoTokenizer.from_pretrained(captioner_dir)
-        b = bar("stage1 (captioning)", plan.stage1_steps)
-        h1 = S1.train_stage1(blip2, captioner, cap_tok, data, steps=plan.stage1_steps, batch=plan.stage1_batch,
-                             lr=plan.stage1_lr, seed=seed, report=b, adapter=adapter)
+        # Each finished stage is checkpointed; with `resume`, a stopped run starts after its last finished stage
+        # (every stage draws from its own seeded stream).
+        checkpoints = out / f".bridge-checkpoints-seed{seed}{'-quick' if quick else ''}"
+        if checkpoints.exists() and not resume:
+            shutil.rmtree(checkpoints)
+        checkpoints.mkdir(parents=True, exist_ok=True)
+
+        def saved(name: str) -> Any:
+            path = checkpoints / f"{name}.pt"
+            if resume and path.exists():
+                LOG.info("%s: resumed from %s", name, path)
+                return torch.load(path, weights_only=False)
+            return None
+
+        def keep(name: str, state: dict[str, Any]) -> None:
+            torch.save({**state, "timings": dict(timings), "probes": dict(probes)}, checkpoints / f"{name}.pt.tmp")
+            (checkpoints / f"{name}.pt.tmp").rename(checkpoints / f"{name}.pt")
+
+        def restore(done: dict[str, Any]) -> None:
+            timings.update(done["timings"])
+            probes.update(done["probes"])
+
+        done = saved("stage1")
+        if done is None:
+            captioner = BlipForConditionalGeneration.from_pretrained(captioner_dir, dtype=torch.float32)
+            cap_tok = AutoTokenizer.from_pretrained(captioner_dir)
+            b = bar("stage1 (captioning)", plan.stage1_steps)
+            h1 = S1.train_stage1(blip2, captioner, cap_tok, data, steps=plan.stage1_steps, batch=plan.stage1_batch,
+                                 lr=plan.stage1_lr, seed=seed, report=b, adapter=adapter)
+            b.close()
+            del captioner
+            t = lap("stage1", t)
+            keep("stage1", {"bridge": blip2.state_dict(), "adapter": adapter.state_dict(), "history": h1})
+        else:
+            restore(done)
+            blip2.load_state_dict(done["bridge"])
+            adapter.load_state_dict(done["adapter"])
+            data.refresh(adapter)
+            h1 = done["history"]
         for p in adapter.parameters():
             p.requires_grad_(False)
-        b.close()
         losses["stage1_itg"] = curve(h1["itg"])
-        del captioner
-        t = lap("stage1", t)
 
         lm = S2.FrozenLM.load(str(llm_dir))
-        S2.match_projection_scale(blip2, lm)
         probe = S2.probe_items(data, plan.probe, seed)
-        probes["stage2_before"] = round(S2.probe_loss(blip2, lm, data, probe), 4)
-        b = bar("stage2 (frozen LLM)", plan.stage2_steps)
-        h2 = S2.train_stage2(blip2, lm, data, steps=plan.stage2_steps, batch=plan.stage2_batch, lr=plan.stage2_lr,
-                             seed=seed, report=b)
-        b.close()
-        probes["stage2_after"] = round(S2.probe_loss(blip2, lm, data, probe), 4)
+        done = saved("stage2")
+        if done is None:
+            S2.match_projection_scale(blip2, lm)
+            probes["stage2_before"] = round(S2.probe_loss(blip2, lm, data, probe), 4)
+            b = bar("stage2 (frozen LLM)", plan.stage2_steps)
+            h2 = S2.train_stage2(blip2, lm, data, steps=plan.stage2_steps, batch=plan.stage2_batch,
+                                 lr=plan.stage2_lr, seed=seed, report=b)
+            b.close()
+            probes["stage2_after"] = round(S2.probe_loss(blip2, lm, data, probe), 4)
+            t = lap("stage2", t)
+            keep("stage2", {"bridge": blip2.state_dict(), "history": h2})
+        else:
+            restore(done)
+            blip2.load_state_dict(done["bridge"])
+            h2 = done["history"]
         losses["stage2_lm"] = curve(h2["lm"])
-        t = lap("stage2", t)
 
         staging = out / f".staging-bridge-{os.getpid()}"
         if staging.exists():
@@ -166,7 +204,12 @@ def train_bridge(out_dir: str | Path | None = None, seed: int = 0, quick: bool =
         inst = I.instruct_from_blip2(blip2, itm_state)
         for p in inst.vision_model.parameters():
             p.requires_grad_(False)
-        if plan.align_steps:
+        done = saved("instruct_align")
+        if done is not None:
+            restore(done)
+            inst.load_state_dict(done["bridge"])
+            losses["instruct_answer"] = curve(done["history"]["answer"])
+        elif plan.align_steps:
             probes["align_before"] = round(S2.probe_loss(inst, lm, data, probe, qtok), 4)
             b = bar("instructblip answer warm start (no LLM)", plan.align_steps)
             ha = I.train_align(inst, lm, qtok, data, steps=plan.align_steps, batch=plan.align_batch,
@@ -174,6 +217,7 @@ def train_bridge(out_dir: str | Path | None = None, seed: int = 0, quick: bool =
             b.close()
             losses["instruct_answer"] = curve(ha["answer"])
             t = lap("instruct_align", t)
+            keep("instruct_align", {"bridge": inst.state_dict(), "history": ha})
         probes["instruct_before"] = round(S2.probe_loss(inst, lm, data, probe, qtok), 4)
         b = bar("instructblip (frozen LLM)", plan.instruct_steps)
         deadline = None if plan.budget_s is None else time.time() + plan.budget_s - (time.perf_counter() - start) - 60
@@ -195,6 +239,7 @@ def train_bridge(out_dir: str | Path | None = None, seed: int = 0, quick: bool =
                 shutil.rmtree(target)
             (staging / name).rename(target)
         shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(checkpoints, ignore_errors=True)
         return {**notes, "models": {k: str(out / v) for k, v in NAMES.items()}}
     finally:
         torch.set_num_threads(previous_threads)
@@ -219,6 +264,7 @@ def run_bridge_train(args: argparse.Namespace) -> int:
         argv += ["--vision-dir", args.vision_dir] if args.vision_dir else []
         argv += ["--llm", args.llm] if args.llm != LLM else []
         argv += ["--queries", str(args.queries)] if getattr(args, "queries", None) else []
+        argv += ["--resume"] if getattr(args, "resume", False) else []
         env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
         return subprocess.call([sys.executable, "-m", "vqagraph.eval.bridge_training", *argv], env=env)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -228,7 +274,8 @@ def run_bridge_train(args: argparse.Namespace) -> int:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     summary = train_bridge(args.out, seed=args.seed, quick=args.quick, vision_dir=args.vision_dir, llm=args.llm,
-                           threads=getattr(args, "threads", None), num_query_tokens=getattr(args, "queries", None))
+                           threads=getattr(args, "threads", None), num_query_tokens=getattr(args, "queries", None),
+                           resume=getattr(args, "resume", False))
     print(json.dumps({k: summary[k] for k in ("timings_s", "losses", "probe", "models")}, indent=2))
     return 0
 
@@ -239,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help=f"where the bridge directories go (default {WEIGHTS_DIR})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--resume", action="store_true", help="continue a stopped run after its last finished stage")
     add_bridge_train_options(parser)
     args = parser.parse_args(argv)
     return run_bridge_train(args)

@@ -31,6 +31,7 @@ def test_quick_bridge_training_lowers_the_loss(quick: dict[str, Any]) -> None:
     assert probe["instruct_after"] < probe["instruct_before"], probe
     assert quick["losses"]["stage1_itg"]["last"] < quick["losses"]["stage1_itg"]["first"], quick["losses"]
     assert quick["knowledge_in_training"] is False and "knowledge" not in quick["families"]
+    assert quick["image_encoder"]["frozen"] and quick["image_encoder"]["grid"] == [14, 14]
     for directory in quick["models"].values():
         from vqagraph.tools.qformer import QFormerBridge
 
@@ -58,6 +59,8 @@ def test_shipped_bridge_loads_and_projects_to_smollm2(kind: str) -> None:
     assert bridge.conditioned == (kind == "instructblip")
     notes = json.loads((directory / "training.json").read_text())
     assert notes["knowledge_in_training"] is False
+    assert notes["image_encoder"]["frozen"] and notes["image_encoder"]["model"]["id"] == "builtin:efficientnet-lite0"
+    assert (directory / "image_adapter" / "config.json").exists()
 
 
 @pytest.mark.parametrize("kind", ["blip2", "instructblip"])

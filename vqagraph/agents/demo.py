@@ -32,10 +32,9 @@ def run_demo(profile: str | None, out: Path, scenes: int = 3, explain: bool = Tr
     images = sorted({str(i.image) for i in everything})
     items = []
     for k, family in enumerate(DEMO_FAMILIES):
-        candidates = [i for i in everything if i.family == family]
-        preferred = [i for i in candidates if images and str(i.image) == images[k % len(images)]]
-        if preferred or candidates:
-            items.append((preferred or candidates)[0])
+        pool = [i for i in everything if i.family == family]
+        if pool:
+            items.append(next((i for i in pool if str(i.image) == images[k % len(images)]), pool[0]))
     engine = Engine.from_profile(profile)
     print(f"profile: {engine.profile.name} - {engine.profile.description}")
     print(f"scenes:  {scenes} generated from seed {DEMO_SEED} in {out}; one question per family")

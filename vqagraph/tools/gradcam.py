@@ -14,8 +14,7 @@ import torch
 from PIL import Image
 
 from vqagraph.errors import ModelMismatchError
-from vqagraph.tools.image_encoder import Vision
-from vqagraph.tools.vision_features import vision_features
+from vqagraph.tools.image_encoder import PixelVision, Vision
 
 
 def patch_grid(num_patches: int) -> tuple[int, int]:
@@ -99,15 +98,16 @@ class BlipMatcher:
     processor: Any
     vision: Vision | None = None  # a frozen encoder + adapter (tools/image_encoder.py); None: the model's own ViT
 
+    def __post_init__(self) -> None:
+        self.pixels_or_grid: Vision = self.vision or PixelVision(self.model.vision_model, self.processor)
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
     def encode_image(self, image: Image.Image, ref: str | None = None) -> torch.Tensor:
         """(1, 1 + N, dim); `ref` (the image's content hash) lets a frozen encoder share its grid across models."""
-        if self.vision is not None:
-            return self.vision(ref, image)
-        return vision_features(self.model.vision_model, self.processor, image)
+        return self.pixels_or_grid(ref, image)
 
     def gradcam(self, image_embeds: torch.Tensor, question: str, layer: int) -> torch.Tensor:
         """GradCAM of one question over the image's patches: `(num_patches,)`."""

@@ -83,7 +83,7 @@ class FrozenImageEncoder:
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """`(B, channels, rows, cols)` from preprocessed pixels (the trainers call this on whole batches)."""
         maps = self.model.stage_features(pixels, self.stages)
-        rows, cols = maps[-1].shape[-2:] if len(maps) == 1 else min((m.shape[-2:] for m in maps), key=lambda s: s[0])
+        rows, cols = min((m.shape[-2:] for m in maps), key=lambda s: s[0])
         pooled = [m if m.shape[-2:] == (rows, cols) else F.adaptive_avg_pool2d(m, (rows, cols)) for m in maps]
         return torch.cat(pooled, dim=1).float()
 

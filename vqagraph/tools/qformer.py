@@ -19,8 +19,7 @@ from torch import nn
 
 from vqagraph.errors import ModelMismatchError
 from vqagraph.media import FeatureCache
-from vqagraph.tools.image_encoder import Vision
-from vqagraph.tools.vision_features import vision_features
+from vqagraph.tools.image_encoder import PixelVision, Vision
 
 PARTS = ("vision_model.", "query_tokens", "qformer.", "language_projection.")
 KINDS = {"blip-2": "BLIP-2", "instructblip": "InstructBLIP"}
@@ -192,6 +191,9 @@ class QFormerEncoder:
     instruction_tokenizer: Any = None
     vision: Vision | None = None  # a frozen encoder + adapter (tools/image_encoder.py); None: the checkpoint's ViT
 
+    def __post_init__(self) -> None:
+        self.pixels_or_grid: Vision = self.vision or PixelVision(self.bridge.vision_model, self.processor)
+
     def __call__(self, ref: str, image: Image.Image, instruction: str) -> tuple[torch.Tensor, bool]:
         """(soft prompt (num_query_tokens, LLM hidden), whether the image was encoded now)."""
         prompt_key = (ref, "soft-prompt", self.name, instruction if self.bridge.conditioned else None)
@@ -202,10 +204,7 @@ class QFormerEncoder:
         image_embeds = self.features.get(feature_key)
         encoded = image_embeds is None
         if image_embeds is None:
-            if self.vision is not None:
-                image_embeds = self.vision(ref, image)
-            else:
-                image_embeds = vision_features(self.bridge.vision_model, self.processor, image)
+            image_embeds = self.pixels_or_grid(ref, image)
             self.features.put(feature_key, image_embeds)
         ids = mask = None
         if self.bridge.conditioned:

@@ -18,9 +18,8 @@ from vqagraph.config import Img2LLMSettings
 from vqagraph.errors import ModelMismatchError
 from vqagraph.media import FeatureCache, letterbox_box
 from vqagraph.tools.gradcam import BlipMatcher, normalise_gradcam, patch_grid
-from vqagraph.tools.image_encoder import Vision
+from vqagraph.tools.image_encoder import PixelVision, Vision
 from vqagraph.tools.seeding import seeded
-from vqagraph.tools.vision_features import vision_features
 
 
 class RegionCaptions(BaseModel):
@@ -47,15 +46,16 @@ class BlipCaptioner:
     processor: Any
     vision: Vision | None = None  # a frozen encoder + adapter (tools/image_encoder.py); None: the model's own ViT
 
+    def __post_init__(self) -> None:
+        self.pixels_or_grid: Vision = self.vision or PixelVision(self.model.vision_model, self.processor)
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
     def encode_image(self, image: Image.Image, ref: str | None = None) -> torch.Tensor:
         """(1, 1 + N, dim); `ref` (the image's content hash) lets a frozen encoder share its grid across models."""
-        if self.vision is not None:
-            return self.vision(ref, image)
-        return vision_features(self.model.vision_model, self.processor, image)
+        return self.pixels_or_grid(ref, image)
 
     @torch.no_grad()
     def caption(self, patch_embeds: torch.Tensor, settings: Img2LLMSettings, seed: int) -> list[str]:
@@ -156,8 +156,8 @@ class RegionCaptioner:
         s = self.settings
         probs, itm_embeds, itm_fresh = self.gradcam(ref, image, question)
         if region is not None:
-            letterboxed = self.matcher.vision is not None and self.matcher.vision.letterboxed
-            probs = restrict_to_region(probs, patch_grid(probs.shape[0]), image.size, region, letterboxed)
+            probs = restrict_to_region(probs, patch_grid(probs.shape[0]), image.size, region,
+                                       self.matcher.pixels_or_grid.letterboxed)
         cap_embeds, cap_fresh = self._features("caption", self.captioner, ref, image)
         if cap_embeds.shape[1] != itm_embeds.shape[1]:
             raise ModelMismatchError(

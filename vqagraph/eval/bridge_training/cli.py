@@ -197,8 +197,7 @@ def train_bridge(out_dir: str | Path | None = None, seed: int = 0, quick: bool =
         notes = {"seed": seed, "quick": quick, "plan": asdict(plan), "threads": threads, "llm": llm,
                  "vision": str(captioner_dir.name), "knowledge_in_training": False,
                  "families": list(BD.QA_FAMILIES),
-                 "image_encoder": {**TD.encoder_settings().model_dump(mode="json"), "frozen": True,
-                                   "grid": [TD.GRID, TD.GRID], "channels": TD.frozen_encoder().channels}}
+                 "image_encoder": TD.encoder_notes()}
         K.write_checkpoint(blip2, staging / NAMES["blip2"], vision_cfg["image_size"], adapter=adapter,
                            notes={**notes, "losses": dict(losses), "probe": dict(probes)})
 

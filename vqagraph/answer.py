@@ -17,7 +17,7 @@ class RouteResult(BaseModel):
 
 class Trace(BaseModel):
     profile: str
-    route: str = Field(description="the route whose answer was kept: img2llm or bridge")
+    route: str = Field(description="the route whose answer was kept: img2llm, bridge or projection")
     route_reason: str
     requested_route: str = "auto"
     router_policy: str = Field("", description="the policy that chose, when the route was auto")
@@ -49,6 +49,10 @@ class Trace(BaseModel):
     bridge_prompt_tokens: int = 0
     bridge_conditioned: bool = Field(False, description="InstructBLIP: the Q-Former read the question")
     bridge_image_encoded: bool = Field(True, description="False when the Q-Former's image features were cached")
+    projection_tokens: int = Field(0, description="projection route: image tokens in the prompt (LLaVA-1.5: 576)")
+    projection_prompt: str = Field("", description="projection route: the prompt, image placeholder included")
+    projection_prompt_tokens: int = 0
+    projection_image_encoded: bool = Field(True, description="False when the projector's image tokens were cached")
 
 
 class Answer(BaseModel):

@@ -85,6 +85,22 @@ class BridgeSettings(BaseModel):
     )
 
 
+class ProjectionSettings(BaseModel):
+    """The projection route's knobs; defaults reproduce LLaVA-1.5's short-answer VQA prompt (docs/methods.md §8).
+    The image tokens go where `image_placeholder` stands; the projector's shape comes from its checkpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_template: str = Field(
+        "USER: <image>\n{question}\nAnswer the question using a single word or phrase. ASSISTANT:",
+        description="LLaVA-1.5's VQA prompt (§8); the image tokens replace the placeholder")
+    image_placeholder: str = Field("<image>", description="where the image tokens go in the prompt (§8)")
+    add_bos: bool = Field(True, description="BOS before the prompt, as LLaVA's tokenizer adds it")
+    max_new_tokens: int = Field(10, ge=1, description="answer length cap (the embedding routes' 10, §2)")
+    history_template: str = Field(
+        "USER: {question} ASSISTANT: {answer}", description="an earlier turn, before the prompt (LLaVA's roles, §8)")
+
+
 class ConversationSettings(BaseModel):
     """Multi-turn threads: how much of the past each route sees."""
 
@@ -94,10 +110,16 @@ class ConversationSettings(BaseModel):
 
 
 RouterPolicy = Literal["rules", "cascade", "both"]
+# The routes that answer (one name each, everywhere): the text route, the Q-Former bridge, the projection bridge.
+RouteName = Literal["img2llm", "bridge", "projection"]
+ANSWERING_ROUTES: tuple[RouteName, ...] = ("img2llm", "bridge", "projection")
+# What a caller may ask for: a route, `auto` (the router decides) or `both` (every route the profile has).
+RequestedRoute = Literal["auto", "img2llm", "bridge", "projection", "both"]
+REQUESTED_ROUTES: tuple[RequestedRoute, ...] = ("auto", "img2llm", "bridge", "projection", "both")
 CueName = Literal["knowledge", "marked", "colour", "shape", "count", "position", "size", "yes/no", "open"]
 # Before any measurement: what the image itself answers goes to the embedding route, what needs the world or
 # reasoning goes to the text route (captions + exemplars leave the LLM room to use what it knows).
-DEFAULT_CUE_ROUTES: dict[CueName, Literal["img2llm", "bridge"]] = {
+DEFAULT_CUE_ROUTES: dict[CueName, RouteName] = {
     "knowledge": "img2llm", "marked": "bridge", "colour": "bridge", "shape": "bridge", "count": "bridge",
     "position": "bridge", "size": "bridge", "yes/no": "bridge", "open": "img2llm"}
 
@@ -114,7 +136,7 @@ class RouterSettings(BaseModel):
     cascade_threshold: float = Field(
         -1.0, description="cascade: fall back to the text route when the bridge answer's mean token log-prob is below"
     )
-    cue_routes: dict[CueName, Literal["img2llm", "bridge"]] = Field(
+    cue_routes: dict[CueName, RouteName] = Field(
         default_factory=lambda: dict(DEFAULT_CUE_ROUTES),
         description="rules: the route each question cue sends to (graphs/router.py names the cues); tune it on "
         "a validation split (benchmarks/choose_router.py), never on the test split",
@@ -150,7 +172,7 @@ class Limits(BaseModel):
     max_question_chars: int = Field(1000, ge=1)
 
 
-ROLES = ("itm", "captioner", "question_generator", "llm", "qformer")
+ROLES = ("itm", "captioner", "question_generator", "llm", "qformer", "projector")
 
 
 class ImageEncoderSettings(BaseModel):
@@ -190,6 +212,9 @@ class Profile(BaseModel):
     qformer: ModelRef | None = Field(
         None, description="BLIP-2 or InstructBLIP checkpoint for the embedding route (its LLM part is not loaded)"
     )
+    projector: ModelRef | None = Field(
+        None, description="LLaVA-family checkpoint for the projection route (only its vision tower and "
+        "multi_modal_projector are loaded; with `image_encoder`, the projector alone)")
     image_encoder: ImageEncoderSettings | None = Field(
         None, description="a frozen pretrained encoder under the ITM, captioner and Q-Former (each then carries an "
         "image_adapter/); None: each checkpoint's own vision model reads pixels (BLIP's ViT)")
@@ -197,10 +222,18 @@ class Profile(BaseModel):
     meaningless: bool = Field(False, description="models are untrained placeholders: answers carry no meaning")
     img2llm: Img2LLMSettings = Field(default_factory=Img2LLMSettings)
     bridge: BridgeSettings = Field(default_factory=BridgeSettings)
+    projection: ProjectionSettings = Field(default_factory=ProjectionSettings)
     router: RouterSettings = Field(default_factory=RouterSettings)
     conversation: ConversationSettings = Field(default_factory=ConversationSettings)
     llm_backend: LLMBackend = Field(default_factory=LLMBackend)
     limits: Limits = Field(default_factory=Limits)
+
+    def routes(self) -> tuple[RouteName, ...]:
+        """The routes this profile can answer by: the text route always, each bridge when it has its checkpoint
+        (a BLIP-2 served whole by vLLM runs its own Q-Former)."""
+        has = {"img2llm": True, "bridge": self.qformer is not None or self.bridge.send == "image",
+               "projection": self.projector is not None}
+        return tuple(r for r in ANSWERING_ROUTES if has[r])
 
     @model_validator(mode="before")
     @classmethod

@@ -110,15 +110,17 @@ class Engine:
         self._stores.clear()
 
     def check_route(self, route: str, router: str | None = None) -> None:
-        """Reject an unknown route or policy, or a bridge without a Q-Former, before anything runs."""
+        """Reject an unknown route or policy, or a bridge the profile has no checkpoint for, before anything runs."""
         if route not in ROUTES:
             raise QuestionError(f"unknown route {route!r}; choose one of {', '.join(ROUTES)}")
         if router is not None and router not in POLICIES:
             raise QuestionError(f"unknown router policy {router!r}; choose one of {', '.join(POLICIES)}")
-        local_qformer = self.profile.bridge.send != "image"  # else the served BLIP-2 runs its own
-        if route in ("bridge", "both") and self.profile.qformer is None and local_qformer:
-            raise ProfileError(f"route {route!r} needs the embedding route, but profile {self.profile.name!r} has "
+        if route == "bridge" and "bridge" not in self.profile.routes():
+            raise ProfileError(f"route 'bridge' needs the embedding route, but profile {self.profile.name!r} has "
                                "no `qformer` checkpoint (BLIP-2 or InstructBLIP)")
+        if route == "projection" and "projection" not in self.profile.routes():
+            raise ProfileError(f"route 'projection' needs the projection route, but profile {self.profile.name!r} "
+                               "has no `projector` checkpoint (LLaVA)")
 
     def ask(
         self,
@@ -130,7 +132,8 @@ class Engine:
     ) -> Answer:
         """Answer `question` about `image`; `marks` (visual prompts) are drawn on it first.
 
-        `route`: auto (the router's `policy` decides; `router` overrides the profile's), img2llm, bridge, both."""
+        `route`: auto (the router's `policy` decides; `router` overrides the profile's), img2llm, bridge,
+        projection, or both (every route the profile has)."""
         start = time.perf_counter()
         question = validate_question(question, self.profile.limits.max_question_chars)
         self.check_route(route, router)
@@ -191,6 +194,10 @@ class Engine:
             bridge_prompt_tokens=state.get("bridge_prompt_tokens", 0),
             bridge_conditioned=state.get("bridge_conditioned", False),
             bridge_image_encoded=state.get("bridge_image_encoded", True),
+            projection_tokens=state.get("projection_tokens", 0),
+            projection_prompt=state.get("projection_prompt", ""),
+            projection_prompt_tokens=state.get("projection_prompt_tokens", 0),
+            projection_image_encoded=state.get("projection_image_encoded", True),
             standalone_question=state.get("standalone_question", ""),
             path=state.get("path", []),
             history_turns=len(inputs.get("history") or []),

@@ -14,7 +14,7 @@ import torch
 from platformdirs import user_cache_dir
 
 from vqagraph.config import ModelRef
-from vqagraph.errors import ModelNotAvailableError
+from vqagraph.errors import ModelMismatchError, ModelNotAvailableError
 
 T = TypeVar("T")
 
@@ -106,3 +106,43 @@ def clear() -> None:
     """Forget every loaded model (tests use this to measure loading)."""
     with _LOCK:
         _LOADED.clear()
+
+
+def checkpoint_files(source: str, revision: str | None, parts: tuple[str, ...], what: str) -> tuple[Path, list[Path]]:
+    """config.json and the safetensors files holding the weights whose names start with `parts`, downloading only
+    those shards from the Hub: a bridge reads a few parts of a multimodal checkpoint, never its LLM."""
+    import json
+
+    folder = Path(source).expanduser()
+    local = folder.is_dir()
+
+    def get(name: str) -> Path | None:
+        if local:
+            path = folder / name
+            return path if path.exists() else None
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+        try:
+            return Path(hf_hub_download(source, name, revision=revision))
+        except EntryNotFoundError as exc:  # the file is not in the repository (a single-file checkpoint has no index)
+            if isinstance(exc, LocalEntryNotFoundError):
+                raise OSError(f"{name}: {exc}") from exc
+            return None
+        except Exception as exc:  # offline, missing repo: `load` turns OSError into ModelNotAvailableError
+            raise OSError(f"{name}: {exc}") from exc
+
+    config = get("config.json")
+    if config is None:
+        raise OSError(f"{source} has no config.json")
+    index = get("model.safetensors.index.json")
+    if index is not None:
+        weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
+        shards = sorted({f for k, f in weight_map.items() if k.startswith(parts)})
+        files = [p for p in (get(s) for s in shards) if p is not None]
+    else:
+        single = get("model.safetensors")
+        files = [single] if single is not None else []
+    if not files:
+        raise ModelMismatchError(f"{source} has no safetensors weights for {what}")
+    return config, files

@@ -156,19 +156,21 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
 }
 
 
-def _blip2_family(name: str) -> Callable[[Path], None]:
-    """Defer to `tiny_blip2` (which imports this module's tokenizer helpers) until the model is built."""
+def _deferred(module: str, name: str) -> Callable[[Path], None]:
+    """Defer to `tiny_blip2` or `tiny_llava` (which import this module's tokenizer helpers) until the model is
+    built."""
 
     def build(out: Path) -> None:
-        from vqagraph.tiny_blip2 import BUILDERS as BLIP2_BUILDERS
+        import importlib
 
-        BLIP2_BUILDERS[name](out)
+        importlib.import_module(f"vqagraph.{module}").BUILDERS[name](out)
 
     return build
 
 
-BUILDERS.update({name: _blip2_family(name) for name in
+BUILDERS.update({name: _deferred("tiny_blip2", name) for name in
                  ("tiny-blip2", "tiny-instructblip", "tiny-blip2-opt", "tiny-qformer-576")})
+BUILDERS.update({name: _deferred("tiny_llava", name) for name in ("tiny-llava", "tiny-llava-llm")})
 
 
 def ensure_builtin(name: str, root: Path) -> Path:

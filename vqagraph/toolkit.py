@@ -15,6 +15,7 @@ from vqagraph.tools.answer_candidates import Extractor, default_extractor
 from vqagraph.tools.gradcam import BlipMatcher
 from vqagraph.tools.image_encoder import ADAPTER_FOLDER, AdaptedVision, FrozenImageEncoder, GridAdapter, Vision
 from vqagraph.tools.llm.base import FrozenLLM
+from vqagraph.tools.projector import ProjectionBridge, ProjectionEncoder
 from vqagraph.tools.qformer import QFormerBridge, QFormerEncoder
 from vqagraph.tools.question_generator import QuestionGenerator
 from vqagraph.tools.region_captioner import BlipCaptioner, RegionCaptioner
@@ -118,6 +119,21 @@ class Toolkit:
         if bridge.conditioned:
             instruction_tokenizer = hub.load(AutoTokenizer, ref, "qformer", subfolder="qformer_tokenizer")
         return QFormerEncoder(bridge, processor, self.features, ref.id, instruction_tokenizer, self.vision("qformer"))
+
+    @loaded_once
+    def projector(self) -> ProjectionEncoder:
+        """The projection route's encoder: a LLaVA checkpoint's vision tower and projector (the projector alone
+        when the profile's frozen image encoder gives the patch features)."""
+        from transformers import AutoImageProcessor
+
+        ref = self.profile.projector
+        if ref is None:
+            raise ProfileError(f"profile {self.profile.name!r} has no `projector` checkpoint: the projection route "
+                               "needs a LLaVA-family checkpoint")
+        encoder = self.image_encoder
+        bridge = hub.load(ProjectionBridge, ref, "projector", device=self.device, vision_tower=encoder is None)
+        processor = None if encoder is not None else hub.load(AutoImageProcessor, ref, "projector")
+        return ProjectionEncoder(bridge, processor, self.features, ref.id, encoder)
 
     @loaded_once
     def extractor(self) -> Extractor:

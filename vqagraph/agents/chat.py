@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
+from vqagraph.config import REQUESTED_ROUTES
 from vqagraph.errors import VQAGraphError
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from vqagraph.tools.visual_prompt import Mark
 
 PROMPT = "vqagraph> "
-ROUTES = ("auto", "img2llm", "bridge", "both")
+ROUTES = REQUESTED_ROUTES
 POLICIES = ("rules", "cascade", "both")
 
 HELP = """\
@@ -34,7 +35,7 @@ Type a question about the current image, or a command:
   /image PATH     switch image: the next question is about it
   /mark SPEC      a visual prompt for the next question, e.g. /mark rectangle:10,20,120,90:red
                   (repeat for several; /mark alone lists them; /mark clear drops them)
-  /route R        auto | img2llm | bridge | both (now: {route})
+  /route R        auto | img2llm | bridge | projection | both (now: {route})
   /history        this thread's turns
   /thread         the thread id, and how to continue it later
   /help           this text

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from vqagraph.config import REQUESTED_ROUTES
 from vqagraph.errors import VQAGraphError
 
 
@@ -160,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--store", default=None, metavar="URL",
                      help="thread store: a SQLite path (default: under the data directory), postgresql://…, memory")
     ask.add_argument("--profile", default=None, help="built-in profile name or a TOML/YAML profile file")
-    ask.add_argument("--route", default="auto", choices=["auto", "img2llm", "bridge", "both"],
+    ask.add_argument("--route", default="auto", choices=list(REQUESTED_ROUTES),
                      help="auto: the router decides; img2llm: text route; bridge: BLIP-2 embedding route; both")
     ask.add_argument("--router", default=None, choices=["rules", "cascade", "both"],
                      help="the router's policy for --route auto (default: the profile's)")

@@ -63,10 +63,10 @@ def run_demo(profile: str | None, out: Path, scenes: int = 3, explain: bool = Tr
         records.append(AnswerRecord(**base, route="auto", route_taken=answer.route))
         # The route auto took answers the same way when asked directly (seeded): reuse it for that column.
         records.append(AnswerRecord(**base, route=answer.route, route_taken=answer.route))
-        for other in ("img2llm", "bridge"):
-            if other != answer.route and (other == "img2llm" or engine.profile.qformer is not None):
+        for other in engine.profile.routes():
+            if other != answer.route:
                 records.append(answer_one(engine, item, other))
-    routes = ["img2llm", "bridge", "auto"] if engine.profile.qformer is not None else ["img2llm", "auto"]
+    routes = [*engine.profile.routes(), "auto"]
     print("\nthe same questions through each route (VQA accuracy, %; one question per family, so 0 or 100):")
     print(EvalReport.from_records(records, routes).table())
     print("a real measurement (300 held-out questions): vqagraph world split test -o heldout && vqagraph eval "

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from langchain_core.tools import BaseTool, ToolException
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from vqagraph.config import RequestedRoute
 from vqagraph.errors import ImageError, VQAGraphError
 
 if TYPE_CHECKING:
@@ -52,8 +53,9 @@ class VisualQuestionInput(BaseModel):
     question: str = Field(description="a short question about the image, e.g. 'What colour is the car?'")
     marks: list[MarkArg] | None = Field(None, description="optional visual prompts pointing at regions")
     thread: str | None = Field(None, description="optional conversation id: the question becomes a turn of it")
-    route: Literal["auto", "img2llm", "bridge", "both"] = Field(
-        "auto", description="auto (the router decides), img2llm (text route), bridge (embedding route), or both")
+    route: RequestedRoute = Field(
+        "auto", description="auto (the router decides), img2llm (text route), bridge (Q-Former embedding route), "
+        "projection (LLaVA projection route), or both (every route the profile has)")
 
 
 class VisualQuestionTool(BaseTool):

@@ -58,7 +58,7 @@ class AppState(TypedDict, total=False):
     # optional inputs of one run (cleared once used, so the next run does not repeat them)
     image: str | None  # a local path, a data: URL, or a `sha256:` reference
     question: str | None  # else the last user message's text
-    route: str  # auto | img2llm | bridge | both
+    route: str  # auto | img2llm | bridge | projection | both
     router: str | None
     marks: list[dict[str, Any]]
     # the conversation

@@ -18,12 +18,13 @@ import io
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio.to_thread
 from mcp.server.mcpserver import Image, MCPServer  # at run time: the SDK reads the tools' annotations
 from pydantic import BaseModel, Field
 
+from vqagraph.config import RequestedRoute
 from vqagraph.errors import VQAGraphError
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ def build_server(engine: Engine, store: str | None = None) -> MCPServer:
                  "marks (visual prompts: {shape, box|point|polygon, colour}) point at regions; a thread id makes "
                  "it a conversation turn (later turns may leave out the image).")
     async def ask_image(image: str | None, question: str,
-                        route: Literal["auto", "img2llm", "bridge", "both"] = "auto",
+                        route: RequestedRoute = "auto",
                         marks: list[dict[str, Any]] | None = None, thread: str | None = None) -> AskResult:
         def ask(engine: Engine) -> AskResult:
             source = local_image(image) if image else None

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from vqagraph.config import RequestedRoute
 from vqagraph.errors import ImageError
 from vqagraph.tools.llm.postprocess import postprocess_answer
 
@@ -77,7 +78,7 @@ class VQAOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     thread: str | None = Field(None, description="a conversation thread id: continued if it exists, else created")
-    route: Literal["auto", "img2llm", "bridge", "both"] = "auto"
+    route: RequestedRoute = "auto"
     router: Literal["rules", "cascade", "both"] | None = None
     marks: list[dict[str, Any]] = Field(default_factory=list, description="visual prompts (Mark fields), pixels")
 
@@ -292,6 +293,8 @@ def usage_of(answer: Answer) -> Usage:
             prompt += int(trace.prompt_stats.get("tokens", 0))
         elif route == "bridge":
             prompt += trace.bridge_prompt_tokens + trace.query_tokens
+        elif route == "projection":
+            prompt += trace.projection_prompt_tokens + trace.projection_tokens
     return Usage(prompt_tokens=prompt, completion_tokens=completion_tokens, total_tokens=prompt + completion_tokens)
 
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field
 
+from vqagraph.config import RequestedRoute
 from vqagraph.errors import VQAGraphError
 from vqagraph.graphs.nodes import Node, node, route_answer
 from vqagraph.graphs.router import pick_answer
@@ -349,7 +350,7 @@ def _vqa_graph() -> Any:
 
 
 class SubquestionSettings(Settings):
-    route: Literal["auto", "img2llm", "bridge", "both"] = "auto"
+    route: RequestedRoute = "auto"
     router_policy: Literal["", "rules", "cascade", "both"] = Field("", description="empty: the profile's")
 
 

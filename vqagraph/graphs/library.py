@@ -138,7 +138,8 @@ NODES: dict[str, NodeEntry] = {e.name: e for e in _ENTRIES}
 
 CONDITIONS: dict[str, ConditionEntry] = {
     "chosen_route": ConditionEntry("chosen_route", lambda _s: composed_nodes.chosen_route, ("chosen_route",),
-                                   ("img2llm", "bridge", "both"), doc=_doc(composed_nodes.chosen_route)),
+                                   ("img2llm", "bridge", "projection", "both"),
+                                   doc=_doc(composed_nodes.chosen_route)),
     "confidence": ConditionEntry(
         "confidence", composed_nodes.make_confidence, ("route_answers",), ("low", "high"),
         composed_nodes.ConfidenceSettings, "low when a route's answer has a mean token log-prob below `below`"),

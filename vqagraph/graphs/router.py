@@ -8,20 +8,22 @@ Policies (`RouterSettings.policy`, or per call):
   knowledge and open questions to the text route and perception cues and marked regions to the bridge.
 - `cascade`: the embedding route first; the text route when the bridge answer's mean token log-probability
   is under `cascade_threshold`.
-- `both`: both routes, concurrently (LangGraph `Send`); the answer with the higher mean log-probability wins.
+- `both`: every route the profile has, concurrently (LangGraph `Send`); the answer with the highest mean
+  log-probability wins.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel
 
-from vqagraph.config import CueName, RouterSettings
+from vqagraph.config import ANSWERING_ROUTES, CueName, RouteName, RouterSettings
 from vqagraph.graphs.state import RouteAnswer
 
-Route = Literal["img2llm", "bridge", "both"]
+Route = RouteName | Literal["both"]
 POLICIES = ("rules", "cascade", "both")
 
 KNOWLEDGE_CUES: tuple[tuple[str, str], ...] = (
@@ -56,7 +58,7 @@ class RouteDecision(BaseModel):
     cascade: bool = False
 
 
-ROUTE_NAMES = {"img2llm": "text route", "bridge": "embedding route"}
+ROUTE_NAMES = {"img2llm": "text route", "bridge": "Q-Former embedding route", "projection": "projection route"}
 
 
 def question_cue(question: str, marked: bool = False) -> tuple[CueName, str]:
@@ -76,17 +78,22 @@ def question_cue(question: str, marked: bool = False) -> tuple[CueName, str]:
     return "open", "open question with no perception cue"
 
 
-def rules_route(question: str, marked: bool = False, settings: RouterSettings | None = None) -> RouteDecision:
+def rules_route(question: str, marked: bool = False, settings: RouterSettings | None = None,
+                available: Sequence[RouteName] = ANSWERING_ROUTES) -> RouteDecision:
     """The `rules` policy: the question's cue, sent where the profile's `cue_routes` says (measured defaults
-    live in the profile, not here)."""
+    live in the profile, not here); a route the profile lacks falls back to the text route."""
     cue, why = question_cue(question, marked)
     route = (settings or RouterSettings()).cue_routes[cue]
+    if route not in available:
+        return RouteDecision(route="img2llm", reason=f"rules: {why} → {ROUTE_NAMES[route]}, which the profile "
+                             "lacks → text route")
     return RouteDecision(route=route, reason=f"rules: {why} → {ROUTE_NAMES[route]}")
 
 
-def choose_route(policy: str, question: str, marked: bool, settings: RouterSettings) -> RouteDecision:
+def choose_route(policy: str, question: str, marked: bool, settings: RouterSettings,
+                 available: Sequence[RouteName] = ANSWERING_ROUTES) -> RouteDecision:
     if policy == "rules":
-        return rules_route(question, marked, settings)
+        return rules_route(question, marked, settings, available)
     if policy == "cascade":
         return RouteDecision(
             route="bridge", cascade=True,
@@ -94,7 +101,8 @@ def choose_route(policy: str, question: str, marked: bool, settings: RouterSetti
             f"< {settings.cascade_threshold}",
         )
     if policy == "both":
-        return RouteDecision(route="both", reason="both: run both routes and keep the more confident answer")
+        return RouteDecision(route="both", reason=f"both: run {', '.join(available)} and keep the most confident "
+                             "answer")
     raise ValueError(f"unknown router policy {policy!r}; choose one of {', '.join(POLICIES)}")
 
 
@@ -103,8 +111,10 @@ def cascade_falls_back(bridge: RouteAnswer, threshold: float) -> bool:
 
 
 def pick_answer(answers: dict[str, RouteAnswer]) -> tuple[str, str]:
-    """With several routes' answers, keep the highest mean token log-probability; ties go to the text route."""
-    order = sorted(answers, key=lambda r: (answers[r]["mean_logprob"], r == "img2llm"), reverse=True)
+    """With several routes' answers, keep the highest mean token log-probability; ties go to the text route, then
+    to the routes in their fixed order."""
+    rank: dict[str, int] = {r: -k for k, r in enumerate(ANSWERING_ROUTES)}
+    order = sorted(answers, key=lambda r: (answers[r]["mean_logprob"], rank.get(r, -99)), reverse=True)
     best = order[0]
     scores = ", ".join(f"{r} {answers[r]['mean_logprob']:.3f}" for r in sorted(answers))
     return best, f"kept {best} (mean log-prob: {scores})"

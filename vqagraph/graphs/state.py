@@ -28,7 +28,7 @@ class VQAState(TypedDict, total=False):
     # inputs
     image_ref: str  # `sha256:...` of the image in the toolkit's image store
     question: str
-    route: str  # requested: auto | img2llm | bridge | both
+    route: str  # requested: auto | img2llm | bridge | projection | both
     router_policy: str  # for `auto`: rules | cascade | both (default: the profile's)
     marks: list[dict[str, Any]]  # visual prompts (Mark.model_dump), drawn onto the image by `render_marks`
     history: list[dict[str, str]]  # earlier turns of a conversation: {question, answer}, oldest first
@@ -41,7 +41,7 @@ class VQAState(TypedDict, total=False):
     mark_boxes: list[list[int]]
     mark_notes: list[str]
     # router
-    chosen_route: str  # img2llm | bridge | both
+    chosen_route: str  # img2llm | bridge | projection | both
     route_reason: str
     cascade: bool  # the bridge answers first; the text route runs when the bridge is unsure
     # text route
@@ -63,6 +63,11 @@ class VQAState(TypedDict, total=False):
     bridge_image_encoded: bool
     bridge_prompt: str  # the text after the soft prompt
     bridge_prompt_tokens: int
+    # projection route (LLaVA): the soft prompt stays in the feature cache too
+    projection_tokens: int  # image tokens placed in the prompt
+    projection_image_encoded: bool
+    projection_prompt: str  # the prompt text, with the image placeholder where the image tokens go
+    projection_prompt_tokens: int  # text tokens around the image
     # each route's answer, by route name: {answer, raw_answer, token_logprobs, mean_logprob}
     route_answers: Annotated[dict[str, RouteAnswer], merge_dicts]
     # answer

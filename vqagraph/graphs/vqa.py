@@ -3,7 +3,8 @@
     START → render_marks → resolve_followup → router ─┬─ img2llm ───────────────────────────────┐
                                                       ├─ bridge ─┬─ (cascade, unsure) ─ img2llm ─┤
                                                       │          └───────────────────────────────┤
-                                                      └─ both: Send(img2llm) ‖ Send(bridge) ─────┴─ pick_answer
+                                                      ├─ projection ────────────────────────────┤
+                                                      └─ both: Send(each route the profile has) ─┴─ pick_answer
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
+from vqagraph.config import REQUESTED_ROUTES
 from vqagraph.graphs import nodes
 from vqagraph.graphs.bridge_route import build_bridge_route
+from vqagraph.graphs.projection_route import build_projection_route
 from vqagraph.graphs.router import cascade_falls_back, choose_route, pick_answer
 from vqagraph.graphs.state import VQAContext, VQAState
 from vqagraph.graphs.text_route import build_text_route
 
-ROUTES = ("auto", "img2llm", "bridge", "both")
+ROUTES = REQUESTED_ROUTES
 
 
 @nodes.node("router", reads=("route", "router_policy", "question", "standalone_question", "marks"),
@@ -30,17 +33,22 @@ def route_question(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, A
     requested = state.get("route", "auto")
     if requested != "auto":
         return {"chosen_route": requested, "route_reason": f"{requested}: requested by the caller", "cascade": False}
-    if profile.qformer is None and profile.bridge.send != "image":
+    available = profile.routes()
+    if available == ("img2llm",):
         return {"chosen_route": "img2llm", "cascade": False,
-                "route_reason": "auto: the profile has no Q-Former checkpoint, so only the text route can answer"}
+                "route_reason": "auto: the profile has no bridge checkpoint, so only the text route can answer"}
     policy = state.get("router_policy") or profile.router.policy
-    decision = choose_route(policy, nodes.vision_question(state), bool(state.get("marks")), profile.router)
+    if policy == "cascade" and "bridge" not in available:
+        return {"chosen_route": "img2llm", "cascade": False,
+                "route_reason": "auto: cascade starts with the Q-Former bridge, which the profile lacks → text route"}
+    decision = choose_route(policy, nodes.vision_question(state), bool(state.get("marks")), profile.router,
+                            available)
     return {"chosen_route": decision.route, "route_reason": decision.reason, "cascade": decision.cascade}
 
 
-def _dispatch(state: VQAState) -> Any:
-    if state["chosen_route"] == "both":
-        return [Send("img2llm", state), Send("bridge", state)]  # concurrent, in one superstep
+def _dispatch(state: VQAState, runtime: Runtime[VQAContext]) -> Any:
+    if state["chosen_route"] == "both":  # every route the profile has, concurrently, in one superstep
+        return [Send(route, state) for route in runtime.context.tools.profile.routes()]
     return state["chosen_route"]
 
 
@@ -84,12 +92,14 @@ def build_graph(checkpointer: Any = None) -> Any:
     graph.add_node("router", route_question)
     graph.add_node("img2llm", build_text_route())
     graph.add_node("bridge", build_bridge_route())
+    graph.add_node("projection", build_projection_route())
     graph.add_node("pick_answer", pick)
     graph.add_edge(START, "render_marks")
     graph.add_edge("render_marks", "resolve_followup")
     graph.add_edge("resolve_followup", "router")
-    graph.add_conditional_edges("router", _dispatch, ["img2llm", "bridge"])
+    graph.add_conditional_edges("router", _dispatch, ["img2llm", "bridge", "projection"])
     graph.add_conditional_edges("bridge", _after_bridge, ["img2llm", "pick_answer"])
     graph.add_edge("img2llm", "pick_answer")
+    graph.add_edge("projection", "pick_answer")
     graph.add_edge("pick_answer", END)
     return graph.compile(checkpointer=checkpointer, name="vqa")

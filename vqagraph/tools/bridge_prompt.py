@@ -43,8 +43,8 @@ def check_soft_prompt_size(soft_prompt: torch.Tensor, hidden_size: int, checkpoi
     """The projection must produce vectors of the LLM's width; say which two models disagree, before sending."""
     if soft_prompt.ndim != 2 or soft_prompt.shape[1] != hidden_size:
         raise ModelMismatchError(
-            f"the Q-Former checkpoint {checkpoint!r} projects to {soft_prompt.shape[-1]} dimensions but the LLM "
-            f"{llm!r} has hidden size {hidden_size}: use the BLIP-2 checkpoint trained for this LLM"
+            f"the bridge checkpoint {checkpoint!r} projects to {soft_prompt.shape[-1]} dimensions but the LLM "
+            f"{llm!r} has hidden size {hidden_size}: use the bridge (BLIP-2, LLaVA) checkpoint trained for this LLM"
         )
 
 
@@ -53,3 +53,28 @@ def bridge_embeddings(soft_prompt: torch.Tensor, token_ids: list[int], table: to
     ids = torch.tensor(token_ids, dtype=torch.long, device=table.device)
     text = table[ids]
     return torch.cat([soft_prompt.to(device=table.device, dtype=table.dtype), text], dim=0)
+
+
+def split_at_image(tokenizer: Any, text: str, placeholder: str = "<image>", add_bos: bool = True,
+                   ) -> tuple[list[int], list[int]]:
+    """Token ids before and after the image placeholder of a LLaVA prompt (docs/methods.md §8): the image tokens go
+    there. A tokenizer that knows the placeholder (a LLaVA checkpoint's) splits its own ids of the whole prompt, as
+    LLaVA's processor does; others tokenize the two sides apart. No placeholder: the image goes first."""
+    if placeholder not in text:
+        return [], bridge_token_ids(tokenizer, text, add_bos)
+    image_id = tokenizer.convert_tokens_to_ids(placeholder) if placeholder in tokenizer.get_vocab() else None
+    if image_id is not None:
+        ids = bridge_token_ids(tokenizer, text, add_bos)
+        k = ids.index(image_id)
+        return ids[:k], ids[k + 1 :]
+    before, after = text.split(placeholder, 1)
+    head = bridge_token_ids(tokenizer, before, add_bos) if before or add_bos else []
+    return head, list(tokenizer(after, add_special_tokens=False)["input_ids"])
+
+
+def placed_embeddings(soft_prompt: torch.Tensor, before: list[int], after: list[int],
+                      table: torch.Tensor) -> torch.Tensor:
+    """`(len(before) + image tokens + len(after), hidden)`: text, the image where the prompt put it, text."""
+    ids = torch.tensor(before, dtype=torch.long, device=table.device)
+    rest = torch.tensor(after, dtype=torch.long, device=table.device)
+    return torch.cat([table[ids], soft_prompt.to(device=table.device, dtype=table.dtype), table[rest]], dim=0)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,6 +17,7 @@ from safetensors import safe_open
 from torch import nn
 
 from vqagraph.errors import ModelMismatchError
+from vqagraph.hub import checkpoint_files
 from vqagraph.media import FeatureCache
 from vqagraph.tools.image_encoder import PixelVision, Vision
 
@@ -39,44 +39,6 @@ def _classes(model_type: str) -> tuple[Any, Any, Any]:
         f"model_type {model_type!r} is not a Q-Former checkpoint; the embedding route needs a BLIP-2 ('blip-2') "
         "or InstructBLIP ('instructblip') checkpoint"
     )
-
-
-def _checkpoint_files(source: str, revision: str | None) -> tuple[Path, list[Path]]:
-    """config.json and the safetensors files that hold the Q-Former parts (downloading only those from the Hub)."""
-    folder = Path(source).expanduser()
-    local = folder.is_dir()
-
-    def get(name: str) -> Path | None:
-        if local:
-            path = folder / name
-            return path if path.exists() else None
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
-
-        try:
-            return Path(hf_hub_download(source, name, revision=revision))
-        except EntryNotFoundError as exc:  # the file is not in the repository (a single-file checkpoint has no index)
-            if isinstance(exc, LocalEntryNotFoundError):
-                raise OSError(f"{name}: {exc}") from exc
-            return None
-        except Exception as exc:  # offline, missing repo: hub.load turns OSError into ModelNotAvailableError
-            raise OSError(f"{name}: {exc}") from exc
-
-    config = get("config.json")
-    if config is None:
-        raise OSError(f"{source} has no config.json")
-    index = get("model.safetensors.index.json")
-    if index is not None:
-        weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
-        shards = sorted({f for k, f in weight_map.items() if k.startswith(PARTS)})
-        files = [p for p in (get(s) for s in shards) if p is not None]
-    else:
-        single = get("model.safetensors")
-        files = [single] if single is not None else []
-    if not files:
-        raise ModelMismatchError(f"{source} has no safetensors weights for the Q-Former (vision model, query tokens, "
-                                 "Q-Former, language_projection)")
-    return config, files
 
 
 class QFormerBridge(nn.Module):
@@ -110,7 +72,8 @@ class QFormerBridge(nn.Module):
     @classmethod
     def from_pretrained(cls, source: str, revision: str | None = None, **_: Any) -> QFormerBridge:
         """Load the Q-Former parts of a BLIP-2 or InstructBLIP checkpoint (a local directory or a Hub id)."""
-        config_path, files = _checkpoint_files(source, revision)
+        what = "the Q-Former (vision model, query tokens, Q-Former, language_projection)"
+        config_path, files = checkpoint_files(source, revision, PARTS, what)
         model_type = json.loads(config_path.read_text()).get("model_type", "")
         config_cls, _, _ = _classes(model_type)
         config = config_cls.from_pretrained(config_path.parent)

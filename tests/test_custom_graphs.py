@@ -217,6 +217,23 @@ def test_vote_example(engine: Any, picture: Image.Image) -> None:
     assert state["answer"] == state["votes"][state["answered_by"]] and state["route_reason"].startswith("vote: ")
 
 
+def test_vote_across_three_routes(model_cache: Any, picture: Image.Image) -> None:
+    from test_projection import llava_engine
+
+    three = llava_engine(qformer={"id": "builtin:tiny-blip2"})  # both bridges project into the tiny Llama
+    state = run(three, load_graph(EXAMPLES / "vote-three.yaml"), picture)
+    assert {"text/llm_answer", "qformer/bridge_answer", "projection/projection_answer"} <= set(state["path"])
+    assert set(state["votes"]) == {"img2llm", "bridge", "projection"} and state["answered_by"] in state["votes"]
+    assert state["answer"] == state["votes"][state["answered_by"]]
+
+
+def test_routed_example_takes_the_projection_route(model_cache: Any, picture: Image.Image) -> None:
+    from test_projection import llava_engine
+
+    state = run(llava_engine(), load_graph(EXAMPLES / "routed.yaml"), picture, route="projection")
+    assert "projection/projection_answer" in state["path"] and state["answered_by"] == "projection"
+
+
 def test_look_twice_example_asks_again_when_unsure(engine: Any, picture: Image.Image) -> None:
     graph = load_graph(EXAMPLES / "look_twice.yaml")
     state = run(engine, graph, picture)

@@ -411,7 +411,7 @@ def make_compose_answer(settings: ComposeSettings) -> Node:
 # --- conditions (for conditional edges) ------------------------------------------------------------------------
 
 def chosen_route(state: VQAState, runtime: Runtime[VQAContext]) -> str:
-    """The router's outcome: img2llm, bridge or both."""
+    """The router's outcome: img2llm, bridge, projection or both."""
     return state["chosen_route"]
 
 

@@ -25,11 +25,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, get_args, get_origin
 
-from vqagraph.graphs import bridge_nodes, composed_nodes, nodes
+from vqagraph.graphs import bridge_nodes, composed_nodes, nodes, projection_nodes
 from vqagraph.graphs import vqa as vqa_graph
 from vqagraph.graphs.bridge_route import BridgeRouteOutput, build_bridge_route
 from vqagraph.graphs.composed_nodes import Condition, NoSettings, Settings, SubgraphSettings, subgraph_node
 from vqagraph.graphs.nodes import Node
+from vqagraph.graphs.projection_route import ProjectionRouteOutput, build_projection_route
 from vqagraph.graphs.text_route import TextRouteOutput, build_text_route
 
 # What `Engine.ask` puts into every graph's input state, and what every node may write (bookkeeping).
@@ -92,14 +93,15 @@ def _route(name: str, build: Callable[[], Any], output: type, optional: tuple[st
 _VQA_PARTS = (nodes.render_marks, nodes.resolve_followup, vqa_graph.route_question, vqa_graph.pick)
 _VQA_WRITES = tuple(dict.fromkeys(
     [k for fn in _VQA_PARTS for k in fn.WRITES]
-    + [k for out in (TextRouteOutput, BridgeRouteOutput) for k in out.__annotations__ if k not in BOOKKEEPING]))
+    + [k for out in (TextRouteOutput, BridgeRouteOutput, ProjectionRouteOutput) for k in out.__annotations__
+       if k not in BOOKKEEPING]))
 
 _ENTRIES = [
     _made(composed_nodes.make_intake, composed_nodes.IntakeSettings, ("image_ref", "question")),
     _fixed(nodes.render_marks, ("image_ref", "question")),
     _fixed(nodes.resolve_followup, ("question",)),
     _fixed(vqa_graph.route_question, ("question",),
-           "The router: img2llm, bridge or both for this question, and why (the profile's policy, or "
+           "The router: img2llm, bridge, projection or both for this question, and why (the profile's policy, or "
            "`router_policy`, for route auto). Branch on it with the condition `chosen_route`."),
     _fixed(composed_nodes.gradcam, ("image_ref", "question")),
     _fixed(nodes.region_captions, ("image_ref", "question"),
@@ -114,6 +116,11 @@ _ENTRIES = [
            "Embedding route: the Q-Former's soft prompt for the image, checked against the LLM's width."),
     _fixed(bridge_nodes.bridge_prompt, ("question",), "Embedding route: the text after the soft prompt."),
     _fixed(bridge_nodes.bridge_answer, ("image_ref", "question", "bridge_prompt")),
+    _fixed(projection_nodes.projection_encode, ("image_ref",),
+           "Projection route: the projector's image tokens for the image, checked against the LLM's width."),
+    _fixed(projection_nodes.projection_prompt, ("question",),
+           "Projection route: LLaVA's prompt, with the image placeholder where the image tokens go."),
+    _fixed(projection_nodes.projection_answer, ("image_ref", "projection_prompt")),
     _fixed(vqa_graph.pick, ("chosen_route", "route_answers", "route_reason"),
            "The main graph's last step: keep the chosen route's answer (cascade and both: the surer one)."),
     _made(composed_nodes.make_mark_gradcam_peak, composed_nodes.PeakMarkSettings,
@@ -129,6 +136,9 @@ _ENTRIES = [
     _route("bridge", build_bridge_route, BridgeRouteOutput, ("standalone_question", "history"),
            "The whole embedding route as a subgraph: qformer_encode → bridge_prompt → bridge_answer; files "
            "route_answers.bridge."),
+    _route("projection", build_projection_route, ProjectionRouteOutput, ("history",),
+           "The whole projection route (LLaVA) as a subgraph: projection_encode → projection_prompt → "
+           "projection_answer; files route_answers.projection."),
     NodeEntry("vqa", lambda s: subgraph_node(vqa_graph.build_graph(), "vqa", s), ("image_ref", "question"),
               _VQA_WRITES, ("route", "router_policy", "marks", "history"), SubgraphSettings,
               "The whole built-in VQA graph (marks, router, the chosen route(s), pick_answer) as a subgraph.",

@@ -36,7 +36,8 @@ def route_question(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, A
     available = profile.routes()
     if available == ("img2llm",):
         return {"chosen_route": "img2llm", "cascade": False,
-                "route_reason": "auto: the profile has no bridge checkpoint, so only the text route can answer"}
+                "route_reason": "auto: the profile has no bridge checkpoint (no Q-Former, no projector), so only "
+                                "the text route can answer"}
     policy = state.get("router_policy") or profile.router.policy
     if policy == "cascade" and "bridge" not in available:
         return {"chosen_route": "img2llm", "cascade": False,

@@ -21,11 +21,16 @@ def test_builtin_profiles() -> None:
     assert default.name == "shapes" and not default.meaningless
     assert default.captioner.id == "builtin:shapes-blip-captioner" and default.qformer is not None
     assert load_profile("tiny").meaningless
-    assert set(BUILTIN_PROFILES) >= {"shapes", "tiny", "blip-opt"}
+    assert set(BUILTIN_PROFILES) >= {"shapes", "tiny", "blip-opt", "llava-1.5"}
+    llava = load_profile("llava-1.5")  # the projection route's real checkpoint; its LLM is LLaVA's own
+    assert llava.projector == llava.llm == ModelRef(id="llava-hf/llava-1.5-7b-hf")
+    assert llava.routes() == ("img2llm", "projection") and real.routes() == ("img2llm", "bridge")
+    assert llava.projection.prompt_template.startswith("USER: <image>\n")  # LLaVA-1.5's VQA prompt (§8)
 
 
 def test_unknown_profile() -> None:
-    with pytest.raises(ProfileError, match="unknown profile 'nope'; built-in profiles: blip-opt, shapes, tiny"):
+    known = r"blip-opt, llava-1\.5, shapes, tiny"
+    with pytest.raises(ProfileError, match=rf"unknown profile 'nope'; built-in profiles: {known}"):
         load_profile("nope")
 
 

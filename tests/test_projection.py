@@ -112,7 +112,7 @@ def test_checkpoint_without_projector_weights(model_cache: Path, tmp_path: Path)
     shutil.copytree(source, broken)
     state = {k: v for k, v in load_file(str(broken / "model.safetensors")).items() if "multi_modal_projector" not in k}
     save_file(state, str(broken / "model.safetensors"), metadata={"format": "pt"})
-    with pytest.raises(ModelMismatchError, match="lacks .* projector weight"):
+    with pytest.raises(ModelMismatchError, match=r"lacks .* projector weight"):
         ProjectionBridge.from_pretrained(str(broken))
 
 
@@ -173,3 +173,12 @@ def test_profile_file_can_name_a_projector(tmp_path: Path, model_cache: Path) ->
     loaded = load_profile(profile)
     assert loaded.projector == ModelRef(id="builtin:tiny-llava") and loaded.projection.max_new_tokens == 3
     assert json.loads(loaded.model_dump_json())["projection"]["image_placeholder"] == "<image>"
+
+
+def test_a_llava_checkpoint_as_the_llm(model_cache: Path) -> None:
+    """LLaVA-1.5 tunes its LLM, so a profile may name the LLaVA checkpoint itself as the LLM (the Hub profile
+    `llava-1.5` does): the transformers backend runs it whole, and the answer is the checkpoint's own."""
+    whole = Engine.from_profile("tiny", llm={"id": "builtin:tiny-llava"}, projector={"id": "builtin:tiny-llava"})
+    image = images()[1]
+    got = whole.ask(image, QUESTIONS[0], route="projection").trace.route_answers["projection"]
+    assert got.token_ids == reference_generate("builtin:tiny-llava", image, QUESTIONS[0])

@@ -261,6 +261,20 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
         # BLIP-2's Q-Former + projection for OPT-2.7B (§2): only those parts are loaded; vLLM serves the LLM.
         "qformer": "Salesforce/blip2-opt-2.7b",
     },
+    # The projection route with a real LLaVA (docs/methods.md §8): LLaVA-1.5-7B's CLIP ViT-L/14-336 and two-layer
+    # MLP projector; LLaVA-1.5 tunes its Vicuna in the second stage, so the LLM is the checkpoint's own language
+    # model (the transformers backend runs the checkpoint whole; the vision tower is read twice, ~0.3B of 7B).
+    # The text route keeps blip-opt's BLIP and T5 models. Needs the Hugging Face Hub (or a populated HF cache).
+    "llava-1.5": {
+        "name": "llava-1.5",
+        "description": "BLIP-large ITM + captioner, T5-large question generator, LLaVA-1.5-7B's projection bridge and "
+        "its LLM (Hub)",
+        "itm": "Salesforce/blip-itm-large-coco",
+        "captioner": "Salesforce/blip-image-captioning-large",
+        "question_generator": "google-t5/t5-large",
+        "llm": "llava-hf/llava-1.5-7b-hf",
+        "projector": "llava-hf/llava-1.5-7b-hf",
+    },
     # Offline: tiny models built from configs by vqagraph itself (seeded). They run the whole route but are
     # untrained, so their answers are noise; the Shapes-world profile replaces them.
     "tiny": {

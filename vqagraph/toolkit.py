@@ -155,10 +155,14 @@ class Toolkit:
             from vqagraph.tools.llm.vllm_engine import VLLMEngineLLM
 
             return VLLMEngineLLM(hub.resolve(ref), max_model_len=backend.max_model_len)
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
 
         from vqagraph.tools.llm.transformers_backend import TransformersLLM
 
-        model = hub.load(AutoModelForCausalLM, ref, "llm", device=self.device)
+        # LLaVA-1.5 tunes its LLM in its second stage, so the projection route needs the checkpoint's own language
+        # model: a LLaVA checkpoint named as the LLM runs whole here, answering from prompt embeddings alone.
+        config = hub.load(AutoConfig, ref, "llm")
+        cls = AutoModelForImageTextToText if config.model_type == "llava" else AutoModelForCausalLM
+        model = hub.load(cls, ref, "llm", device=self.device)
         tokenizer = hub.load(AutoTokenizer, ref, "llm")
         return TransformersLLM(model, tokenizer, name=ref.id)

@@ -53,7 +53,7 @@ class TransformersLLM:
 
     @property
     def context_length(self) -> int:
-        config = self.model.config
+        config = self.model.config.get_text_config()  # a LLaVA checkpoint run whole: its language model's
         length = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
         return int(length or 2048)
 

@@ -86,19 +86,19 @@ class BridgeSettings(BaseModel):
 
 
 class ProjectionSettings(BaseModel):
-    """The projection route's knobs; defaults reproduce LLaVA-1.5's short-answer VQA prompt (docs/methods.md §8).
+    """The projection route's knobs; defaults reproduce LLaVA-1.5's short-answer VQA prompt (docs/methods.md §7).
     The image tokens go where `image_placeholder` stands; the projector's shape comes from its checkpoint."""
 
     model_config = ConfigDict(extra="forbid")
 
     prompt_template: str = Field(
         "USER: <image>\n{question}\nAnswer the question using a single word or phrase. ASSISTANT:",
-        description="LLaVA-1.5's VQA prompt (§8); the image tokens replace the placeholder")
-    image_placeholder: str = Field("<image>", description="where the image tokens go in the prompt (§8)")
+        description="LLaVA-1.5's VQA prompt (§7); the image tokens replace the placeholder")
+    image_placeholder: str = Field("<image>", description="where the image tokens go in the prompt (§7)")
     add_bos: bool = Field(True, description="BOS before the prompt, as LLaVA's tokenizer adds it")
     max_new_tokens: int = Field(10, ge=1, description="answer length cap (the embedding routes' 10, §2)")
     history_template: str = Field(
-        "USER: {question} ASSISTANT: {answer}", description="an earlier turn, before the prompt (LLaVA's roles, §8)")
+        "USER: {question} ASSISTANT: {answer}", description="an earlier turn, before the prompt (LLaVA's roles, §7)")
 
 
 class ConversationSettings(BaseModel):
@@ -261,7 +261,7 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
         # BLIP-2's Q-Former + projection for OPT-2.7B (§2): only those parts are loaded; vLLM serves the LLM.
         "qformer": "Salesforce/blip2-opt-2.7b",
     },
-    # The projection route with a real LLaVA (docs/methods.md §8): LLaVA-1.5-7B's CLIP ViT-L/14-336 and two-layer
+    # The projection route with a real LLaVA (docs/methods.md §7): LLaVA-1.5-7B's CLIP ViT-L/14-336 and two-layer
     # MLP projector; LLaVA-1.5 tunes its Vicuna in the second stage, so the LLM is the checkpoint's own language
     # model (the transformers backend runs the checkpoint whole; the vision tower is read twice, ~0.3B of 7B).
     # The text route keeps blip-opt's BLIP and T5 models. Needs the Hugging Face Hub (or a populated HF cache).

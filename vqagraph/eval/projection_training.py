@@ -1,5 +1,5 @@
 """`vqagraph world train --projection`: the Shapes world's projection bridge into the frozen SmolLM2-135M (LLaVA's
-first stage, docs/methods.md §8).
+first stage, docs/methods.md §7).
 
 Stages: the bridge trainer's scenes with the frozen encoder's grids, cached once → a warm start without the LLM
 (each image token regressed onto the LLM's own word embeddings of what covers its cell: cheap, and it starts the
@@ -28,14 +28,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vqagraph.config import ProjectionSettings
 from vqagraph.eval.training.cli import Progress, curve, default_threads
 
 LOG = logging.getLogger("vqagraph.projection_training")
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 NAME = "shapes-llava-projector"
 LLM = "builtin:smollm2-135m-instruct"
-# LLaVA-1.5's short-answer VQA prompt (docs/methods.md §8) and a brief-description prompt for captions (stage 1).
-PROMPT = "USER: <image>\n{question}\nAnswer the question using a single word or phrase. ASSISTANT:"
+# The route's prompt (LLaVA-1.5's short-answer VQA prompt, docs/methods.md §7: ProjectionSettings) and a
+# brief-description prompt for captions (stage 1).
+PROMPT = ProjectionSettings().prompt_template
 CAPTION_PROMPT = "USER: <image>\nDescribe the picture briefly. ASSISTANT:"
 
 

@@ -1,4 +1,4 @@
-"""Node adapters of the projection route (LLaVA, docs/methods.md §8): projector → prompt text → frozen LLM.
+"""Node adapters of the projection route (LLaVA, docs/methods.md §7): projector → prompt text → frozen LLM.
 
 As in the Q-Former route, the soft prompt never enters state: the encoder caches it per image, so the answer node
 fetches the same tensor from the feature cache.

@@ -57,7 +57,7 @@ def bridge_embeddings(soft_prompt: torch.Tensor, token_ids: list[int], table: to
 
 def split_at_image(tokenizer: Any, text: str, placeholder: str = "<image>", add_bos: bool = True,
                    ) -> tuple[list[int], list[int]]:
-    """Token ids before and after the image placeholder of a LLaVA prompt (docs/methods.md §8): the image tokens go
+    """Token ids before and after the image placeholder of a LLaVA prompt (docs/methods.md §7): the image tokens go
     there. A tokenizer that knows the placeholder (a LLaVA checkpoint's) splits its own ids of the whole prompt, as
     LLaVA's processor does; others tokenize the two sides apart. No placeholder: the image goes first."""
     if placeholder not in text:

@@ -1,4 +1,4 @@
-"""The projection bridge (LLaVA, LLaVA-1.5; docs/methods.md §8): every patch feature of a frozen image encoder,
+"""The projection bridge (LLaVA, LLaVA-1.5; docs/methods.md §7): every patch feature of a frozen image encoder,
 mapped into the LLM's embedding space by `multi_modal_projector`, placed where the prompt puts `<image>`.
 
 Only the vision tower and `multi_modal_projector` of a LLaVA-family checkpoint are read (either key layout:

@@ -2,19 +2,21 @@
 
 A `--routes both` eval records, per question, each route's answer, its mean token log-probability and its VQA
 accuracy (`vqagraph eval DATA --routes both --answers OUT.jsonl`). Each router policy only decides which of
-those two answers to keep, so all of them are scored here from one run, without asking again:
+those answers to keep, so all of them are scored here from one run, without asking again. The routes are those
+every record has (two or three: img2llm, bridge, projection):
 
-- `img2llm`, `bridge`: one route always;
+- `img2llm`, `bridge`, `projection`: one route always;
 - `rules`: the question's cue (graphs/router.py `question_cue`) → a route; `rules (tuned)` sends each cue to
-  the route that scored better on this split for it (so tune on a validation split, and score the tuned map on
+  the route that scored best on this split for it (so tune on a validation split, and score the tuned map on
   the test split with `--cue-routes`);
-- `cascade@t`: the bridge, unless its mean log-prob is below t;
-- `both`: the answer with the higher mean log-prob (ties to the text route), as graphs/router.py picks.
+- `cascade@t`: the bridge, unless its mean log-prob is below t (then the text route);
+- `both`: the answer with the highest mean log-prob (ties to the routes' fixed order), as graphs/router.py picks.
 
     python benchmarks/choose_router.py validation-both.jsonl                    # tune: prints the best policy
     python benchmarks/choose_router.py test-both.jsonl --cue-routes tuned.json  # score a tuned map elsewhere
     python benchmarks/choose_router.py test-both.jsonl --profile shapes --plot routes.png  # a profile's map, drawn
-    python benchmarks/choose_router.py test-img2llm.jsonl test-bridge.jsonl --profile shapes   # two single-route runs
+    python benchmarks/choose_router.py test-img2llm.jsonl test-bridge.jsonl --profile shapes   # single-route runs
+    python benchmarks/choose_router.py val-img2llm.jsonl val-bridge.jsonl --routes img2llm,bridge   # two of three
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vqagraph.config import DEFAULT_CUE_ROUTES, load_profile
+from vqagraph.config import ANSWERING_ROUTES, DEFAULT_CUE_ROUTES, load_profile
 from vqagraph.eval.report import AnswerRecord, EvalReport
 from vqagraph.graphs.router import question_cue
 
@@ -34,9 +36,10 @@ Record = dict[str, Any]
 Policy = Callable[[Record], str]
 
 
-def load(paths: list[Path]) -> list[Record]:
-    """Records with both routes' answers. Several files are merged question by question (same image, question
-    and truth), so separate single-route runs over one split score every policy as one `both` run does."""
+def load(paths: list[Path], routes: list[str] | None = None) -> tuple[list[Record], list[str]]:
+    """Records with every route's answer, and the routes (`routes`, or every route all records have). Several
+    files are merged question by question (same image, question and truth), so separate single-route runs over
+    one split score every policy as one `both` run does."""
     merged: dict[tuple[str, str, str, str], Record] = {}
     for path in paths:
         for line in path.read_text().splitlines():
@@ -50,11 +53,14 @@ def load(paths: list[Path]) -> list[Record]:
             else:
                 merged[key] = {**record, "route_answers": dict(answers)}
     records = list(merged.values())
-    usable = [r for r in records if {"img2llm", "bridge"} <= set(r["route_answers"])]
+    if routes is None:
+        counts = {route: sum(route in r["route_answers"] for r in records) for route in ANSWERING_ROUTES}
+        routes = [route for route in ANSWERING_ROUTES if counts[route] and counts[route] >= len(records) / 2]
+    usable = [r for r in records if set(routes) <= set(r["route_answers"])]
     if len(usable) < len(records):
-        print(f"note: {len(records) - len(usable)} records without both routes' answers (single-route runs or failed "
+        print(f"note: {len(records) - len(usable)} records without every route's answer (single-route runs or failed "
               "asks) are skipped")
-    return usable
+    return usable, routes
 
 
 def cue(record: Record) -> str:
@@ -69,38 +75,44 @@ def score(records: list[Record], policy: Policy) -> tuple[float, dict[str, float
     return sum(every) / len(every), {f: sum(v) / len(v) for f, v in sorted(by_family.items())}
 
 
-def tune_cues(records: list[Record]) -> dict[str, str]:
-    """Per cue, the route with the higher mean accuracy on these records (the default where they tie)."""
-    totals: dict[str, dict[str, float]] = defaultdict(lambda: {"img2llm": 0.0, "bridge": 0.0})
+def tune_cues(records: list[Record], routes: list[str]) -> dict[str, str]:
+    """Per cue, the route with the highest mean accuracy on these records (the default, if it is one of `routes`,
+    where the best tie; else the first of them)."""
+    totals: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(routes, 0.0))
     for r in records:
-        for route in ("img2llm", "bridge"):
+        for route in routes:
             totals[cue(r)][route] += r["route_answers"][route]["accuracy"]
-    tuned = dict(DEFAULT_CUE_ROUTES)
+    tuned: dict[str, str] = {name: (route if route in routes else routes[0])
+                             for name, route in DEFAULT_CUE_ROUTES.items()}
     for name, t in totals.items():
-        if t["img2llm"] != t["bridge"]:
-            tuned[name] = max(t, key=lambda route: t[route])
+        best = max(t.values())
+        if t[tuned[name]] < best:
+            tuned[name] = next(route for route in routes if t[route] == best)
     return tuned
 
 
-def policies(records: list[Record], cue_routes: dict[str, str] | None) -> dict[str, Policy]:
-    tuned = cue_routes or tune_cues(records)
+def policies(records: list[Record], routes: list[str], cue_routes: dict[str, str] | None) -> dict[str, Policy]:
+    tuned = cue_routes or tune_cues(records, routes)
+    order: dict[str, int] = {route: k for k, route in enumerate(ANSWERING_ROUTES)}
 
-    def both(r: Record) -> str:
+    def both(r: Record) -> str:  # graphs/router.py pick_answer: highest mean log-prob, ties in the routes' order
         a = r["route_answers"]
-        return "bridge" if a["bridge"]["mean_logprob"] > a["img2llm"]["mean_logprob"] else "img2llm"
+        return min(routes, key=lambda route: (-a[route]["mean_logprob"], order[route]))
 
     def cascade(t: float) -> Policy:
         return lambda r: "img2llm" if r["route_answers"]["bridge"]["mean_logprob"] < t else "bridge"
 
-    out: dict[str, Policy] = {
-        "img2llm": lambda r: "img2llm", "bridge": lambda r: "bridge", "both": both,
-        "rules (default cues)": lambda r: DEFAULT_CUE_ROUTES[cue(r)],  # type: ignore[index]
-        "rules (tuned cues)" if cue_routes is None else "rules (given cues)": lambda r: tuned[cue(r)],
-    }
-    for t in (-0.05, -0.1, -0.2, -0.3, -0.5, -0.75, -1.0, -1.5, -2.0, -3.0):
-        out[f"cascade@{t}"] = cascade(t)
-    out["oracle (upper bound)"] = lambda r: max(("img2llm", "bridge"),
-                                                key=lambda route: r["route_answers"][route]["accuracy"])
+    def default_cue(r: Record) -> str:
+        route = DEFAULT_CUE_ROUTES[cue(r)]  # type: ignore[index]
+        return route if route in routes else "img2llm"
+
+    out: dict[str, Policy] = {route: (lambda r, route=route: route) for route in routes}  # type: ignore[misc]
+    out.update({"both": both, "rules (default cues)": default_cue,
+                "rules (tuned cues)" if cue_routes is None else "rules (given cues)": lambda r: tuned[cue(r)]})
+    if {"img2llm", "bridge"} <= set(routes):
+        for t in (-0.05, -0.1, -0.2, -0.3, -0.5, -0.75, -1.0, -1.5, -2.0, -3.0):
+            out[f"cascade@{t}"] = cascade(t)
+    out["oracle (upper bound)"] = lambda r: max(routes, key=lambda route: r["route_answers"][route]["accuracy"])
     return out
 
 
@@ -126,18 +138,23 @@ def main(argv: list[str] | None = None) -> int:
     given_map.add_argument("--profile", help="score this profile's `router.cue_routes` instead of tuning one")
     parser.add_argument("--write-cues", type=Path, help="write the tuned cue → route map here (JSON)")
     parser.add_argument("--exclude", default="knowledge", help="families left out of `overall` (comma-separated)")
-    parser.add_argument("--plot", type=Path, help="draw img2llm, bridge, both and the rules policy (as `auto`) per "
+    parser.add_argument("--plot", type=Path, help="draw each route, both and the rules policy (as `auto`) per "
                         "family, as `vqagraph eval --plot` draws routes")
+    parser.add_argument("--routes", default=None, help="the routes to choose among (comma-separated; default: every "
+                        "route the records have)")
     args = parser.parse_args(argv)
-    records = load(args.answers)
+    records, routes = load(args.answers, args.routes.split(",") if args.routes else None)
     excluded = {f for f in args.exclude.split(",") if f}
     scored = [r for r in records if r["family"] not in excluded]
     given = json.loads(args.cue_routes.read_text()) if args.cue_routes else None
     if args.profile:  # argparse keeps --profile and --cue-routes apart
         given = dict(load_profile(args.profile).router.cue_routes)
-    table = policies(records, given)
+    if given is not None:  # a map may name a route these records lack: that cue goes to the text route
+        given = {name: (route if route in routes else "img2llm") for name, route in given.items()}
+    table = policies(records, routes, given)
     families = sorted({r["family"] for r in records})
-    print(f"{len(scored)} questions ({len(records)} with {', '.join(sorted(excluded)) or 'nothing'} kept apart)")
+    print(f"{len(scored)} questions ({len(records)} with {', '.join(sorted(excluded)) or 'nothing'} kept apart); "
+          f"routes: {', '.join(routes)}")
     print(f"{'policy':24} {'overall':>8} " + " ".join(f"{f[:9]:>9}" for f in families))
     results: dict[str, float] = {}
     for name, policy in table.items():
@@ -145,17 +162,17 @@ def main(argv: list[str] | None = None) -> int:
         _, per_family = score(records, policy)
         results[name] = overall
         print(f"{name:24} {overall:8.1f} " + " ".join(f"{per_family.get(f, float('nan')):9.1f}" for f in families))
-    choosable = {k: v for k, v in results.items() if not k.startswith("oracle") and k not in ("img2llm", "bridge")}
+    choosable = {k: v for k, v in results.items() if not k.startswith("oracle") and k not in routes}
     best = max(choosable, key=lambda k: choosable[k])
     print(f"best policy here: {best} ({choosable[best]:.1f})")
     if args.plot:
         rules = "rules (tuned cues)" if given is None else "rules (given cues)"
-        shown = {"img2llm": table["img2llm"], "bridge": table["bridge"], "both": table["both"], "auto": table[rules]}
-        title = f"VQA accuracy by family, {len(scored)} questions (both routes answered each)"
+        shown = {**{route: table[route] for route in routes}, "both": table["both"], "auto": table[rules]}
+        title = f"VQA accuracy by family, {len(scored)} questions (every route answered each)"
         chart(scored, shown).plot(args.plot, title=title)
         print(f"chart: {args.plot}")
     if given is None:
-        tuned = tune_cues(records)
+        tuned = tune_cues(records, routes)
         print("tuned cue routes:", json.dumps(tuned))
         if args.write_cues:
             args.write_cues.write_text(json.dumps(tuned, indent=1) + "\n")

@@ -277,7 +277,7 @@ def train_align(projector: Any, norm: Normalised, pictures: Pictures, targets: t
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        history.append(float(loss))
+        history.append(float(loss.detach()))
         if report is not None:
             report(step, {"align": float(loss)})
     return history
@@ -348,6 +348,7 @@ def train_projection(out_dir: str | Path | None = None, seed: int = 0, quick: bo
         flat = pictures.tokens.reshape(-1, channels)
         norm = Normalised(flat.mean(0), flat.std(0).clamp(min=1e-3))
         config = projector_config(llm_dir, channels, plan.cells)
+        torch.manual_seed(seed)  # here: loading the frozen encoder (when its grids are not cached yet) draws too
         projector = LlavaMultiModalProjector(config)
         t = lap("scenes_and_features", t)
 

@@ -72,17 +72,20 @@ def add_world_commands(subparsers: Any) -> argparse.ArgumentParser:
     split.set_defaults(func=_split)
 
     train = world_sub.add_parser(
-        "train", help="train the shapes profile's models from a seed: the text route's, or with --bridge the Q-Formers")
+        "train", help="train the shapes profile's models from a seed: the text route's, with --bridge the Q-Formers, "
+        "with --projection the LLaVA projector")
     train.add_argument("--bridge", action="store_true",
                        help="train the BLIP-2 and InstructBLIP bridges into the frozen LLM (needs the text route's "
                        "trained vision model, see --vision-dir)")
+    train.add_argument("--projection", action="store_true",
+                       help="train the projection bridge (LLaVA's projector) into the frozen LLM")
     train.add_argument("--quick", action="store_true", help="a tiny run (under a minute) that shows the losses drop")
     train.add_argument("--out", default=None, help="where the model folders go (default: the package's weights)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--threads", type=int, default=None, help="torch threads (default: up to 2)")
     train.add_argument("--workers", type=int, default=None, help="processes rendering scenes (default: up to 2)")
     train.add_argument("--resume", action="store_true",
-                       help="text route: continue a stopped run after its last finished stage (same --out, --seed)")
+                       help="continue a stopped run from its last checkpoint (same --out, --seed)")
     train.add_argument("--vision-dir", default=None,
                        help="--bridge: the folder holding shapes-blip-captioner/ and shapes-blip-itm/ (default: "
                        "--out when it has them, else the package's weights)")
@@ -101,8 +104,15 @@ def _split(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    """Training lives in `vqagraph.eval.training` (text route) and `vqagraph.eval.bridge_training` (Q-Formers);
-    both re-run themselves with OMP_WAIT_POLICY=PASSIVE, which makes two torch threads fast on a busy 2-core CPU."""
+    """Training lives in `vqagraph.eval.training` (text route), `vqagraph.eval.bridge_training` (Q-Formers) and
+    `vqagraph.eval.projection_training` (the projector); each re-runs itself with OMP_WAIT_POLICY=PASSIVE, which
+    makes two torch threads fast on a busy 2-core CPU."""
+    if args.bridge and args.projection:
+        raise SystemExit("vqagraph world train: choose --bridge or --projection, one per run")
+    if args.projection:
+        from vqagraph.eval.projection_training import run_projection_train
+
+        return run_projection_train(args)
     if args.bridge:
         from vqagraph.eval.bridge_training.cli import run_bridge_train
 

@@ -69,7 +69,7 @@ def other_cpu_seconds() -> float | None:
 
 def encoded(answer: Any, route: str) -> bool:
     """Did the route encode the image on this turn (rather than take its features from the cache)?"""
-    from vqagraph.agents.conversation import vision_encoded
+    from vqagraph.engine.conversation import vision_encoded
 
     if route == "img2llm":
         return bool(answer.trace.image_encoded)

@@ -46,9 +46,9 @@ def main() -> None:
 
     hf_logging.disable_progress_bar()
     from vqagraph.config import load_profile
-    from vqagraph.eval.world import generate_scene, render_scene
     from vqagraph.media import image_ref
     from vqagraph.toolkit import Toolkit
+    from vqagraph.world import generate_scene, render_scene
 
     encoder = Toolkit(load_profile("shapes")).image_encoder
     assert encoder is not None, "the shapes profile names a frozen image_encoder"

@@ -26,10 +26,10 @@ import torch
 from PIL import Image
 
 from vqagraph.config import load_profile
-from vqagraph.eval.world import Scene, load_scene, visible_masks
 from vqagraph.media import load_image
 from vqagraph.toolkit import Toolkit
 from vqagraph.tools.gradcam import patch_grid
+from vqagraph.world import Scene, load_scene, visible_masks
 
 SIZES = ("large", "medium", "small", "tiny")
 

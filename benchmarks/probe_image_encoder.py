@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vqagraph.eval.world import SIZE_WORDS, Scene, generate_scene, render_scene, visible_masks
+from vqagraph.world import SIZE_WORDS, Scene, generate_scene, render_scene, visible_masks
 
 DEFAULT_CONFIGS = ["lite0@224:4", "lite0@224:2,4", "lite0@320:4", "lite2@260:4", "lite2@320:4"]
 

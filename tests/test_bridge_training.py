@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from vqagraph.eval.bridge_training import NAMES, train_bridge
-from vqagraph.eval.bridge_training.cli import WEIGHTS_DIR
+from vqagraph.lab.qformer import NAMES, train_bridge
+from vqagraph.lab.qformer.cli import WEIGHTS_DIR
 from vqagraph.tools.qformer import PARTS
 
 SHIPPED = {kind: WEIGHTS_DIR / name for kind, name in NAMES.items()}
@@ -69,8 +69,8 @@ def test_shipped_bridge_answers_colour_questions_with_a_colour(kind: str, model_
     twice. Which colour is right is measured by `vqagraph eval` (README: 39% on one large object with the frozen
     encoder); this test keeps the route's plumbing and answer format honest."""
     from vqagraph import Engine
-    from vqagraph.eval.world import COLOURS
-    from vqagraph.eval.world.splits import split_examples
+    from vqagraph.world import COLOURS
+    from vqagraph.world.splits import split_examples
 
     engine = Engine.from_profile("shapes", qformer={"id": str(SHIPPED[kind])})
     examples = [e for e in split_examples("single-large", 12) if e.questions[0].family == "colour"][:3]
@@ -83,7 +83,7 @@ def test_shipped_bridge_answers_colour_questions_with_a_colour(kind: str, model_
 
 
 def test_knowledge_never_in_training_families() -> None:
-    from vqagraph.eval.bridge_training.data import QA_FAMILIES
+    from vqagraph.lab.qformer.data import QA_FAMILIES
 
     assert "knowledge" not in QA_FAMILIES
     assert np.all([f in ("colour", "shape", "count", "exists", "position", "size", "marked") for f in QA_FAMILIES])
@@ -91,9 +91,9 @@ def test_knowledge_never_in_training_families() -> None:
 
 def test_a_stopped_bridge_run_resumes_after_its_last_finished_stage(tmp_path: Path, model_cache: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from vqagraph.eval.bridge_training import instruct as I
-    from vqagraph.eval.bridge_training import stage1 as S1
-    from vqagraph.eval.bridge_training import stage2 as S2
+    from vqagraph.lab.qformer import instruct as I
+    from vqagraph.lab.qformer import stage1 as S1
+    from vqagraph.lab.qformer import stage2 as S2
 
     def stop(*_: Any, **__: Any) -> Any:
         raise KeyboardInterrupt  # the run is stopped in its last stage

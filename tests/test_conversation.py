@@ -15,7 +15,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from vqagraph import Engine
-from vqagraph.agents.threads import ThreadStore, ThreadStoreError
+from vqagraph.engine.threads import ThreadStore, ThreadStoreError
 
 PROFILE = {"llm": {"id": "builtin:tiny-llama"}, "qformer": {"id": "builtin:tiny-blip2"}}
 
@@ -138,7 +138,7 @@ def test_corrupt_and_locked_databases_are_clear_errors(engine: Engine, tmp_path:
     holder = sqlite3.connect(path)
     holder.execute("BEGIN EXCLUSIVE")
     try:
-        from vqagraph.agents.conversation import Conversation
+        from vqagraph.engine.conversation import Conversation
 
         chat = Conversation(engine, store, "locked")
         with pytest.raises(ThreadStoreError, match="unavailable: database is locked"):

@@ -16,7 +16,7 @@ from vqagraph.tools.image_encoder import FrozenImageEncoder, GridAdapter, GridAd
 
 
 def _scene_image(seed: int = 3) -> Any:
-    from vqagraph.eval.world import generate_scene, render_scene
+    from vqagraph.world import generate_scene, render_scene
 
     return render_scene(generate_scene(seed))
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vqagraph.eval.world.dataset import scene_seed
-from vqagraph.eval.world.paraphrase import candidates, generator_phrasing, paraphrases
-from vqagraph.eval.world.questions import WorldQuestion, generate_questions
-from vqagraph.eval.world.scene import generate_scene
-from vqagraph.eval.world.splits import VISION_FAMILIES, split_examples, write_split
+from vqagraph.world.dataset import scene_seed
+from vqagraph.world.paraphrase import candidates, generator_phrasing, paraphrases
+from vqagraph.world.questions import WorldQuestion, generate_questions
+from vqagraph.world.scene import generate_scene
+from vqagraph.world.splits import VISION_FAMILIES, split_examples, write_split
 
 ROOT = Path(__file__).resolve().parents[1]
 

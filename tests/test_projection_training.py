@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from vqagraph.eval import projection_training as P
+from vqagraph.lab import projection as P
 from vqagraph.tools.projector import ProjectionBridge
 
 PLAN = dataclasses.replace(P.QUICK, lm_steps=8, checkpoint_every=4, eval_every=4)
@@ -77,7 +77,7 @@ def test_a_stopped_run_resumes_where_it_was(tmp_path: Path, model_cache: Path, m
 
 def test_shipped_projector_answers_through_the_route(model_cache: Path) -> None:
     from vqagraph import Engine
-    from vqagraph.eval.world.splits import split_examples
+    from vqagraph.world.splits import split_examples
 
     folder = P.WEIGHTS_DIR / P.NAME
     notes = json.loads((folder / "training.json").read_text())

@@ -323,11 +323,11 @@ def test_blip2_served_whole_gives_the_same_answer(blip2_whole_server: VLLMServer
 def test_shapes_bridge_through_vllm_answers_like_transformers(smollm2_server: VLLMServer) -> None:
     """The shipped Shapes-world bridge into SmolLM2: the same tokens through the vLLM server (prompt embeddings)
     as through the transformers backend, on generated colour questions."""
-    from vqagraph.eval.world.splits import split_examples
+    from vqagraph.world.splits import split_examples
 
     local = Engine.from_profile("shapes")
     served = Engine.from_profile("shapes", llm_backend={"kind": "vllm-server", "url": smollm2_server.url})
-    from vqagraph.eval.world import COLOURS
+    from vqagraph.world import COLOURS
 
     examples = [e for e in split_examples("single-large", 12) if e.questions[0].family == "colour"][:4]
     for example in examples:

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from vqagraph.errors import VQAGraphError
-from vqagraph.eval.world import (
+from vqagraph.tools.visual_prompt import Mark, mark_phrase
+from vqagraph.world import (
     COLOURS,
     FAMILIES,
     SHAPES,
@@ -30,13 +31,12 @@ from vqagraph.eval.world import (
     write_dataset,
     write_foreign_dataset,
 )
-from vqagraph.eval.world.captions import PLURALS, centre
-from vqagraph.eval.world.cli import add_world_commands
-from vqagraph.eval.world.draw import png_bytes
-from vqagraph.eval.world.foreign import IMAGE_SIZES, foreign_examples
-from vqagraph.eval.world.questions import WorldQuestion
-from vqagraph.eval.world.scene import MIN_CONTRAST, background_pixels, full_mask, nearest_colour
-from vqagraph.tools.visual_prompt import Mark, mark_phrase
+from vqagraph.world.captions import PLURALS, centre
+from vqagraph.world.cli import add_world_commands
+from vqagraph.world.draw import png_bytes
+from vqagraph.world.foreign import IMAGE_SIZES, foreign_examples
+from vqagraph.world.questions import WorldQuestion
+from vqagraph.world.scene import MIN_CONTRAST, background_pixels, full_mask, nearest_colour
 
 SIZES = "tiny|small|medium|large"
 COLOUR_RE = "|".join(COLOURS)
@@ -318,7 +318,7 @@ def test_foreign_dataset_writes(tmp_path: Path) -> None:
 
 
 def test_held_out_splits_are_fixed_exact_and_apart(tmp_path: Path) -> None:
-    from vqagraph.eval.world.splits import SPLIT_SEEDS, VISION_FAMILIES, split_examples, write_split
+    from vqagraph.world.splits import SPLIT_SEEDS, VISION_FAMILIES, split_examples, write_split
 
     first = [(e.scene.seed, [q.question for q in e.questions]) for e in split_examples("validation", 40)]
     again = [(e.scene.seed, [q.question for q in e.questions]) for e in split_examples("validation", 40)]
@@ -343,7 +343,7 @@ def test_held_out_exists_questions_are_answered_yes_and_no() -> None:
     lists them first): a route that always says "yes" would score 100 there."""
     from collections import Counter
 
-    from vqagraph.eval.world.splits import split_examples
+    from vqagraph.world.splits import split_examples
 
     for split in ("validation", "test", "foreign"):
         answers = Counter(q.answers[0] for e in split_examples(split, 140) for q in e.questions if q.family == "exists")

@@ -293,7 +293,7 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
         "img2llm": {"gradcam_layer": 1, "num_captions": 8, "max_caption_rounds": 2, "itm_threshold": 0.0},
     },
     # Offline, and meaningful: models trained by `vqagraph world train` on the generated Shapes world (shipped in
-    # the package, vqagraph/eval/weights/) + SmolLM2-135M-Instruct. What it scores is in the README.
+    # the package, vqagraph/weights/) + SmolLM2-135M-Instruct. What it scores is in the README.
     "shapes": {
         "name": "shapes",
         "description": "Shapes-world BLIP ITM + captioner, T5 question generator and InstructBLIP Q-Former, "
@@ -309,7 +309,7 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
                           "resize": "letterbox"},
         "img2llm": {
             # The ITM text encoder has 3 layers; layer 1's cross-attention is the one trained to point (its
-            # attention is supervised by object masks, vqagraph/eval/training/itm.py). With the frozen encoder, on
+            # attention is supervised by object masks, vqagraph/lab/text_route/itm.py). With the frozen encoder, on
             # the validation split (benchmarks/pointing_game.py, 174 one-object questions): layer 1 56.3%, layer 0
             # 50.0% of GradCAM peaks on the named object.
             "gradcam_layer": 1,

@@ -38,9 +38,13 @@ def pick_dtype(device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.float32
 
 
+# The home of the Shapes-world models that ship inside the package; the trainers (vqagraph/lab) write there.
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
 def shipped_weights(name: str) -> Path:
     """The Shapes-world models that ship inside the package (trained by `vqagraph world train`)."""
-    folder = Path(__file__).parent / "eval" / "weights" / name
+    folder = WEIGHTS_DIR / name
     if not (folder / "config.json").exists():
         raise ModelNotAvailableError(
             f"the shipped model {name!r} is not in {folder.parent}: reinstall vqagraph, or train it with "

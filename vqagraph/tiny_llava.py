@@ -45,7 +45,7 @@ def build_llava(out: Path, seed: int = 8) -> None:
             "tie_word_embeddings": False,
             "initializer_range": 0.3}  # a wide init: untrained outputs vary with the image, so parity tests bite
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=image_token_id,
+    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=image_token_id,
                          image_seq_length=IMAGE_TOKENS, vision_feature_layer=-2,
                          vision_feature_select_strategy="default", projector_hidden_act="gelu")
     torch.manual_seed(seed)

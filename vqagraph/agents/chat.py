@@ -15,15 +15,16 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
+from vqagraph.agents.options import add_engine_options, open_engine, quiet_libraries
 from vqagraph.config import REQUESTED_ROUTES
 from vqagraph.errors import VQAGraphError
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from vqagraph.agents.conversation import Conversation
     from vqagraph.answer import Answer
     from vqagraph.engine import Engine
+    from vqagraph.engine.conversation import Conversation
     from vqagraph.tools.visual_prompt import Mark
 
 PROMPT = "vqagraph> "
@@ -277,7 +278,7 @@ class ChatSession:
         self.report(answer, printer.text())
 
     def report(self, answer: Answer, streamed: str) -> None:
-        from vqagraph.agents.conversation import vision_encoded
+        from vqagraph.engine.conversation import vision_encoded
 
         trace = answer.trace
         if " ".join(streamed.split()) != " ".join(answer.answer.split()):
@@ -351,15 +352,12 @@ class _StreamPrinter:
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", nargs="?", default=None, help="the first image (optional with --thread)")
     parser.add_argument("--thread", default=None, metavar="ID", help="continue this thread (its image comes with it)")
-    parser.add_argument("--store", default=None, metavar="URL",
-                        help="thread store: a SQLite path (default under the data directory; VQAGRAPH_DATA), "
-                        "postgresql://..., or memory")
-    parser.add_argument("--profile", default=None, help="built-in profile name or a TOML/YAML profile file")
+    add_engine_options(parser)
     parser.add_argument("--route", default="auto", choices=ROUTES,
-                        help="auto: the router decides; img2llm: text route; bridge: embedding route; both")
+                        help="auto: the router decides; img2llm: text route; bridge: Q-Former embedding route; "
+                        "projection: LLaVA projection route; both: every route the profile has")
     parser.add_argument("--router", default=None, choices=POLICIES,
                         help="the router's policy for route auto (default: the profile's)")
-    parser.add_argument("--llm-url", default=None, help="answer with an already running vLLM server at this URL")
     parser.set_defaults(func=run_chat)
 
 
@@ -372,14 +370,11 @@ def add_chat_command(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run_chat(args: argparse.Namespace) -> int:
-    from vqagraph.agents.cli import _backend_overrides
-    from vqagraph.engine import Engine
-
     if sys.stdin.isatty():
         with contextlib.suppress(ImportError):
             import readline  # noqa: F401  (line editing and history for input())
     print(f"loading profile {args.profile or 'tiny (default)'}…", flush=True)
-    engine = Engine.from_profile(args.profile, **_backend_overrides(args))
+    engine = open_engine(args)
     try:
         engine.check_route(args.route, args.router)
         conversation = engine.conversation(thread_id=args.thread, store=args.store)
@@ -396,12 +391,10 @@ def run_chat(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m vqagraph.agents.chat [IMAGE] [--thread ID] ...`: the chat command alone."""
-    from vqagraph.agents.cli import _quiet_libraries
-
     parser = argparse.ArgumentParser(prog="vqagraph chat", description=__doc__.splitlines()[0] if __doc__ else None)
     _add_arguments(parser)
     args = parser.parse_args(argv)
-    _quiet_libraries()
+    quiet_libraries()
     try:
         return int(args.func(args))
     except VQAGraphError as exc:

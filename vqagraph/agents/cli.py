@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from vqagraph.agents.options import add_engine_options, engine_overrides, quiet_libraries
 from vqagraph.config import REQUESTED_ROUTES
 from vqagraph.errors import VQAGraphError
-
-
-def _quiet_libraries() -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-
-
-def _backend_overrides(args: argparse.Namespace) -> dict[str, object]:
-    if getattr(args, "llm_url", None):
-        return {"llm_backend": {"kind": "vllm-server", "url": args.llm_url}}
-    return {}
+from vqagraph.request import AskRequest
 
 
 def _marks(engine: object, image: Any, specs: list[str]) -> list[object]:
@@ -49,18 +36,17 @@ def _ask(args: argparse.Namespace) -> int:
         from vqagraph.graphs.graph_cli import load_graph
 
         graph = load_graph(args.graph)
-    engine = Engine.from_profile(args.profile, graph=graph, **_backend_overrides(args))
+    engine = Engine.from_profile(args.profile, graph=graph, **engine_overrides(args))
+    marks_image = image
+    if args.thread and image is None:  # marks in fractions are fractions of the thread's image
+        ref = engine.conversation(args.thread, store=args.store).image_ref
+        marks_image = engine.tools.images.get(ref) if ref else None
+    marks = _marks(engine, marks_image, args.mark) if args.mark and marks_image is not None else []
+    answer = engine.answer(AskRequest(question=question, image=image, marks=marks, route=args.route,
+                                      router=args.router, thread=args.thread, store=args.store))
     if args.thread:
-        conversation = engine.conversation(args.thread, store=args.store)
-        marks_image = image or (conversation.image_ref and engine.tools.images.get(conversation.image_ref))
-        marks = _marks(engine, marks_image, args.mark) if args.mark and marks_image else []
-        answer = conversation.ask(question, image=image, marks=marks, route=args.route,  # type: ignore[arg-type]
-                                  router=args.router)
-        print(f"thread: {conversation.thread_id} (turn {len(conversation.history())})", file=sys.stderr)
-    else:
-        marks = _marks(engine, image, args.mark)
-        answer = engine.ask(image, question, route=args.route, marks=marks,  # type: ignore[arg-type]
-                            router=args.router)
+        turns = len(engine.conversation(args.thread, store=args.store).history())
+        print(f"thread: {args.thread} (turn {turns})", file=sys.stderr)
     if args.explain:
         from vqagraph.tools.explain_picture import explain_picture
 
@@ -158,15 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="answer with a custom graph spec (YAML/JSON; see examples/graphs)")
     ask.add_argument("--thread", default=None, metavar="ID",
                      help="add this question to a conversation thread (created if new, continued if not)")
-    ask.add_argument("--store", default=None, metavar="URL",
-                     help="thread store: a SQLite path (default: under the data directory), postgresql://…, memory")
-    ask.add_argument("--profile", default=None, help="built-in profile name or a TOML/YAML profile file")
+    add_engine_options(ask)
     ask.add_argument("--route", default="auto", choices=list(REQUESTED_ROUTES),
-                     help="auto: the router decides; img2llm: text route; bridge: BLIP-2 embedding route; both")
+                     help="auto: the router decides; img2llm: text route; bridge: Q-Former embedding route; "
+                     "projection: LLaVA projection route; both: every route the profile has")
     ask.add_argument("--router", default=None, choices=["rules", "cascade", "both"],
                      help="the router's policy for --route auto (default: the profile's)")
     ask.add_argument("--json", action="store_true", help="print the answer with its full trace as JSON")
-    ask.add_argument("--llm-url", default=None, help="answer with an already running vLLM server at this URL")
     ask.add_argument("--mark", action="append", default=[], metavar="SHAPE:COORDS[:COLOUR]",
                      help="draw a visual prompt, e.g. rectangle:10,20,120,90:red or point:0.5,0.5 (repeatable)")
     ask.add_argument("--explain", default=None, metavar="OUT.png",
@@ -203,8 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     from vqagraph.agents.chat import add_chat_command
     from vqagraph.agents.serve_cli import add_serve_commands
     from vqagraph.eval.cli import add_eval_command
-    from vqagraph.eval.world.cli import add_world_commands
     from vqagraph.graphs.graph_cli import add_graph_commands
+    from vqagraph.world.cli import add_world_commands
 
     add_chat_command(sub)
     add_eval_command(sub)
@@ -219,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _quiet_libraries()
+    quiet_libraries()
     try:
         return int(args.func(args))
     except VQAGraphError as exc:

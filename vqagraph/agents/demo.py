@@ -13,7 +13,7 @@ from pathlib import Path
 
 from vqagraph.engine import Engine
 
-DEMO_SEED = 7_000_001  # never used for training data (vqagraph/eval/training uses its own seeds)
+DEMO_SEED = 7_000_001  # never used for training data (vqagraph/lab/text_route uses its own seeds)
 DEMO_FAMILIES = ("colour", "shape", "count", "exists", "position", "size", "marked", "knowledge")
 
 
@@ -21,8 +21,8 @@ def run_demo(profile: str | None, out: Path, scenes: int = 3, explain: bool = Tr
     from vqagraph.eval.datasets import load_dataset
     from vqagraph.eval.harness import answer_one, score_answer
     from vqagraph.eval.report import AnswerRecord, EvalReport
-    from vqagraph.eval.world import write_dataset
     from vqagraph.tools.explain_picture import explain_picture
+    from vqagraph.world import write_dataset
 
     start = time.perf_counter()
     write_dataset(out, DEMO_SEED, scenes, per_family=1)

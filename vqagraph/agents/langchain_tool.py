@@ -15,15 +15,15 @@ the tool's content so the agent can try again.
 from __future__ import annotations
 
 import asyncio
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.tools import BaseTool, ToolException
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field
 
 from vqagraph.config import RequestedRoute
 from vqagraph.errors import ImageError, VQAGraphError
+from vqagraph.request import AskRequest
 
 if TYPE_CHECKING:
     from langchain_core.callbacks import AsyncCallbackManagerForToolRun, CallbackManagerForToolRun
@@ -76,7 +76,6 @@ class VisualQuestionTool(BaseTool):
     image_root: Path | None = Field(None, description="when set, image paths must lie under this folder")
     include_trace: bool = Field(True, description="put the full trace in the artifact")
 
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def _image(self, engine: Engine, image: str | None) -> ImageInput | None:
         if image is None or not image.strip():
@@ -100,15 +99,12 @@ class VisualQuestionTool(BaseTool):
         engine: Engine = self.engine
         checked = [m.model_dump(exclude_none=True) if isinstance(m, BaseModel) else dict(m) for m in marks or []]
         try:
-            with self._lock:  # one question at a time: the models are not safe for concurrent use
+            with engine.lock:  # the engine's one lock: its models are not safe for concurrent use
                 source = self._image(engine, image)
-                if thread:
-                    answer = engine.conversation(thread, store=self.store).ask(question, image=source,
-                                                                               marks=checked, route=route)
-                elif source is None:
+                if source is None and not thread:
                     raise ImageError("give the image (a file path or an image reference)")
-                else:
-                    answer = engine.ask(source, question, route=route, marks=checked)
+                answer = engine.answer(AskRequest(question=question, image=source, marks=checked, route=route,
+                                                  thread=thread, store=self.store))
         except VQAGraphError as exc:
             raise ToolException(str(exc)) from exc
         artifact = answer.model_dump(mode="json", exclude=None if self.include_trace else {"trace"})

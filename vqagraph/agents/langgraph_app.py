@@ -20,7 +20,6 @@ import time
 from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
-from langgraph.config import get_config
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 
@@ -32,7 +31,6 @@ if TYPE_CHECKING:
 
 _engine: Engine | None = None
 _engine_lock = threading.Lock()
-_run_lock = threading.Lock()  # a server runs threads concurrently; the models are not safe for concurrent use
 
 
 def get_engine() -> Engine:
@@ -102,9 +100,8 @@ def _image_input(engine: Engine, image: str) -> ImageInput:
 
 def ask(state: AppState) -> dict[str, Any]:
     """One turn: the VQA graph (as a subgraph of this run) with the earlier turns on the image as history."""
-    from vqagraph.agents.conversation import history_on
-    from vqagraph.engine import validate_marks
-    from vqagraph.graphs.state import VQAContext
+    from vqagraph.engine.conversation import history_on
+    from vqagraph.request import validate_marks
 
     engine = get_engine()
     start = time.perf_counter()
@@ -123,11 +120,9 @@ def ask(state: AppState) -> dict[str, Any]:
     history = history_on(state.get("turns", []), ref)
     inputs = engine.graph_inputs(ref, question, route, validate_marks(state.get("marks") or []), router, history)
     intake = time.perf_counter() - start
-    # Tokens go out as custom stream events (a no-op unless the caller streams with stream_mode="custom").
-    context = VQAContext(tools=engine.tools, stream_tokens=True)
-    with _run_lock:
-        final = engine.turn_graph.invoke(inputs, config=get_config(), context=context)
-    answer = engine.answer_from(final, inputs, start, intake)
+    # Nested in this run; tokens go out as custom stream events (a no-op unless the caller streams "custom").
+    with engine.lock:  # a server runs threads concurrently; the engine's models are not safe for concurrent use
+        answer = engine.run(inputs, start, intake, nested=True, stream_tokens=True)
     turn = {"question": question, "asked": answer.question, "answer": answer.answer, "image_ref": ref,
             "route": answer.route}
     reply = AIMessage(content=answer.answer,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import io
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -26,6 +25,7 @@ from pydantic import BaseModel, Field
 
 from vqagraph.config import RequestedRoute
 from vqagraph.errors import VQAGraphError
+from vqagraph.request import AskRequest
 
 if TYPE_CHECKING:
     from vqagraph.engine import Engine
@@ -52,7 +52,7 @@ def build_server(engine: Engine, store: str | None = None) -> MCPServer:
 
     from vqagraph.agents.openai_protocol import local_image
 
-    lock = threading.Lock()  # one engine call at a time: the models are not safe for concurrent use
+    lock = engine.lock  # the engine's one lock: its models are not safe for concurrent use
 
     async def run(fn: Callable[[Engine], T]) -> T:
         def call() -> T:
@@ -78,15 +78,12 @@ def build_server(engine: Engine, store: str | None = None) -> MCPServer:
                         marks: list[dict[str, Any]] | None = None, thread: str | None = None) -> AskResult:
         def ask(engine: Engine) -> AskResult:
             source = local_image(image) if image else None
-            if thread:
-                answer = engine.conversation(thread, store=store).ask(question, image=source, marks=marks,
-                                                                      route=route)
-            else:
-                if source is None:
-                    from vqagraph.errors import ImageError
+            if source is None and not thread:
+                from vqagraph.errors import ImageError
 
-                    raise ImageError("give an image (a local path or a data: URL), or a thread to continue")
-                answer = engine.ask(source, question, route=route, marks=marks)
+                raise ImageError("give an image (a local path or a data: URL), or a thread to continue")
+            answer = engine.answer(AskRequest(question=question, image=source, marks=marks or [], route=route,
+                                              thread=thread, store=store))
             return AskResult(answer=answer.answer, route=answer.route, route_reason=answer.trace.route_reason,
                              question=answer.question, image_ref=answer.image_ref, thread=thread,
                              meaningless=answer.meaningless, mark_notes=answer.trace.mark_notes)
@@ -110,11 +107,10 @@ def run_stdio(args: argparse.Namespace) -> int:
     """Serve over stdio until the client closes stdin. Models load on the first call (not before the handshake)."""
     import os
 
-    from vqagraph.engine import Engine
+    from vqagraph.agents.options import open_engine
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    overrides: dict[str, Any] = {"llm_backend": {"kind": "vllm-server", "url": args.llm_url}} if args.llm_url else {}
-    engine = Engine.from_profile(args.profile, **overrides)  # checks the profile now; models load lazily
+    engine = open_engine(args)  # checks the profile now; models load lazily
     try:
         build_server(engine, store=args.store).run("stdio")
     finally:
@@ -123,10 +119,10 @@ def run_stdio(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from vqagraph.agents.serve_cli import add_mcp_arguments
+    from vqagraph.agents.options import add_engine_options
 
     parser = argparse.ArgumentParser(prog="python -m vqagraph.agents.mcp_server", description=__doc__.split("\n")[0])
-    args = add_mcp_arguments(parser).parse_args(argv)
+    args = add_engine_options(parser).parse_args(argv)
     try:
         return run_stdio(args)
     except VQAGraphError as exc:

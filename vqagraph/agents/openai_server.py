@@ -17,7 +17,6 @@ import contextlib
 import hmac
 import json
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +53,7 @@ from vqagraph.errors import (
     QuestionError,
     VQAGraphError,
 )
+from vqagraph.request import AskRequest
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -72,7 +72,7 @@ DEFAULT_MAX_DOWNLOAD = 20 * 1024 * 1024
 
 def api_error(exc: VQAGraphError) -> APIError:
     """vqagraph's errors as HTTP statuses: the caller's fault is 4xx, the LLM's or the store's 5xx."""
-    from vqagraph.agents.threads import ThreadStoreError
+    from vqagraph.engine.threads import ThreadStoreError
 
     message = str(exc)
     if isinstance(exc, ImageTooLargeError):
@@ -125,7 +125,7 @@ class OpenAIServer:
         self.max_download_bytes = max_download_bytes
         self.max_image_pixels = max_image_pixels or engine.profile.limits.max_image_pixels
         self.models = list(model_names or [engine.profile.name])
-        self.lock = threading.Lock()  # the models are not safe for concurrent GradCAM / generation
+        self.lock = engine.lock  # the engine's one lock: its models are not safe for concurrent GradCAM / generation
         self.created = int(time.time())
 
     # -- HTTP plumbing
@@ -248,44 +248,12 @@ class OpenAIServer:
         return plan.route != "auto" or (plan.router or self.engine.profile.router.policy) == "rules"
 
     def answer(self, plan: Plan, on_token: Callable[[str], None] | None = None) -> Answer:
-        if plan.thread is not None:
-            conversation = self.engine.conversation(plan.thread, store=self.store)
-            if on_token is None:
-                return conversation.ask(plan.question, image=plan.image, marks=plan.marks, route=plan.route,
-                                        router=plan.router)
-            final: Answer | None = None
-            for kind, value in conversation.stream(plan.question, image=plan.image, marks=plan.marks,
-                                                   route=plan.route, router=plan.router):
-                if kind == "token":
-                    on_token(value)
-                elif kind == "answer":
-                    final = value
-            assert final is not None
-            return final
-        return self.answer_stateless(plan, on_token)
-
-    def answer_stateless(self, plan: Plan, on_token: Callable[[str], None] | None) -> Answer:
-        """The VQA graph with the request's earlier turns as history (no thread store involved)."""
-        from vqagraph.graphs.state import VQAContext
-
-        engine = self.engine
-        start = time.perf_counter()
-        assert plan.image is not None
-        ref = engine.add_image(plan.image)
-        inputs = engine.graph_inputs(ref, plan.question, plan.route, plan.marks, plan.router, plan.history)
-        intake = time.perf_counter() - start
-        context = VQAContext(tools=engine.tools, stream_tokens=on_token is not None)
-        if on_token is None:
-            state = engine.graph.invoke(inputs, context=context)
-        else:
-            state = {}
-            for namespace, mode, data in engine.graph.stream(inputs, context=context, subgraphs=True,
-                                                             stream_mode=["values", "custom"]):
-                if mode == "custom" and isinstance(data, dict) and "token" in data:
-                    on_token(data["token"])
-                elif mode == "values" and not namespace:
-                    state = data
-        return engine.answer_from(state, inputs, start, intake)
+        """The engine's one entry point: a thread's turn, or the request's own earlier turns as history."""
+        request = AskRequest(question=plan.question, image=plan.image, marks=list(plan.marks), route=plan.route,
+                             router=plan.router, history=[] if plan.thread else list(plan.history),
+                             thread=plan.thread, store=self.store)
+        on_event = None if on_token is None else (lambda kind, value: on_token(value) if kind == "token" else None)
+        return self.engine.answer(request, on_event)
 
     # -- endpoints
 

@@ -9,13 +9,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from vqagraph.agents.options import add_engine_options, open_engine
 from vqagraph.errors import VQAGraphError
-
-
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    if getattr(args, "llm_url", None):
-        return {"llm_backend": {"kind": "vllm-server", "url": args.llm_url}}
-    return {}
 
 
 def _loopback(host: str) -> bool:
@@ -29,7 +24,6 @@ def _loopback(host: str) -> bool:
 
 def _serve(args: argparse.Namespace) -> int:
     from vqagraph.agents.openai_server import serve
-    from vqagraph.engine import Engine
 
     if args.max_body_mb <= 0:
         raise VQAGraphError("--max-body-mb must be positive")
@@ -37,7 +31,7 @@ def _serve(args: argparse.Namespace) -> int:
     if not _loopback(args.host) and api_key is None:
         print(f"vqagraph serve: warning: listening on {args.host} without an API key; anyone who reaches this "
               "port can use it (set --api-key or VQAGRAPH_API_KEY)", file=sys.stderr)
-    engine = Engine.from_profile(args.profile, **_overrides(args))
+    engine = open_engine(args)
     print(f"vqagraph serve: profile {engine.profile.name!r} at http://{args.host}:{args.port}/v1 "
           f"(model {engine.profile.name!r}; API key {'required' if api_key else 'off'}; remote images from "
           f"{', '.join(args.allow_host) or 'no host'})", file=sys.stderr, flush=True)
@@ -62,30 +56,19 @@ def add_serve_commands(subparsers: Any) -> None:
         description="Serve /v1/chat/completions and /v1/models for the profile. Loopback by default.")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--profile", default=None, help="built-in profile name or a TOML/YAML profile file")
     serve.add_argument("--api-key", default=None, metavar="KEY",
                        help="require `Authorization: Bearer KEY` (default: $VQAGRAPH_API_KEY; none: no auth)")
     serve.add_argument("--allow-host", action="append", default=[], metavar="HOST",
                        help="fetch http(s) image URLs from this host (repeatable); private, loopback and link-local "
                        "addresses are refused even when listed. Default: data: URLs only")
-    serve.add_argument("--store", default=None, metavar="URL",
-                       help="thread store: a SQLite path (default: under the data directory), postgresql://…, memory")
     serve.add_argument("--max-body-mb", type=float, default=20.0, metavar="N",
                        help="largest request body in MiB (default 20); larger requests get 413")
-    serve.add_argument("--llm-url", default=None, help="answer with an already running vLLM server at this URL")
+    add_engine_options(serve)
     serve.set_defaults(func=_serve)
 
     mcp = subparsers.add_parser("mcp", help="a Model Context Protocol server over stdio (ask_image, render_marks)",
                                 description="For desktop agents: tools ask_image and render_marks over stdio.")
-    add_mcp_arguments(mcp).set_defaults(func=_mcp)
-
-
-def add_mcp_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--profile", default=None, help="built-in profile name or a TOML/YAML profile file")
-    parser.add_argument("--store", default=None, metavar="URL",
-                        help="thread store: a SQLite path (default: under the data directory), postgresql://…, memory")
-    parser.add_argument("--llm-url", default=None, help="answer with an already running vLLM server at this URL")
-    return parser
+    add_engine_options(mcp).set_defaults(func=_mcp)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

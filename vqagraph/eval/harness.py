@@ -11,17 +11,16 @@ Design points, and why:
   the server batches them) and torch releases the GIL in the vision models. The first question runs alone, so
   the toolkit's models load once instead of once per thread. Records are put back in (question, route) order
   and the answers file is written in that order as it fills, so the output does not depend on scheduling.
-* Concurrent asks are only taken when the engine says it is safe (`engine.thread_safe` is true). Today's local
-  tools are not: GradCAM captures attention through a forward hook on a module all threads share, and seeded
-  sampling (captions, LLM) seeds torch's process-wide generator. Until they are, asks run one at a time under a
-  lock: slower, never wrong. Sequential answers do not depend on the order of questions (verified: a cached
+* Asks hold the engine's one lock (`engine.lock`, which every front end shares): GradCAM captures attention
+  through a forward hook on a module all threads share, and seeded sampling (captions, LLM) seeds torch's
+  process-wide generator, so asks run one at a time. Workers then only overlap the scoring and the writing:
+  slower than batching, never wrong. Sequential answers do not depend on the order of questions (verified: a cached
   image gives the same answer), so the numbers are the same for any `workers`.
 """
 
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
@@ -31,6 +30,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
+from vqagraph.config import REQUESTED_ROUTES
 from vqagraph.errors import QuestionError, VQAGraphError
 from vqagraph.eval.datasets import EvalItem
 from vqagraph.eval.metric import vqa_accuracy
@@ -41,10 +41,8 @@ if TYPE_CHECKING:
 
 
 def known_routes() -> tuple[str, ...]:
-    """The routes the graph knows right now (read late: routes are added as the project grows)."""
-    from vqagraph.graphs.vqa import ROUTES
-
-    return tuple(ROUTES)
+    """The routes a caller may ask for (config.REQUESTED_ROUTES)."""
+    return tuple(REQUESTED_ROUTES)
 
 
 def check_routes(routes: Iterable[str]) -> list[str]:
@@ -152,7 +150,7 @@ def evaluate(
             for index in range(1, len(units)):
                 finish(index, answer_one(engine, *units[index]))
         else:
-            guard = None if getattr(engine, "thread_safe", False) else threading.Lock()
+            guard = engine.lock  # the engine's one lock: its models are not safe for concurrent use
             _run_pool(engine, units, workers, finish, guard)
     finally:
         writer.close()

@@ -101,8 +101,8 @@ def make_intake(settings: IntakeSettings) -> Node:
     def intake(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
         """`image_ref` may be an image path (taken in, checked, stored) or a stored reference; the question is
         checked (not empty, within the limit) and its whitespace tidied."""
-        from vqagraph.engine import validate_question
         from vqagraph.media import load_image
+        from vqagraph.request import validate_question
 
         tools = runtime.context.tools
         limits = tools.profile.limits

@@ -1,0 +1,229 @@
+"""`Engine`: a profile's tools plus the compiled VQA graph, behind one entry point for a question (`answer`).
+
+Every front end hands `answer` an `AskRequest`: it validates the question, the route and the marks, takes the
+image in, brings the history (its own, or the thread's), holds the engine's one lock, runs the graph (streaming
+tokens and node events when asked) and returns the `Answer`."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image
+
+from vqagraph.answer import Answer, Trace
+from vqagraph.config import Profile, load_profile
+from vqagraph.errors import ImageError, ProfileError, QuestionError
+from vqagraph.graphs.events import OnEvent, stream_event
+from vqagraph.graphs.router import POLICIES
+from vqagraph.graphs.state import VQAContext
+from vqagraph.graphs.vqa import ROUTES, build_graph
+from vqagraph.media import ImageInput, load_image
+from vqagraph.request import AskRequest, validate_marks, validate_question
+from vqagraph.toolkit import Toolkit
+
+if TYPE_CHECKING:
+    from vqagraph.engine.conversation import Conversation
+    from vqagraph.engine.threads import ThreadStore
+    from vqagraph.tools.visual_prompt import Mark
+
+
+class Engine:
+    """Answers questions about images with a frozen LLM, through the VQA graph."""
+
+    def __init__(self, profile: Profile, graph: Any = None) -> None:
+        self.profile = profile
+        self.tools = Toolkit(profile)
+        # Any compiled graph over VQAState with VQAContext works: the built-in one or a user's own.
+        self.graph = graph if graph is not None else build_graph()
+        # The same graph for conversation turns, run inside the thread graph: it never writes checkpoints of
+        # its own (the thread keeps the turns), but its node events stream with the thread's.
+        self.turn_graph = self.graph.copy(update={"checkpointer": False}) if graph is not None \
+            else build_graph(checkpointer=False)
+        self._stores: dict[str, ThreadStore] = {}
+        # One question at a time per engine: GradCAM hooks a module all threads share. (Inside one question
+        # the `both` route still runs its two routes concurrently.) Servers and tools share this lock.
+        self.lock = threading.RLock()
+
+    @classmethod
+    def from_profile(
+        cls, name_or_path: str | Path | Profile | None = None, *, graph: Any = None, **overrides: Any
+    ) -> Engine:
+        """A built-in profile name (`tiny`, `blip-opt`), a TOML/YAML profile file, or a `Profile`."""
+        return cls(load_profile(name_or_path, **overrides), graph=graph)
+
+    @property
+    def letterboxed(self) -> bool:
+        """Whether the vision models see each image centred on a square (what explain pictures must show)."""
+        encoder = self.profile.image_encoder
+        return encoder is not None and encoder.resize == "letterbox"
+
+    def add_image(self, image: ImageInput) -> str:
+        """Take an image in (validated) and return its content reference."""
+        return self.tools.images.add(load_image(image, max_pixels=self.profile.limits.max_image_pixels))
+
+    def render(self, image: ImageInput, marks: Sequence[Mark | dict[str, Any]]) -> Image.Image:
+        """The image exactly as the routes will see it with these marks drawn on it."""
+        from vqagraph.tools.visual_prompt import render_marks
+
+        picture = load_image(image, max_pixels=self.profile.limits.max_image_pixels)
+        drawn, _ = render_marks(picture, validate_marks(marks), seed=self.profile.img2llm.seed)
+        return drawn
+
+    def conversation(self, thread_id: str | None = None, store: str | None = None) -> Conversation:
+        """A multi-turn thread (new, or continued by id) persisted in `store`: a SQLite path (default: under
+        the user's data directory), a `postgresql://` URL, or `memory`."""
+        from vqagraph.engine.conversation import Conversation
+        from vqagraph.engine.threads import ThreadStore, default_store_url
+
+        key = store or default_store_url()
+        if key not in self._stores:
+            self._stores[key] = ThreadStore(key)
+        opened = self._stores[key]
+        if self.tools.images.root is None:
+            self.tools.images.root = opened.images  # images of threads go to disk, content-addressed
+        return Conversation(self, opened, thread_id)
+
+    def close(self) -> None:
+        """Release the thread stores this engine opened."""
+        for opened in self._stores.values():
+            opened.close()
+        self._stores.clear()
+
+    def check_route(self, route: str, router: str | None = None) -> None:
+        """Reject an unknown route or policy, or a bridge the profile has no checkpoint for, before anything runs."""
+        if route not in ROUTES:
+            raise QuestionError(f"unknown route {route!r}; choose one of {', '.join(ROUTES)}")
+        if router is not None and router not in POLICIES:
+            raise QuestionError(f"unknown router policy {router!r}; choose one of {', '.join(POLICIES)}")
+        if route == "bridge" and "bridge" not in self.profile.routes():
+            raise ProfileError(f"route 'bridge' needs the embedding route, but profile {self.profile.name!r} has "
+                               "no `qformer` checkpoint (BLIP-2 or InstructBLIP)")
+        if route == "projection" and "projection" not in self.profile.routes():
+            raise ProfileError(f"route 'projection' needs the projection route, but profile {self.profile.name!r} "
+                               "has no `projector` checkpoint (LLaVA)")
+
+    def answer(self, request: AskRequest, on_event: OnEvent | None = None) -> Answer:
+        """The one entry point for a question. With `request.thread` the turn joins that conversation (its image
+        and earlier turns come from the thread store); otherwise `request.image` is required and
+        `request.history` holds the earlier turns the caller kept. `on_event(kind, value)` receives ("token",
+        text) as the LLM writes and ("node", name) as each node finishes."""
+        if request.thread is not None:
+            conversation = self.conversation(request.thread, store=request.store)
+            return conversation.answer(request, on_event)
+        start = time.perf_counter()
+        question = validate_question(request.question, self.profile.limits.max_question_chars)
+        self.check_route(request.route, request.router)
+        marks = validate_marks(request.marks)
+        if request.image is None:
+            raise ImageError("no image: give one (or a thread whose image the question is about)")
+        ref = self.add_image(request.image)
+        inputs = self.graph_inputs(ref, question, request.route, marks, request.router, request.history)
+        with self.lock:
+            return self.run(inputs, start, time.perf_counter() - start, on_event)
+
+    def run(self, inputs: dict[str, Any], start: float, intake: float, on_event: OnEvent | None = None, *,
+            nested: bool = False, stream_tokens: bool = False) -> Answer:
+        """Run the graph on checked inputs (the caller holds the lock) and read the `Answer` from its final state.
+        `nested`: inside another LangGraph run (a conversation's turn, the LangGraph app), whose config makes
+        this graph its subgraph, so node and token events (with `stream_tokens`) stream with the outer run's."""
+        context = VQAContext(tools=self.tools, stream_tokens=stream_tokens or on_event is not None)
+        if nested:
+            from langgraph.config import get_config
+
+            state = self.turn_graph.invoke(inputs, config=get_config(), context=context)
+        elif on_event is None:
+            state = self.graph.invoke(inputs, context=context)
+        else:
+            state = {}
+            for namespace, mode, chunk in self.graph.stream(inputs, context=context, subgraphs=True,
+                                                            stream_mode=["values", "updates", "custom"]):
+                if mode == "values" and not namespace:
+                    state = chunk
+                for kind, value in stream_event(mode, chunk):
+                    on_event(kind, value)
+        return self.answer_from(state, inputs, start, intake)
+
+    def ask(
+        self,
+        image: ImageInput,
+        question: str,
+        route: str = "auto",
+        marks: Sequence[Mark | dict[str, Any]] | None = None,
+        router: str | None = None,
+    ) -> Answer:
+        """Answer `question` about `image`; `marks` (visual prompts) are drawn on it first.
+
+        `route`: auto (the router's `policy` decides; `router` overrides the profile's), img2llm, bridge,
+        projection, or both (every route the profile has)."""
+        return self.answer(AskRequest(question=question, image=image, route=route, marks=list(marks or []),
+                                      router=router))
+
+    def graph_inputs(
+        self,
+        ref: str,
+        question: str,
+        route: str = "auto",
+        marks: Sequence[Mark] = (),
+        router: str | None = None,
+        history: Sequence[dict[str, str]] = (),
+    ) -> dict[str, Any]:
+        """The VQA graph's input state for an image already taken in (all values checkpoint-safe)."""
+        return {"image_ref": ref, "question": question, "route": route, "router_policy": router or "",
+                "marks": [m.model_dump(mode="json") for m in marks], "history": list(history)}
+
+    def answer_from(self, state: dict[str, Any], inputs: dict[str, Any], start: float, intake: float) -> Answer:
+        """The `Answer` and its trace, read from the graph's final state."""
+        ref, question, route = inputs["image_ref"], inputs["question"], inputs["route"]
+        router = inputs.get("router_policy") or None
+        timings = {"intake": round(intake, 4), **state.get("timings", {})}
+        timings["total"] = round(time.perf_counter() - start, 4)
+        trace = Trace(
+            profile=self.profile.name,
+            route=state.get("answered_by") or state.get("chosen_route", ""),
+            route_reason=state.get("route_reason", ""),
+            requested_route=route,
+            router_policy=(router or self.profile.router.policy) if route == "auto" else "",
+            route_answers=state.get("route_answers", {}),
+            captions=state.get("captions", []),
+            caption_scores=state.get("caption_scores", []),
+            caption_stats=state.get("caption_stats", {}),
+            candidates=state.get("candidates", []),
+            exemplars=state.get("exemplars", []),
+            prompt=state.get("prompt", ""),
+            prompt_stats=state.get("prompt_stats", {}),
+            raw_answer=state.get("raw_answer", ""),
+            token_logprobs=state.get("token_logprobs", []),
+            gradcam=state.get("gradcam", []),
+            grid=state.get("grid", []),
+            patch_ids=state.get("patch_ids", []),
+            image_encoded=state.get("image_encoded", True),
+            timings=timings,
+            original_question=state.get("original_question", question),
+            mark_phrases=state.get("mark_phrases", []),
+            mark_notes=state.get("mark_notes", []),
+            seen_image_ref=state.get("image_ref", ref),
+            query_tokens=state.get("query_tokens", 0),
+            bridge_prompt=state.get("bridge_prompt", ""),
+            bridge_prompt_tokens=state.get("bridge_prompt_tokens", 0),
+            bridge_conditioned=state.get("bridge_conditioned", False),
+            bridge_image_encoded=state.get("bridge_image_encoded", True),
+            projection_tokens=state.get("projection_tokens", 0),
+            projection_prompt=state.get("projection_prompt", ""),
+            projection_prompt_tokens=state.get("projection_prompt_tokens", 0),
+            projection_image_encoded=state.get("projection_image_encoded", True),
+            standalone_question=state.get("standalone_question", ""),
+            path=state.get("path", []),
+            history_turns=len(inputs.get("history") or []),
+        )
+        return Answer(
+            answer=state.get("answer", ""),
+            question=state.get("question", question),
+            image_ref=ref,
+            route=trace.route,
+            meaningless=self.profile.meaningless,
+            trace=trace,
+        )

@@ -1,3 +1,0 @@
-from vqagraph.eval.bridge_training.cli import main
-
-raise SystemExit(main())

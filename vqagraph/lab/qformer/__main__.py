@@ -1,0 +1,3 @@
+from vqagraph.lab.qformer.cli import main
+
+raise SystemExit(main())

@@ -494,3 +494,39 @@ def test_truncated_pil_image_is_an_image_error() -> None:
     opened = Image.open(io.BytesIO(data[: len(data) // 2]))
     with pytest.raises(ImageError, match="unreadable, truncated"):
         load_image(opened)
+
+
+def test_one_parser_for_image_strings(tmp_path: Path) -> None:
+    """Every front end parses an image string with media.image_from_string: references, data: URLs, URLs only
+    through the caller's fetch, paths only for local callers and only inside their root."""
+    import base64
+    import io
+
+    import pytest
+
+    from vqagraph.errors import ImageError
+    from vqagraph.media import ImageStore, image_from_string
+
+    store = ImageStore()
+    picture = Image.new("RGB", (8, 6), "red")
+    ref = store.add(picture)
+    assert image_from_string(f"  {ref} ", store).size == (8, 6)
+    with pytest.raises(ImageError, match="64 lowercase hex"):
+        image_from_string("sha256:../../outside/secret", store)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    assert image_from_string(url, None) == buffer.getvalue() == image_from_string(url, store)
+    with pytest.raises(ImageError, match="not fetched here"):
+        image_from_string("https://example.com/a.png", store)
+    assert image_from_string("https://example.com/a.png", None, fetch=lambda u: b"x" + u.encode()).startswith(b"x")
+    with pytest.raises(ImageError, match="data: URL or an http"):
+        image_from_string("/etc/passwd", None)  # a remote client never names a file on this machine
+    with pytest.raises(ValueError, match="refused"):  # the caller's fetch decides which URLs it may get
+        image_from_string("ftp://example.com/a.png", None, fetch=lambda u: (_ for _ in ()).throw(ValueError("refused")))
+    inside = tmp_path / "images" / "a.png"
+    assert image_from_string(str(inside), store, root=tmp_path / "images") == inside
+    with pytest.raises(ImageError, match="outside the folder"):
+        image_from_string(str(tmp_path / "images" / ".." / "secret.png"), store, root=tmp_path / "images")
+    with pytest.raises(ImageError, match="empty"):
+        image_from_string("   ", store)

@@ -5,12 +5,17 @@ Graph state holds only `ImageRef` strings; the pixels and every feature computed
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import io
 import os
+import re
 import threading
+import urllib.parse
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NewType
 
@@ -24,6 +29,55 @@ ImageRef = NewType("ImageRef", str)
 ImageInput = str | Path | bytes | Image.Image
 
 DEFAULT_MAX_PIXELS = 40_000_000
+
+DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,",
+                      re.IGNORECASE)
+IMAGE_REF = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def decode_data_url(url: str) -> bytes:
+    """The bytes of a `data:` URL (base64 or percent-encoded)."""
+    match = DATA_URL.match(url)
+    if not match:
+        raise ImageError("malformed data: URL (expected data:image/png;base64,...)")
+    payload = url[match.end():]
+    if not match.group("b64"):
+        return urllib.parse.unquote_to_bytes(payload)
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ImageError("the data: URL's base64 is invalid") from exc
+
+
+def image_from_string(text: str, store: ImageStore | None, *, root: str | Path | None = None,
+                      fetch: Callable[[str], bytes] | None = None) -> ImageInput:
+    """The one parser of an image given as a string, for every front end: a `data:` URL, an http(s) URL (only with
+    `fetch`, the caller's allow-listed download), and for local callers (a `store` given) a `sha256:` reference to
+    an image taken in before (64 hex digits) or a local path (only inside `root` when one is given). Without a
+    store (a remote client over HTTP), nothing on this machine is read."""
+    text = text.strip()
+    if not text:
+        raise ImageError("the image is empty: give a path, a data: URL or a sha256: reference")
+    if text[:5].lower() == "data:":
+        return decode_data_url(text)
+    if store is None:  # a remote client: its URL goes to the caller's fetch, which refuses what it may not get
+        if fetch is None:
+            raise ImageError("the image must be a data: URL or an http(s) URL")
+        return fetch(text)
+    if text.lower().startswith("sha256:"):
+        if not IMAGE_REF.match(text):
+            raise ImageError("an image reference is `sha256:` and 64 lowercase hex digits")
+        return store.get(text)
+    if text.lower().startswith(("http://", "https://")):
+        if fetch is None:
+            raise ImageError("remote image URLs are not fetched here: send a data: URL or a local path")
+        return fetch(text)
+    path = Path(text).expanduser()
+    if root is not None:
+        folder = Path(root).expanduser().resolve()
+        if not path.resolve().is_relative_to(folder):
+            raise ImageError("the image is outside the folder this tool may read")
+    return path
 
 
 def load_image(source: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:

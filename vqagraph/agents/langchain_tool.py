@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vqagraph.config import RequestedRoute
 from vqagraph.errors import ImageError, VQAGraphError
+from vqagraph.media import image_from_string
 from vqagraph.request import AskRequest
 
 if TYPE_CHECKING:
@@ -80,19 +81,7 @@ class VisualQuestionTool(BaseTool):
     def _image(self, engine: Engine, image: str | None) -> ImageInput | None:
         if image is None or not image.strip():
             return None
-        image = image.strip()
-        if image.startswith("sha256:"):
-            return engine.tools.images.get(image)
-        if image[:5].lower() == "data:":
-            from vqagraph.agents.openai_protocol import local_image
-
-            return local_image(image)
-        path = Path(image).expanduser()
-        if self.image_root is not None:
-            root = self.image_root.expanduser().resolve()
-            if not path.resolve().is_relative_to(root):
-                raise ImageError(f"image {image!r} is outside the folder this tool may read ({root})")
-        return path
+        return image_from_string(image, engine.tools.images, root=self.image_root)
 
     def _answer(self, image: str | None, question: str, marks: list[Any] | None, thread: str | None,
                 route: str) -> tuple[str, dict[str, Any]]:

@@ -24,10 +24,10 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 
 from vqagraph.errors import ImageError, QuestionError
+from vqagraph.media import image_from_string
 
 if TYPE_CHECKING:
     from vqagraph.engine import Engine
-    from vqagraph.media import ImageInput
 
 _engine: Engine | None = None
 _engine_lock = threading.Lock()
@@ -88,16 +88,6 @@ def _message_parts(message: HumanMessage) -> tuple[str, str | None]:
     return " ".join(t for t in texts if t).strip(), image
 
 
-def _image_input(engine: Engine, image: str) -> ImageInput:
-    from vqagraph.agents.openai_protocol import local_image
-
-    if image.startswith("sha256:"):
-        return engine.tools.images.get(image)
-    if image.lower().startswith(("http://", "https://")):
-        raise ImageError("remote image URLs are not fetched here: send a data: URL or a local path")
-    return local_image(image)
-
-
 def ask(state: AppState) -> dict[str, Any]:
     """One turn: the VQA graph (as a subgraph of this run) with the earlier turns on the image as history."""
     from vqagraph.engine.conversation import history_on
@@ -111,7 +101,7 @@ def ask(state: AppState) -> dict[str, Any]:
     if not question:
         raise QuestionError("no question: send a user message (or set `question`)")
     image = state.get("image") or part_image
-    ref = engine.add_image(_image_input(engine, image)) if image else state.get("image_ref")
+    ref = engine.add_image(image_from_string(image, engine.tools.images)) if image else state.get("image_ref")
     if not ref:
         raise ImageError("no image yet: put an image in the user message (image_url data URL) or set `image`")
     route = state.get("route") or "auto"

@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 
 from vqagraph.config import RequestedRoute
 from vqagraph.errors import VQAGraphError
+from vqagraph.media import image_from_string
 from vqagraph.request import AskRequest
 
 if TYPE_CHECKING:
@@ -49,8 +50,6 @@ class AskResult(BaseModel):
 def build_server(engine: Engine, store: str | None = None) -> MCPServer:
     """An MCP server with `ask_image` and `render_marks` over `engine` (its models load on first use)."""
     from mcp.server.mcpserver.exceptions import ToolError
-
-    from vqagraph.agents.openai_protocol import local_image
 
     lock = engine.lock  # the engine's one lock: its models are not safe for concurrent use
 
@@ -77,7 +76,7 @@ def build_server(engine: Engine, store: str | None = None) -> MCPServer:
                         route: RequestedRoute = "auto",
                         marks: list[dict[str, Any]] | None = None, thread: str | None = None) -> AskResult:
         def ask(engine: Engine) -> AskResult:
-            source = local_image(image) if image else None
+            source = image_from_string(image, engine.tools.images) if image else None
             if source is None and not thread:
                 from vqagraph.errors import ImageError
 
@@ -95,7 +94,7 @@ def build_server(engine: Engine, store: str | None = None) -> MCPServer:
     async def render_marks(image: str, marks: list[dict[str, Any]]) -> Image:
         def render(engine: Engine) -> bytes:
             buffer = io.BytesIO()
-            engine.render(local_image(image), marks).save(buffer, format="PNG")
+            engine.render(image_from_string(image, engine.tools.images), marks).save(buffer, format="PNG")
             return buffer.getvalue()
 
         return Image(data=await run(render), format="png")

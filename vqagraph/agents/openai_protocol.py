@@ -8,8 +8,6 @@ travel in the extension field `vqagraph` (the openai client sends it with `extra
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 import logging
 import re
@@ -23,7 +21,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from vqagraph.config import RequestedRoute
-from vqagraph.errors import ImageError
 from vqagraph.tools.llm.postprocess import postprocess_answer
 
 if TYPE_CHECKING:
@@ -146,29 +143,6 @@ def chunk(cid: str, model: str, created: int, delta: dict[str, Any], finish_reas
 def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
     """OpenAI's error object."""
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
-
-
-DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,",
-                      re.IGNORECASE)
-
-
-def decode_data_url(url: str) -> bytes:
-    """The bytes of a `data:` URL (base64 or percent-encoded)."""
-    match = DATA_URL.match(url)
-    if not match:
-        raise ImageError("malformed data: URL (expected data:image/png;base64,...)")
-    payload = url[match.end():]
-    if not match.group("b64"):
-        return urllib.parse.unquote_to_bytes(payload)
-    try:
-        return base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ImageError("the data: URL's base64 is invalid") from exc
-
-
-def local_image(image: str) -> str | bytes:
-    """A local path as given, or a `data:` URL's bytes (for the tools whose callers are local: MCP, LangChain)."""
-    return decode_data_url(image) if image[:5].lower() == "data:" else image
 
 
 class APIError(Exception):

@@ -35,7 +35,6 @@ from vqagraph.agents.openai_protocol import (
     Message,
     chunk,
     completion,
-    decode_data_url,
     error_body,
     extension,
     fetch_image,
@@ -182,10 +181,9 @@ class OpenAIServer:
     # -- requests into plans
 
     def load(self, url: str) -> Image.Image:
-        from vqagraph.media import load_image
+        from vqagraph.media import image_from_string, load_image
 
-        data = decode_data_url(url) if url[:5].lower() == "data:" else \
-            fetch_image(url, self.allow_hosts, self.max_download_bytes)
+        data = image_from_string(url, None, fetch=lambda u: fetch_image(u, self.allow_hosts, self.max_download_bytes))
         return load_image(data, max_pixels=self.max_image_pixels)
 
     def plan(self, request: ChatCompletionRequest) -> Plan:

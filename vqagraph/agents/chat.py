@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from vqagraph.agents.options import add_engine_options, open_engine, quiet_libraries
+from vqagraph.agents.options import add_engine_options, open_engine, quiet_libraries, run_command
 from vqagraph.config import REQUESTED_ROUTES
 from vqagraph.errors import VQAGraphError
 
@@ -395,14 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_arguments(parser)
     args = parser.parse_args(argv)
     quiet_libraries()
-    try:
-        return int(args.func(args))
-    except VQAGraphError as exc:
-        print(f"vqagraph: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("vqagraph: interrupted", file=sys.stderr)
-        return 130
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":

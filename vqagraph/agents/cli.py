@@ -7,9 +7,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from vqagraph.agents.options import add_engine_options, engine_overrides, quiet_libraries
+from vqagraph.agents.options import add_engine_options, engine_overrides, quiet_libraries, run_command
 from vqagraph.config import REQUESTED_ROUTES
-from vqagraph.errors import VQAGraphError
 from vqagraph.request import AskRequest
 
 
@@ -204,17 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_libraries()
-    try:
-        return int(args.func(args))
-    except VQAGraphError as exc:
-        print(f"vqagraph: error: {exc}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # `vqagraph ask ... --json | head`
-        sys.stderr.close()
-        return 0
-    except KeyboardInterrupt:
-        print("vqagraph: interrupted", file=sys.stderr)
-        return 130
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":

@@ -118,17 +118,11 @@ def run_stdio(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from vqagraph.agents.options import add_engine_options
+    from vqagraph.agents.options import add_engine_options, run_command
 
     parser = argparse.ArgumentParser(prog="python -m vqagraph.agents.mcp_server", description=__doc__.split("\n")[0])
     args = add_engine_options(parser).parse_args(argv)
-    try:
-        return run_stdio(args)
-    except VQAGraphError as exc:
-        print(f"vqagraph mcp: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return run_command(run_stdio, args, prog="vqagraph mcp")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+from collections.abc import Callable
 from typing import Any
+
+from vqagraph.errors import VQAGraphError
 
 STORE_HELP = "thread store: a SQLite path (default: under the data directory, VQAGRAPH_DATA), postgresql://…, memory"
 
@@ -40,3 +44,20 @@ def quiet_libraries() -> None:
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+
+
+def run_command(command: Callable[[argparse.Namespace], int], args: argparse.Namespace,
+                prog: str = "vqagraph") -> int:
+    """Run a command the way every entry point does: a vqagraph error is one line and exit 2, an interrupt 130,
+    a closed pipe (`vqagraph ask … --json | head`) a quiet 0."""
+    try:
+        return int(command(args))
+    except VQAGraphError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from vqagraph.agents.options import add_engine_options, open_engine
+from vqagraph.agents.options import add_engine_options, open_engine, run_command
 from vqagraph.errors import VQAGraphError
 
 
@@ -76,13 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vqagraph", description=__doc__)
     add_serve_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except VQAGraphError as exc:
-        print(f"vqagraph: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":

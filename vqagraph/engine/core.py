@@ -19,7 +19,7 @@ from vqagraph.config import Profile, load_profile
 from vqagraph.errors import ImageError, ProfileError, QuestionError
 from vqagraph.graphs.events import OnEvent, stream_event
 from vqagraph.graphs.router import POLICIES
-from vqagraph.graphs.state import VQAContext
+from vqagraph.graphs.state import STATE_KEYS, VQAContext
 from vqagraph.graphs.vqa import ROUTES, build_graph
 from vqagraph.media import ImageInput, load_image
 from vqagraph.request import AskRequest, validate_marks, validate_question
@@ -181,44 +181,21 @@ class Engine:
         router = inputs.get("router_policy") or None
         timings = {"intake": round(intake, 4), **state.get("timings", {})}
         timings["total"] = round(time.perf_counter() - start, 4)
-        trace = Trace(
-            profile=self.profile.name,
-            route=state.get("answered_by") or state.get("chosen_route", ""),
-            route_reason=state.get("route_reason", ""),
-            requested_route=route,
-            router_policy=(router or self.profile.router.policy) if route == "auto" else "",
-            route_answers=state.get("route_answers", {}),
-            captions=state.get("captions", []),
-            caption_scores=state.get("caption_scores", []),
-            caption_stats=state.get("caption_stats", {}),
-            candidates=state.get("candidates", []),
-            exemplars=state.get("exemplars", []),
-            prompt=state.get("prompt", ""),
-            prompt_stats=state.get("prompt_stats", {}),
-            raw_answer=state.get("raw_answer", ""),
-            token_logprobs=state.get("token_logprobs", []),
-            gradcam=state.get("gradcam", []),
-            grid=state.get("grid", []),
-            patch_ids=state.get("patch_ids", []),
-            image_encoded=state.get("image_encoded", True),
-            timings=timings,
-            original_question=state.get("original_question", question),
-            mark_phrases=state.get("mark_phrases", []),
-            mark_notes=state.get("mark_notes", []),
-            seen_image_ref=state.get("image_ref", ref),
-            query_tokens=state.get("query_tokens", 0),
-            bridge_prompt=state.get("bridge_prompt", ""),
-            bridge_prompt_tokens=state.get("bridge_prompt_tokens", 0),
-            bridge_conditioned=state.get("bridge_conditioned", False),
-            bridge_image_encoded=state.get("bridge_image_encoded", True),
-            projection_tokens=state.get("projection_tokens", 0),
-            projection_prompt=state.get("projection_prompt", ""),
-            projection_prompt_tokens=state.get("projection_prompt_tokens", 0),
-            projection_image_encoded=state.get("projection_image_encoded", True),
-            standalone_question=state.get("standalone_question", ""),
-            path=state.get("path", []),
-            history_turns=len(inputs.get("history") or []),
-        )
+        # Every trace field the graph's state holds under the same name is read from it as is (a route that did
+        # not run leaves its fields at their defaults); the rest are the run's own facts.
+        shared = {name: state[name] for name in Trace.model_fields if name in state and name in STATE_KEYS}
+        trace = Trace(**{
+            **shared,
+            "profile": self.profile.name,
+            "route": state.get("answered_by") or state.get("chosen_route", ""),
+            "requested_route": route,
+            "router_policy": (router or self.profile.router.policy) if route == "auto" else "",
+            "timings": timings,
+            "original_question": state.get("original_question", question),
+            "seen_image_ref": state.get("image_ref", ref),
+            "route_reason": state.get("route_reason", ""),
+            "history_turns": len(inputs.get("history") or []),
+        })
         return Answer(
             answer=state.get("answer", ""),
             question=state.get("question", question),

@@ -85,6 +85,9 @@ class VQAState(TypedDict, total=False):
     sub_answers: list[dict[str, Any]]  # `ask_subquestions`: {question, answer, answered_by, mean_logprob, path}
 
 
+STATE_KEYS = frozenset(VQAState.__annotations__)  # what a trace may read from the final state by name
+
+
 @dataclass
 class VQAContext:
     """Run-time context (LangGraph `context_schema`): the loaded tools, which never enter state."""

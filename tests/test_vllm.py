@@ -397,3 +397,17 @@ def test_projection_through_the_in_process_engine(tmp_path: Path) -> None:
     from PIL import Image
 
     assert got == [reference_generate("builtin:tiny-llava", Image.open(p), q) for p, q in jobs]
+
+
+def test_shapes_projection_through_vllm_answers_like_transformers(smollm2_server: VLLMServer) -> None:
+    """The shipped Shapes-world projector into SmolLM2: the same tokens through the vLLM server (prompt
+    embeddings, the image tokens inside the prompt) as through the transformers backend."""
+    from vqagraph.world.splits import split_examples
+
+    local = Engine.from_profile("shapes")
+    served = Engine.from_profile("shapes", llm_backend={"kind": "vllm-server", "url": smollm2_server.url})
+    for example in split_examples("single-large", 4):
+        question = example.questions[0]
+        a = local.ask(example.image, question.question, route="projection").trace.route_answers["projection"]
+        b = served.ask(example.image, question.question, route="projection").trace.route_answers["projection"]
+        assert a.token_ids == b.token_ids and a.answer, question.question

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from vqagraph.lab.qformer import NAMES, train_bridge
-from vqagraph.lab.qformer.cli import WEIGHTS_DIR
+from vqagraph.lab.qformer.train import WEIGHTS_DIR
 from vqagraph.tools.qformer import PARTS
 
 SHIPPED = {kind: WEIGHTS_DIR / name for kind, name in NAMES.items()}

@@ -5,32 +5,61 @@ runs, in a process of its own, so that the runtime never imports the lab. The op
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from vqagraph.world.cli import add_train_options
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the trainer the options name; return what it prints (timings, losses, held-out numbers, models)."""
+    if args.projection:
+        from vqagraph.lab.projection import train_projection
+
+        notes = train_projection(args.out, seed=args.seed, quick=args.quick, threads=args.threads, resume=args.resume)
+        return {k: notes[k] for k in ("timings_s", "losses", "heldout_accuracy", "model")}
+    if args.bridge:
+        from vqagraph.lab.qformer import train_bridge
+
+        vision_dir = args.vision_dir
+        if vision_dir is None and args.out and (Path(args.out) / "shapes-blip-captioner").is_dir():
+            vision_dir = args.out  # the text route's models trained into the same folder
+        summary = train_bridge(args.out, seed=args.seed, quick=args.quick, vision_dir=vision_dir, llm=args.llm,
+                               threads=args.threads, num_query_tokens=args.queries, resume=args.resume)
+        return {k: summary[k] for k in ("timings_s", "losses", "probe", "models")}
+    from vqagraph.lab.text_route import train_all
+
+    summary = train_all(args.out, seed=args.seed, quick=args.quick, threads=args.threads, workers=args.workers,
+                        resume=args.resume)
+    return {k: summary[k] for k in ("timings_s", "losses", "models")}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vqagraph world train",
                                      description="train the shapes profile's models from a seed")
     add_train_options(parser)
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if args.bridge and args.projection:
         parser.error("choose --bridge or --projection, one per run")
-    if args.projection:
-        from vqagraph.lab.projection import run_projection_train
+    if os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE" and args.threads is None:
+        # OpenMP reads its wait policy when torch loads, and spinning threads are 10-20x slower on a busy 2-core
+        # CPU (lab/progress.py `default_threads`): run again in a fresh process that waits passively.
+        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+        return subprocess.call([sys.executable, "-m", "vqagraph.lab", *argv], env=env)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
 
-        return run_projection_train(args)
-    if args.bridge:
-        from vqagraph.lab.qformer.cli import run_bridge_train
-
-        if args.vision_dir is None and args.out and (Path(args.out) / "shapes-blip-captioner").is_dir():
-            args.vision_dir = args.out
-        return run_bridge_train(args)
-    from vqagraph.lab.text_route.cli import run_train
-
-    return run_train(args)
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    print(json.dumps(train(args), indent=2))
+    return 0
 
 
 if __name__ == "__main__":

@@ -11,12 +11,10 @@ held-out accuracy curves on scenes never trained on). Resumable: a stopped run c
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import shutil
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -468,39 +466,3 @@ def write_checkpoint(config: Any, projector_state: dict[str, torch.Tensor], out:
         shutil.rmtree(out)
     staging.rename(out)
     return out
-
-
-def run_projection_train(args: argparse.Namespace) -> int:
-    """`vqagraph world train --projection`: re-executes itself with OpenMP waiting passively (2 threads)."""
-    if os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE" and getattr(args, "threads", None) is None:
-        import subprocess
-
-        argv = ["--seed", str(args.seed)] + (["--quick"] if args.quick else [])
-        argv += ["--out", args.out] if args.out else []
-        argv += ["--resume"] if getattr(args, "resume", False) else []
-        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-        return subprocess.call([sys.executable, "-m", "vqagraph.lab.projection", *argv], env=env)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    notes = train_projection(args.out, seed=args.seed, quick=args.quick, threads=getattr(args, "threads", None),
-                             resume=getattr(args, "resume", False))
-    print(json.dumps({k: notes[k] for k in ("timings_s", "losses", "heldout_accuracy", "model")}, indent=2))
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vqagraph-world-train-projection")
-    parser.add_argument("--quick", action="store_true", help="a tiny run (about a minute) that shows the loss drop")
-    parser.add_argument("--out", default=None, help=f"where {NAME}/ goes (default {WEIGHTS_DIR})")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--resume", action="store_true", help="continue a stopped run from its last checkpoint")
-    return run_projection_train(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""`vqagraph world train --bridge` (for now `python -m vqagraph.lab.qformer`): both Q-Former bridges.
+"""`vqagraph world train --bridge`: both Q-Former bridges.
 
 Stages: scenes (rendered in worker processes) → the frozen image encoder's features, cached → Q-Former
 initialised from the ITM text encoder → stage 1, image-grounded captioning (no LLM) → stage 2, LM loss through
@@ -8,12 +8,10 @@ and tuned on the question families → InstructBLIP checkpoint. `knowledge` ques
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -245,50 +243,3 @@ def train_bridge(out_dir: str | Path | None = None, seed: int = 0, quick: bool =
         return {**notes, "models": {k: str(out / v) for k, v in NAMES.items()}}
     finally:
         torch.set_num_threads(previous_threads)
-
-
-def add_bridge_train_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options of `vqagraph world train --bridge` (the lead wires `--bridge` itself)."""
-    parser.add_argument("--vision-dir", default=None,
-                        help="folder holding the trained shapes-blip-captioner/ and shapes-blip-itm/ "
-                        f"(default {WEIGHTS_DIR})")
-    parser.add_argument("--llm", default=LLM, help="the frozen LLM the bridge is trained into")
-    parser.add_argument("--queries", type=int, default=None, help="learned query tokens (default 8)")
-    return parser
-
-
-def run_bridge_train(args: argparse.Namespace) -> int:
-    if os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE" and getattr(args, "threads", None) is None:
-        import subprocess
-
-        argv = ["--seed", str(args.seed)] + (["--quick"] if args.quick else [])
-        argv += ["--out", args.out] if args.out else []
-        argv += ["--vision-dir", args.vision_dir] if args.vision_dir else []
-        argv += ["--llm", args.llm] if args.llm != LLM else []
-        argv += ["--queries", str(args.queries)] if getattr(args, "queries", None) else []
-        argv += ["--resume"] if getattr(args, "resume", False) else []
-        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-        return subprocess.call([sys.executable, "-m", "vqagraph.lab.qformer", *argv], env=env)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    summary = train_bridge(args.out, seed=args.seed, quick=args.quick, vision_dir=args.vision_dir, llm=args.llm,
-                           threads=getattr(args, "threads", None), num_query_tokens=getattr(args, "queries", None),
-                           resume=getattr(args, "resume", False))
-    print(json.dumps({k: summary[k] for k in ("timings_s", "losses", "probe", "models")}, indent=2))
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vqagraph-world-train-bridge")
-    parser.add_argument("--quick", action="store_true", help="a tiny run (about a minute) that shows the loss drop")
-    parser.add_argument("--out", default=None, help=f"where the bridge directories go (default {WEIGHTS_DIR})")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--resume", action="store_true", help="continue a stopped run after its last finished stage")
-    add_bridge_train_options(parser)
-    args = parser.parse_args(argv)
-    return run_bridge_train(args)

@@ -9,12 +9,10 @@ tokenizers → captioner stage 1 (the adapter on the frozen grid + decoder) → 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -295,55 +293,3 @@ def train_all(out_dir: str | Path | None = None, seed: int = 0, quick: bool = Fa
         return summary
     finally:
         torch.set_num_threads(previous_threads)
-
-
-def add_train_command(world_subparsers: Any) -> argparse.ArgumentParser:
-    """Register `train` under `vqagraph world`."""
-    parser = world_subparsers.add_parser(
-        "train", help="train the Shapes-world captioner, ITM model and question generator from a seed")
-    parser.add_argument("--quick", action="store_true", help="a tiny run (about a minute) that shows the losses drop")
-    parser.add_argument("--out", default=None, help=f"where the model directories go (default {WEIGHTS_DIR})")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: up to 2)")
-    parser.add_argument("--workers", type=int, default=None, help="processes rendering scenes (default: up to 2)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue a stopped run after its last finished stage (same --out and --seed)")
-    parser.set_defaults(func=run_train)
-    return parser
-
-
-def run_train(args: argparse.Namespace) -> int:
-    if os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE" and args.threads is None:
-        # OpenMP reads its wait policy when torch loads: rerun in a fresh process that has it set.
-        import subprocess
-
-        argv = ["train", "--seed", str(args.seed)] + (["--quick"] if args.quick else [])
-        argv += ["--out", args.out] if args.out else []
-        argv += ["--workers", str(args.workers)] if args.workers is not None else []
-        argv += ["--resume"] if args.resume else []
-        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-        return subprocess.call([sys.executable, "-m", "vqagraph.lab.text_route", *argv], env=env)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    summary = train_all(args.out, seed=args.seed, quick=args.quick, threads=args.threads, workers=args.workers,
-                        resume=args.resume)
-    print(json.dumps({"timings_s": summary["timings_s"], "losses": summary["losses"],
-                      "models": summary["models"]}, indent=2))
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vqagraph-world-train")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_train_command(sub)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv if argv[:1] == ["train"] else ["train", *argv])
-    return int(args.func(args))
-
-
-if __name__ == "__main__":  # prefer `python -m vqagraph.lab.text_route`
-    raise SystemExit(main())

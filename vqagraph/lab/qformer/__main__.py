@@ -1,3 +1,0 @@
-from vqagraph.lab.qformer.cli import main
-
-raise SystemExit(main())

@@ -303,6 +303,9 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
         "question_generator": "builtin:shapes-t5-qg",
         "llm": "builtin:smollm2-135m-instruct",
         "qformer": "builtin:shapes-instructblip",
+        # LLaVA's projection into the same SmolLM2 (docs/methods.md §7), trained here (`vqagraph world train
+        # --projection`), reading the same frozen encoder's grid pooled to 7x7.
+        "projector": "builtin:shapes-llava-projector",
         # The frozen ImageNet EfficientNet-Lite0 under every vision model (docs/methods.md §6.1): its stride-16 grid
         # at 224 px of the letterboxed image, chosen by the linear probe (benchmarks/probe_image_encoder.py).
         "image_encoder": {"model": "builtin:efficientnet-lite0", "image_size": 224, "stages": [4],

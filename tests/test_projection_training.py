@@ -83,7 +83,7 @@ def test_shipped_projector_answers_through_the_route(model_cache: Path) -> None:
     notes = json.loads((folder / "training.json").read_text())
     assert notes["quick"] is False and notes["image_tokens"] == 49 and notes["llm"] == P.LLM
     engine = Engine.from_profile("shapes")
-    example = split_examples("single-large", 1)[0]
+    example = next(iter(split_examples("single-large", 1)))
     answer = engine.ask(example.image, "What colour is the shape?", route="projection")
     assert answer.route == "projection" and answer.trace.projection_tokens == 49 and answer.answer
     again = engine.ask(example.image, "What shape is it?", route="projection")

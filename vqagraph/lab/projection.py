@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from vqagraph import hub
 from vqagraph.config import ProjectionSettings
 from vqagraph.lab.progress import Progress, curve, default_threads
+from vqagraph.tools.bridge_prompt import placed_embeddings
 
 LOG = logging.getLogger("vqagraph.lab.projection")
 WEIGHTS_DIR = hub.WEIGHTS_DIR
@@ -198,12 +199,6 @@ class Prompts:
         return ids + ([eos] if eos is not None else [])
 
 
-def context(table: torch.Tensor, soft: torch.Tensor, before: list[int], after: list[int]) -> torch.Tensor:
-    from vqagraph.tools.bridge_prompt import placed_embeddings
-
-    return placed_embeddings(soft, before, after, table)
-
-
 # --- held-out accuracy ----------------------------------------------------------------------------------------
 
 
@@ -230,7 +225,7 @@ def heldout_accuracy(projector: Any, norm: Normalised, lm: Any, prompts: Prompts
     projector.eval()
     table = lm.table
     soft = projector(norm(pictures.tokens[[j for j, *_ in items]]))
-    inputs = [context(table, soft[k], *prompts.pieces(PROMPT, q)) for k, (_, q, _, _) in enumerate(items)]
+    inputs = [placed_embeddings(soft[k], *prompts.pieces(PROMPT, q), table) for k, (_, q, _, _) in enumerate(items)]
     groups: dict[int, list[int]] = defaultdict(list)
     for k, e in enumerate(inputs):
         groups[len(e)].append(k)
@@ -403,7 +398,7 @@ def train_projection(out_dir: str | Path | None = None, seed: int = 0, quick: bo
                 group["lr"] = lr_at(step, plan.lm_steps, plan.lm_lr, warmup)
             which, pieces, answers = lm_batch(pictures, prompts, rng, plan.lm_batch, plan.caption_share)
             soft = projector(norm(pictures.tokens[which]))
-            contexts = [context(lm.table, soft[k], *pieces[k]) for k in range(len(which))]
+            contexts = [placed_embeddings(soft[k], *pieces[k], lm.table) for k in range(len(which))]
             loss = lm_loss(lm, contexts, answers)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -117,7 +117,7 @@ def grid_tokens(grid: torch.Tensor, cells: int) -> torch.Tensor:
     """A frozen encoder's grid `(B, C, rows, cols)` as `(B, cells, C)` patch features in raster order, average-
     pooled to a √cells × √cells grid first when it is finer (LLaVA itself keeps every patch: `cells` = all)."""
     side = round(cells**0.5) if cells else grid.shape[-1]
-    if side * side != (cells or side * side):
+    if cells and side * side != cells:
         raise ModelMismatchError(f"image_seq_length {cells} is not a square grid of the frozen encoder's cells")
     if tuple(grid.shape[-2:]) != (side, side):
         grid = F.adaptive_avg_pool2d(grid, (side, side))

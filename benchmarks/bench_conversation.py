@@ -72,9 +72,9 @@ def encoded(answer: Any, route: str) -> bool:
     from vqagraph.engine.conversation import vision_encoded
 
     if route == "img2llm":
-        return bool(answer.trace.image_encoded)
+        return bool(answer.trace.img2llm["image_encoded"])
     if route == "bridge":
-        return bool(answer.trace.bridge_image_encoded)
+        return bool(answer.trace.bridge["image_encoded"])
     return vision_encoded(answer)  # both: any route that ran
 
 

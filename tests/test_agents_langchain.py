@@ -91,7 +91,7 @@ def check_agent_result(result: dict[str, Any], question: str) -> None:
     assert tool_message.status == "success" and tool_message.name == "visual_question"
     artifact = tool_message.artifact  # the whole Answer, never shown to the LLM
     assert artifact["answer"] == tool_message.content and artifact["trace"]["route"] == "bridge"
-    assert artifact["trace"]["original_question"] == question
+    assert artifact["question"] == question and artifact["trace"]["visual_prompt"] is None  # no marks drawn
     assert isinstance(messages[-1], AIMessage) and not messages[-1].tool_calls
     assert messages[-1].content == f"The image tool says: {artifact['answer']}"
 
@@ -134,7 +134,7 @@ def test_tool_thread_and_errors(engine: Any, picture: Path, tmp_path: Path) -> N
                           "args": {"image": first.artifact["image_ref"], "question": "What is in the box?",
                                    "route": "bridge",
                                    "marks": [{"shape": "rectangle", "box": [10, 10, 100, 100]}]}})
-    assert marked.artifact["trace"]["mark_phrases"]
+    assert marked.artifact["trace"]["visual_prompt"]["phrases"]
     # Errors the agent can fix come back as the tool's content, not as an exception.
     for args, words in [({"image": str(tmp_path / "missing.png"), "question": "What?"}, "not found"),
                         ({"image": str(picture), "question": " "}, "empty"),

@@ -130,7 +130,7 @@ def test_models_and_one_question(client: Any, engine: Any) -> None:
     answer = extension(response)["answer"]
     assert response.choices[0].message.content == answer["answer"] and answer["route"] == "bridge"
     trace = answer["trace"]
-    assert response.usage.prompt_tokens == trace["query_tokens"] + trace["bridge_prompt_tokens"] > 0
+    assert response.usage.prompt_tokens == trace["bridge"]["query_tokens"] + trace["bridge"]["prompt_tokens"] > 0
     assert response.usage.completion_tokens == len(trace["route_answers"]["bridge"]["token_ids"]) > 0
     assert response.usage.total_tokens == response.usage.prompt_tokens + response.usage.completion_tokens
     assert extension(response)["thread"] is None
@@ -171,7 +171,7 @@ def test_stateless_client_sends_the_history(client: Any) -> None:
                 user("and what shape is it?")]
     response = client.chat.completions.create(model="vqagraph", messages=messages, extra_body={"vqagraph": BRIDGE})
     trace = extension(response)["answer"]["trace"]
-    assert trace["history_turns"] == 1 and "Answer: red" in trace["bridge_prompt"]
+    assert trace["history_turns"] == 1 and "Answer: red" in trace["bridge"]["prompt"]
 
 
 def test_wrong_or_missing_api_key_is_401(base_url: str) -> None:

@@ -64,11 +64,11 @@ def test_bridge_matches_transformers_generate(bridge_engines, checkpoint: str) -
         for question in QUESTIONS:
             answer = engine.ask(image, question, route="bridge")
             got = answer.trace.route_answers["bridge"]
-            assert got.token_ids == reference_generate(f"builtin:{checkpoint}", image, question)
-            assert answer.route == "bridge" and answer.trace.bridge_prompt == f"Question: {question} Answer:"
-            assert answer.trace.query_tokens == 8 and len(got.token_logprobs) == len(got.token_ids)
-            assert answer.trace.bridge_conditioned == (checkpoint == "tiny-instructblip")
-            answers.add(tuple(got.token_ids))
+            assert got["token_ids"] == reference_generate(f"builtin:{checkpoint}", image, question)
+            assert answer.route == "bridge" and answer.trace.bridge["prompt"] == f"Question: {question} Answer:"
+            assert answer.trace.bridge["query_tokens"] == 8 and len(got["token_logprobs"]) == len(got["token_ids"])
+            assert answer.trace.bridge["conditioned"] == (checkpoint == "tiny-instructblip")
+            answers.add(tuple(got["token_ids"]))
     assert len(answers) > 1  # the soft prompt steers the LLM: the check is not vacuous
 
 
@@ -78,7 +78,7 @@ def test_image_features_are_reused(bridge_engines) -> None:  # type: ignore[no-u
     for engine in bridge_engines.values():
         first = engine.ask(image, QUESTIONS[0], route="bridge")
         second = engine.ask(image, QUESTIONS[1], route="bridge")
-        assert first.trace.bridge_image_encoded and not second.trace.bridge_image_encoded
+        assert first.trace.bridge["image_encoded"] and not second.trace.bridge["image_encoded"]
         assert "qformer_encode" in second.trace.timings and "bridge_answer" in second.trace.timings
 
 

@@ -23,7 +23,7 @@ def test_ask_json(red_circle_path: Path) -> None:
     answer = json.loads(done.stdout)
     # The default profile is `shapes`: trained models, so the answer is not flagged meaningless.
     assert answer["route"] == "img2llm" and answer["meaningless"] is False and answer["trace"]["profile"] == "shapes"
-    assert answer["trace"]["prompt"].endswith("Question:What colour is the circle?\nAnswer:")
+    assert answer["trace"]["img2llm"]["prompt"].endswith("Question:What colour is the circle?\nAnswer:")
     assert answer["image_ref"].startswith("sha256:")
 
 
@@ -66,7 +66,7 @@ def test_ask_thread_continues_in_another_process(red_circle_path: Path, tmp_path
     assert second.returncode == 0, second.stderr
     answer = json.loads(second.stdout)
     assert answer["trace"]["history_turns"] == 1 and answer["trace"]["standalone_question"] == "Is the circle big?"
-    assert answer["trace"]["bridge_prompt"].startswith("Question: What colour is the circle? Answer:")
+    assert answer["trace"]["bridge"]["prompt"].startswith("Question: What colour is the circle? Answer:")
     assert answer["image_ref"] == json.loads(first.stdout)["image_ref"]  # the thread's image, from disk
     lonely = run("ask", "Is it big?")
     assert lonely.returncode == 2 and "--thread" in lonely.stderr

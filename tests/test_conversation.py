@@ -42,11 +42,12 @@ def test_text_route_prompt_carries_earlier_turns(engine: Engine, tmp_path: Path)
     first = chat.ask("What colour is the circle?", image=scene("red", 1), route="img2llm")
     second = chat.ask("and what is left of it?", route="img2llm")
     earlier = f"Question:What colour is the circle?\nAnswer:{first.answer}\nQuestion:and what is left of it?\nAnswer:"
-    assert sent[-1] == second.trace.prompt and earlier in sent[-1]
-    assert second.trace.prompt_stats["history_turns"] == 1
+    assert sent[-1] == second.trace.img2llm["prompt"] and earlier in sent[-1]
+    assert second.trace.img2llm["prompt_stats"]["history_turns"] == 1
     # GradCAM read a standalone question; the LLM the question as asked, after the earlier turn.
     assert second.trace.standalone_question == "What is left of the circle?"
-    assert first.trace.image_encoded and not second.trace.image_encoded  # the second turn reused the features
+    # the second turn reused the features
+    assert first.trace.img2llm["image_encoded"] and not second.trace.img2llm["image_encoded"]
     turns = chat.history()
     assert [t.question for t in turns] == ["What colour is the circle?", "and what is left of it?"]
     assert turns[0].vision_encoded and not turns[1].vision_encoded and turns[1].history_turns == 1
@@ -64,11 +65,11 @@ def test_bridge_embeds_earlier_turns_as_blip2_does(engine: Engine) -> None:
     engine.tools.llm.generate_from_embeddings = spy  # type: ignore[method-assign]
     first = chat.ask("What colour is the circle?", image=scene("blue", 2), route="bridge")
     second = chat.ask("Is it big?", route="bridge")
-    assert second.trace.bridge_prompt == (f"Question: What colour is the circle? Answer: {first.answer}. "
+    assert second.trace.bridge["prompt"] == (f"Question: What colour is the circle? Answer: {first.answer}. "
                                           "Question: Is it big? Answer:")
     # what was embedded: the queries, then exactly that text's tokens
-    assert shapes[-1] == second.trace.query_tokens + second.trace.bridge_prompt_tokens
-    assert first.trace.bridge_image_encoded and not second.trace.bridge_image_encoded
+    assert shapes[-1] == second.trace.bridge["query_tokens"] + second.trace.bridge["prompt_tokens"]
+    assert first.trace.bridge["image_encoded"] and not second.trace.bridge["image_encoded"]
     assert second.trace.standalone_question == "Is the circle big?"
 
 

@@ -120,8 +120,8 @@ def test_a_key_read_that_no_upstream_node_writes() -> None:
     data = example("text_only.yaml")
     data["edges"] = ["START -> marks -> captions -> prompt -> llm -> finish -> END", "marks -> exemplars -> END"]
     message = spec_error(data)
-    assert ("nodes.prompt: reads 'candidates', which no upstream node writes (upstream: captions, marks; given: "
-            in message)
+    assert ("nodes.prompt: reads 'img2llm.candidates', which no upstream node writes (upstream: captions, marks; "
+            "given: " in message)
     assert "nodes that write it: question_generation" in message
 
 
@@ -206,7 +206,7 @@ def test_text_only_example(engine: Any, picture: Image.Image) -> None:
     state = run(engine, load_graph(EXAMPLES / "text_only.yaml"), picture)
     assert state["path"] == ["marks", "captions", "exemplars", "prompt", "llm", "finish"]
     assert state["answered_by"] == "img2llm" and list(state["route_answers"]) == ["img2llm"]
-    assert state["answer"] == state["route_answers"]["img2llm"]["answer"] and state["captions"]
+    assert state["answer"] == state["route_answers"]["img2llm"]["answer"] and state["img2llm"]["captions"]
 
 
 def test_vote_example(engine: Any, picture: Image.Image) -> None:
@@ -244,8 +244,9 @@ def test_look_twice_example_asks_again_when_unsure(engine: Any, picture: Image.I
     look = state["look_twice"]
     assert look["first_answer"] == first["answer"] and look["phrase"] == "within the red rectangle"
     assert state["question"] == "What colour is the circle within the red rectangle?" == look["question"]
-    assert state["original_question"] == "What colour is the circle?"
-    assert state["image_ref"] != state["original_image_ref"] and state["mark_boxes"] == [look["box"]]
+    assert state["visual_prompt"]["original_question"] == "What colour is the circle?"
+    assert state["image_ref"] != state["visual_prompt"]["original_image_ref"]
+    assert state["visual_prompt"]["boxes"] == [look["box"]]
     assert state["answered_by"] == "bridge_marked" and state["answer"] == second["answer"]
     again = run(engine, graph, picture)  # the same question answers the same way, by the same path
     assert (again["answer"], again["path"], again["look_twice"]) == (state["answer"], state["path"], look)
@@ -288,7 +289,7 @@ def test_engine_answers_with_a_custom_graph(engine: Any, picture: Image.Image) -
     answer = custom.ask(picture, "What colour is the circle?")
     assert answer.route == "bridge_marked" and set(answer.trace.route_answers) == {"bridge", "bridge_marked"}
     assert answer.question == "What colour is the circle within the red rectangle?"
-    assert answer.trace.mark_phrases == ["within the red rectangle"]
+    assert answer.trace.visual_prompt["phrases"] == ["within the red rectangle"]
 
 
 def test_a_loop_bound_holds(engine: Any, picture: Image.Image) -> None:

@@ -25,16 +25,18 @@ def test_ask_runs_the_whole_text_route(engine, red_circle, monkeypatch) -> None:
     assert answer.question == "What colour is the circle?"
     assert answer.route == "img2llm" and answer.meaningless
     trace = answer.trace
-    assert sent == [trace.prompt]  # the trace's prompt is exactly what the LLM received
-    assert trace.prompt.startswith("Please reason the answer of the questions according to the given contexts.\n")
-    assert trace.prompt.endswith("Question:What colour is the circle?\nAnswer:")
-    assert trace.captions and trace.caption_stats["kept"] == len(trace.captions)
-    assert trace.candidates[-1] == "yes"
-    assert trace.exemplars and all(e["answer"] in trace.candidates for e in trace.exemplars)
+    work = trace.img2llm
+    assert work is not None and trace.bridge is None and trace.projection is None  # only the text route ran
+    assert sent == [work["prompt"]]  # the trace's prompt is exactly what the LLM received
+    assert work["prompt"].startswith("Please reason the answer of the questions according to the given contexts.\n")
+    assert work["prompt"].endswith("Question:What colour is the circle?\nAnswer:")
+    assert work["captions"] and work["caption_stats"]["kept"] == len(work["captions"])
+    assert work["candidates"][-1] == "yes"
+    assert work["exemplars"] and all(e["answer"] in work["candidates"] for e in work["exemplars"])
     for node in ("intake", "region_captions", "question_generation", "img2llm_prompt", "llm_answer", "total"):
         assert trace.timings[node] >= 0
     assert answer.answer == answer.answer.lower() and "\n" not in answer.answer
-    assert len(trace.gradcam) == trace.grid[0] * trace.grid[1]
+    assert len(work["gradcam"]) == work["grid"][0] * work["grid"][1]
 
 
 def test_second_question_on_the_same_image_reuses_its_features(engine, red_circle) -> None:  # type: ignore[no-untyped-def]
@@ -42,13 +44,14 @@ def test_second_question_on_the_same_image_reuses_its_features(engine, red_circl
     image.putpixel((199, 149), (1, 2, 3))  # a picture no other test uses
     first = engine.ask(image, "what is it?", route="img2llm")
     second = engine.ask(image, "is it red?", route="img2llm")
-    assert first.trace.image_encoded and not second.trace.image_encoded
+    assert first.trace.img2llm["image_encoded"] and not second.trace.img2llm["image_encoded"]
     assert first.image_ref == second.image_ref
 
 
 def test_same_question_same_answer(engine, red_circle) -> None:  # type: ignore[no-untyped-def]
     a, b = engine.ask(red_circle, "what is it?"), engine.ask(red_circle, "what is it?")
-    assert a.answer == b.answer and a.trace.captions == b.trace.captions and a.trace.prompt == b.trace.prompt
+    first, second = a.trace.img2llm, b.trace.img2llm
+    assert a.answer == b.answer and first["captions"] == second["captions"] and first["prompt"] == second["prompt"]
 
 
 def test_state_is_checkpointable_with_sqlite(engine, red_circle, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -60,7 +63,7 @@ def test_state_is_checkpointable_with_sqlite(engine, red_circle, tmp_path) -> No
                        context=VQAContext(tools=engine.tools))
     stored = graph.get_state(config).values
     assert stored["answer"] == out["answer"] and stored["image_ref"] == ref
-    assert stored["prompt"] == out["prompt"]
+    assert stored["img2llm"]["prompt"] == out["img2llm"]["prompt"]  # the route's record survives the checkpoint
 
 
 def test_stream_reports_each_node(engine, red_circle) -> None:  # type: ignore[no-untyped-def]
@@ -95,12 +98,13 @@ def test_unknown_route(engine, red_circle) -> None:  # type: ignore[no-untyped-d
 def test_template_questions_setting(red_circle) -> None:  # type: ignore[no-untyped-def]
     engine = Engine.from_profile("tiny", llm={"id": "builtin:tiny-llama"}, img2llm={"question_generation": "template"})
     answer = engine.ask(red_circle, "what is it?")
-    assert answer.trace.exemplars and all(e["source"] == "template" for e in answer.trace.exemplars)
+    exemplars = answer.trace.img2llm["exemplars"]
+    assert exemplars and all(e["source"] == "template" for e in exemplars)
 
 
 def test_no_caption_passing_the_filter_still_answers(red_circle) -> None:  # type: ignore[no-untyped-def]
     engine = Engine.from_profile("tiny", llm={"id": "builtin:tiny-llama"},
                                  img2llm={"itm_threshold": 1.0, "max_caption_rounds": 1})
     answer = engine.ask(red_circle, "what is it?")
-    assert answer.trace.captions == [] and answer.trace.caption_stats["rejected_itm"] == 8
-    assert "Contexts:\n" in answer.trace.prompt and answer.trace.candidates == ["yes"]
+    assert answer.trace.img2llm["captions"] == [] and answer.trace.img2llm["caption_stats"]["rejected_itm"] == 8
+    assert "Contexts:\n" in answer.trace.img2llm["prompt"] and answer.trace.img2llm["candidates"] == ["yes"]

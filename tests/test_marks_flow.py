@@ -49,19 +49,19 @@ def test_marked_question_through_the_route(engine, red_circle) -> None:  # type:
     answer = engine.ask(red_circle, "What is this?", marks=[mark], route="img2llm")
     trace = answer.trace
     assert answer.question == "What is the object within the red rectangle?"
-    assert trace.original_question == "What is this?"
-    assert trace.mark_phrases == [RECT]
+    assert trace.visual_prompt["original_question"] == "What is this?"
+    assert trace.visual_prompt["phrases"] == [RECT]
     assert trace.seen_image_ref != answer.image_ref  # the routes saw the marked picture
-    assert trace.prompt.endswith("Question:What is the object within the red rectangle?\nAnswer:")
+    assert trace.img2llm["prompt"].endswith("Question:What is the object within the red rectangle?\nAnswer:")
     seen = engine.tools.images.get(trace.seen_image_ref)
     assert seen.tobytes() == engine.render(red_circle, [mark]).tobytes()
-    inside = region_patches(tuple(trace.grid), red_circle.size, (15, 15, 95, 95))
-    assert trace.patch_ids and all(bool(inside[i]) for ids in trace.patch_ids for i in ids)
+    inside = region_patches(tuple(trace.img2llm["grid"]), red_circle.size, (15, 15, 95, 95))
+    assert trace.img2llm["patch_ids"] and all(bool(inside[i]) for ids in trace.img2llm["patch_ids"] for i in ids)
 
 
 def test_partly_outside_mark_is_clipped_and_said(engine, red_circle) -> None:  # type: ignore[no-untyped-def]
     answer = engine.ask(red_circle, "What is this?", marks=[{"shape": "rectangle", "box": (-20, 10, 80, 90)}])
-    assert answer.trace.mark_notes and "clipped" in answer.trace.mark_notes[0]
+    assert answer.trace.visual_prompt["notes"] and "clipped" in answer.trace.visual_prompt["notes"][0]
 
 
 def test_bad_mark_is_a_mark_error(engine, red_circle) -> None:  # type: ignore[no-untyped-def]
@@ -85,7 +85,7 @@ def test_cli_render_and_explain(red_circle_path: Path, tmp_path: Path, engine) -
     assert marked.size == (200, 150) and marked.tobytes() != Image.open(red_circle_path).convert("RGB").tobytes()
     explain = tmp_path / "explain.png"
     done = run("ask", str(red_circle_path), "What is this?", "--mark", "rectangle:20,20,90,90:red",
-               "--explain", str(explain))
+               "--explain", str(explain), "--route", "img2llm")
     assert done.returncode == 0, done.stderr
     assert "asked:  What is the object within the red rectangle?" in done.stdout
     picture = Image.open(explain)

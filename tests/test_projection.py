@@ -66,10 +66,10 @@ def test_projection_matches_llava_generate(engine: Engine) -> None:
         for question in QUESTIONS:
             answer = engine.ask(image, question, route="projection")
             got = answer.trace.route_answers["projection"]
-            assert got.token_ids == reference_generate("builtin:tiny-llava", image, question), (image, question)
-            assert answer.route == "projection" and answer.trace.projection_tokens == 16
-            assert "<image>" in answer.trace.projection_prompt
-            answers.add(tuple(got.token_ids))
+            assert got["token_ids"] == reference_generate("builtin:tiny-llava", image, question), (image, question)
+            assert answer.route == "projection" and answer.trace.projection["image_tokens"] == 16
+            assert "<image>" in answer.trace.projection["prompt"]
+            answers.add(tuple(got["token_ids"]))
     assert len(answers) == 4  # the image and the question both steer the answer: the test can fail
 
 
@@ -77,8 +77,8 @@ def test_image_tokens_are_reused(engine: Engine) -> None:
     image = images()[0]
     first = engine.ask(image, "What is it?", route="projection")
     second = engine.ask(image, "Is it round?", route="projection")
-    assert first.trace.projection_image_encoded is True or first.trace.projection_image_encoded is False
-    assert second.trace.projection_image_encoded is False
+    assert first.trace.projection["image_encoded"] is True or first.trace.projection["image_encoded"] is False
+    assert second.trace.projection["image_encoded"] is False
 
 
 def test_only_the_vision_tower_and_projector_are_loaded(model_cache: Path) -> None:
@@ -134,7 +134,7 @@ def test_both_runs_every_route_the_profile_has(model_cache: Path) -> None:
     assert three.profile.routes() == ("img2llm", "bridge", "projection")
     answer = three.ask(images()[0], "What colour is the circle?", route="both")
     assert set(answer.trace.route_answers) == {"img2llm", "bridge", "projection"}
-    best = max(answer.trace.route_answers.items(), key=lambda kv: kv[1].mean_logprob)[0]
+    best = max(answer.trace.route_answers.items(), key=lambda kv: kv[1]["mean_logprob"])[0]
     assert answer.route == best and "projection" in answer.trace.route_reason
 
 
@@ -181,4 +181,4 @@ def test_a_llava_checkpoint_as_the_llm(model_cache: Path) -> None:
     whole = Engine.from_profile("tiny", llm={"id": "builtin:tiny-llava"}, projector={"id": "builtin:tiny-llava"})
     image = images()[1]
     got = whole.ask(image, QUESTIONS[0], route="projection").trace.route_answers["projection"]
-    assert got.token_ids == reference_generate("builtin:tiny-llava", image, QUESTIONS[0])
+    assert got["token_ids"] == reference_generate("builtin:tiny-llava", image, QUESTIONS[0])

@@ -85,9 +85,9 @@ def test_shipped_projector_answers_through_the_route(model_cache: Path) -> None:
     engine = Engine.from_profile("shapes")
     example = next(iter(split_examples("single-large", 1)))
     answer = engine.ask(example.image, "What colour is the shape?", route="projection")
-    assert answer.route == "projection" and answer.trace.projection_tokens == 49 and answer.answer
+    assert answer.route == "projection" and answer.trace.projection["image_tokens"] == 49 and answer.answer
     again = engine.ask(example.image, "What shape is it?", route="projection")
-    assert again.trace.projection_image_encoded is False  # the frozen grid and the image tokens were cached
+    assert again.trace.projection["image_encoded"] is False  # the frozen grid and the image tokens were cached
 
 
 def _smollm2() -> str:

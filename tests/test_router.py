@@ -65,7 +65,8 @@ def image() -> Image.Image:
 def test_auto_uses_the_profile_policy_and_the_per_call_override(engine, image) -> None:  # type: ignore[no-untyped-def]
     colour = engine.ask(image, "What colour is the square?")
     assert colour.route == "bridge" and colour.trace.router_policy == "rules"
-    assert list(colour.trace.route_answers) == ["bridge"] and colour.trace.captions == []
+    assert list(colour.trace.route_answers) == ["bridge"] and colour.trace.bridge is not None
+    assert colour.trace.img2llm is None and colour.trace.projection is None  # routes that did not run: no record
     knowledge = engine.ask(image, "Which fruit has the same colour as the square?")
     assert knowledge.route == "img2llm" and list(knowledge.trace.route_answers) == ["img2llm"]
     both = engine.ask(image, "What colour is the square?", router="both")
@@ -83,7 +84,7 @@ def test_cascade_falls_back_only_when_the_bridge_is_unsure(image) -> None:  # ty
     unsure = engine_with(1.0).ask(image, "What is it?")  # log-probs are never above 0: always falls back
     assert unsure.route == "img2llm" and list(unsure.trace.route_answers) == ["bridge", "img2llm"]
     assert "bridge unsure" in unsure.trace.route_reason
-    assert unsure.answer == unsure.trace.route_answers["img2llm"].answer
+    assert unsure.answer == unsure.trace.route_answers["img2llm"]["answer"]
 
 
 def test_both_runs_the_routes_concurrently_and_keeps_the_surer(engine, image, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -106,9 +107,9 @@ def test_both_runs_the_routes_concurrently_and_keeps_the_surer(engine, image, mo
     answer = engine.ask(image, "What is it?", route="both")
     results = answer.trace.route_answers
     assert set(results) == {"img2llm", "bridge"}
-    assert {route: r.answer for route, r in results.items()} == alone  # concurrency changes no answer
-    best = max(results, key=lambda r: results[r].mean_logprob)
-    assert answer.route == best and answer.answer == results[best].answer
+    assert {route: r["answer"] for route, r in results.items()} == alone  # concurrency changes no answer
+    best = max(results, key=lambda r: results[r]["mean_logprob"])
+    assert answer.route == best and answer.answer == results[best]["answer"]
     assert f"kept {best}" in answer.trace.route_reason
 
 

@@ -1,18 +1,70 @@
-"""What a question returns: the short answer and the trace of how it was reached."""
+"""What a question returns: the short answer and the trace of how it was reached.
+
+The records here are the graph state's own (graphs/state.py nests them): each route that ran writes one, and the
+trace carries them as they are, so a route that did not run has no record. They are TypedDicts, plain data that
+any LangGraph checkpointer stores, which pydantic still validates inside `Trace`.
+"""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
+from typing_extensions import TypedDict  # pydantic validates TypedDicts from typing_extensions on Python < 3.12
 
 
-class RouteResult(BaseModel):
+class RouteAnswer(TypedDict):
     """One route's answer and the LLM's confidence in it (mean token log-probability)."""
 
     answer: str
     raw_answer: str
-    token_ids: list[int] = Field(default_factory=list)
-    token_logprobs: list[float] = Field(default_factory=list)
+    token_ids: list[int]
+    token_logprobs: list[float]
     mean_logprob: float
+
+
+class VisualPromptRecord(TypedDict, total=False):
+    """What drawing the marks did: the image and question before, each mark's phrase, box and note."""
+
+    original_image_ref: str  # the image before the marks were drawn
+    original_question: str  # the question as asked, before a mark's phrase replaced "this"
+    phrases: list[str]
+    boxes: list[list[int]]
+    notes: list[str]  # e.g. a mark clipped to the image
+
+
+class TextRouteRecord(TypedDict, total=False):
+    """The text route's work (Img2LLM, docs/methods.md §1): GradCAM, captions, exemplars, the prompt."""
+
+    gradcam: list[float]
+    grid: list[int]
+    patch_ids: list[list[int]]  # the patches each kept caption was written from
+    captions: list[str]
+    caption_scores: list[float]
+    caption_stats: dict[str, int]
+    image_encoded: bool  # False when the vision features came from the cache
+    candidates: list[str]
+    answer_captions: dict[str, list[int]]
+    exemplars: list[dict[str, str]]
+    prompt: str  # exactly the text sent to the LLM
+    prompt_stats: dict[str, int]
+
+
+class BridgeRecord(TypedDict, total=False):
+    """The Q-Former route's work (BLIP-2 / InstructBLIP, docs/methods.md §2); the soft prompt stays in the cache."""
+
+    query_tokens: int  # soft-prompt length (BLIP-2: 32)
+    conditioned: bool  # InstructBLIP: the Q-Former read the question
+    image_encoded: bool  # False when the Q-Former's output came from the cache
+    prompt: str  # the text after the soft prompt
+    prompt_tokens: int
+
+
+class ProjectionRecord(TypedDict, total=False):
+    """The projection route's work (LLaVA, docs/methods.md §7); the image tokens stay in the cache."""
+
+    image_tokens: int  # image tokens placed in the prompt (LLaVA-1.5: 576)
+    image_encoded: bool  # False when the projector's image tokens came from the cache
+    prompt: str  # the prompt, with the image placeholder where the image tokens go
+    prompt_tokens: int  # text tokens around the image
 
 
 class Trace(BaseModel):
@@ -21,38 +73,19 @@ class Trace(BaseModel):
     route_reason: str
     requested_route: str = "auto"
     router_policy: str = Field("", description="the policy that chose, when the route was auto")
-    route_answers: dict[str, RouteResult] = Field(default_factory=dict, description="every route that ran")
-    captions: list[str] = Field(default_factory=list)
-    caption_scores: list[float] = Field(default_factory=list)
-    caption_stats: dict[str, int] = Field(default_factory=dict)
-    candidates: list[str] = Field(default_factory=list)
-    exemplars: list[dict[str, str]] = Field(default_factory=list)
-    prompt: str = Field("", description="exactly the text sent to the LLM")
-    prompt_stats: dict[str, int] = Field(default_factory=dict)
+    route_answers: dict[str, RouteAnswer] = Field(default_factory=dict, description="every route that ran")
     raw_answer: str = ""
     token_logprobs: list[float] = Field(default_factory=list)
-    gradcam: list[float] = Field(default_factory=list)
-    grid: list[int] = Field(default_factory=list)
-    patch_ids: list[list[int]] = Field(default_factory=list, description="patches behind each kept caption")
-    image_encoded: bool = Field(True, description="False when the vision features came from the cache")
     timings: dict[str, float] = Field(default_factory=dict, description="seconds per node")
-    original_question: str = Field("", description="the question as asked, before a mark's phrase replaced 'this'")
-    mark_phrases: list[str] = Field(default_factory=list)
-    mark_notes: list[str] = Field(default_factory=list, description="e.g. a mark clipped to the image")
-    seen_image_ref: str = Field("", description="the image the routes saw (with its marks drawn)")
     path: list[str] = Field(default_factory=list,
                             description="the nodes that ran, in order ('node/inner' inside a subgraph)")
+    seen_image_ref: str = Field("", description="the image the routes saw (with its marks drawn)")
     standalone_question: str = Field("", description="what the vision tools read: a follow-up made standalone")
     history_turns: int = Field(0, description="earlier turns of the conversation given to the route")
-    query_tokens: int = Field(0, description="embedding route: soft-prompt length (BLIP-2: 32)")
-    bridge_prompt: str = Field("", description="embedding route: the text after the soft prompt")
-    bridge_prompt_tokens: int = 0
-    bridge_conditioned: bool = Field(False, description="InstructBLIP: the Q-Former read the question")
-    bridge_image_encoded: bool = Field(True, description="False when the Q-Former's image features were cached")
-    projection_tokens: int = Field(0, description="projection route: image tokens in the prompt (LLaVA-1.5: 576)")
-    projection_prompt: str = Field("", description="projection route: the prompt, image placeholder included")
-    projection_prompt_tokens: int = 0
-    projection_image_encoded: bool = Field(True, description="False when the projector's image tokens were cached")
+    visual_prompt: VisualPromptRecord | None = Field(None, description="the marks drawn, when there were any")
+    img2llm: TextRouteRecord | None = Field(None, description="the text route's work, when it ran")
+    bridge: BridgeRecord | None = Field(None, description="the Q-Former route's work, when it ran")
+    projection: ProjectionRecord | None = Field(None, description="the projection route's work, when it ran")
 
 
 class Answer(BaseModel):

@@ -62,7 +62,7 @@ class Img2LLMSettings(BaseModel):
 
 
 class BridgeSettings(BaseModel):
-    """The embedding route's knobs; defaults reproduce BLIP-2's zero-shot VQA (docs/methods.md §2)."""
+    """The Q-Former route's knobs; defaults reproduce BLIP-2's zero-shot VQA (docs/methods.md §2)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -117,7 +117,7 @@ ANSWERING_ROUTES: tuple[RouteName, ...] = ("img2llm", "bridge", "projection")
 RequestedRoute = Literal["auto", "img2llm", "bridge", "projection", "both"]
 REQUESTED_ROUTES: tuple[RequestedRoute, ...] = ("auto", "img2llm", "bridge", "projection", "both")
 CueName = Literal["knowledge", "marked", "colour", "shape", "count", "position", "size", "yes/no", "open"]
-# Before any measurement: what the image itself answers goes to the embedding route, what needs the world or
+# Before any measurement: what the image itself answers goes to the Q-Former route, what needs the world or
 # reasoning goes to the text route (captions + exemplars leave the LLM room to use what it knows).
 DEFAULT_CUE_ROUTES: dict[CueName, RouteName] = {
     "knowledge": "img2llm", "marked": "bridge", "colour": "bridge", "shape": "bridge", "count": "bridge",
@@ -210,7 +210,7 @@ class Profile(BaseModel):
     question_generator: ModelRef
     llm: ModelRef
     qformer: ModelRef | None = Field(
-        None, description="BLIP-2 or InstructBLIP checkpoint for the embedding route (its LLM part is not loaded)"
+        None, description="BLIP-2 or InstructBLIP checkpoint for the Q-Former route (its LLM part is not loaded)"
     )
     projector: ModelRef | None = Field(
         None, description="LLaVA-family checkpoint for the projection route (only its vision tower and "

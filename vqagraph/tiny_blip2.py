@@ -1,6 +1,6 @@
-"""Tiny BLIP-2 and InstructBLIP checkpoints built from configs (seeded), for the embedding route offline.
+"""Tiny BLIP-2 and InstructBLIP checkpoints built from configs (seeded), for the Q-Former route offline.
 
-Real transformers classes with small untrained weights: they make the embedding route runnable and let tests
+Real transformers classes with small untrained weights: they make the Q-Former route runnable and let tests
 check it token for token against `Blip2ForConditionalGeneration.generate`. Their answers mean nothing.
 The OPT language model inside is what vLLM serves (head size 64, a size vLLM's CPU attention accepts), and
 `extract_language_model` writes it out alone, as a user would serve the LLM of a real BLIP-2 checkpoint.

@@ -106,12 +106,12 @@ class Toolkit:
 
     @loaded_once
     def qformer(self) -> QFormerEncoder:
-        """The embedding route's encoder: only the Q-Former parts of the checkpoint are loaded."""
+        """The Q-Former route's encoder: only the Q-Former parts of the checkpoint are loaded."""
         from transformers import AutoTokenizer, BlipImageProcessorPil
 
         ref = self.profile.qformer
         if ref is None:
-            raise ProfileError(f"profile {self.profile.name!r} has no `qformer` checkpoint: the embedding route "
+            raise ProfileError(f"profile {self.profile.name!r} has no `qformer` checkpoint: the Q-Former route "
                                "(bridge) needs a BLIP-2 or InstructBLIP checkpoint")
         bridge = hub.load(QFormerBridge, ref, "qformer", device=self.device).keep_qformer_fp32()
         processor = hub.load(BlipImageProcessorPil, ref, "qformer")

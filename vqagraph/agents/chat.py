@@ -283,9 +283,10 @@ class ChatSession:
         trace = answer.trace
         if " ".join(streamed.split()) != " ".join(answer.answer.split()):
             self.say(f"answer: {answer.answer}")
-        if answer.question != trace.original_question:
+        marked = trace.visual_prompt or {}
+        if answer.question != marked.get("original_question", answer.question):
             self.say(self.dim(f"  asked: {answer.question}"))
-        for note in trace.mark_notes:
+        for note in marked.get("notes", []):
             self.say(self.dim(f"  mark: {note}"))
         details = [f"{trace.timings.get('total', 0.0):.2f} s",
                    "vision encoded" if vision_encoded(answer) else "vision reused"]
@@ -354,7 +355,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--thread", default=None, metavar="ID", help="continue this thread (its image comes with it)")
     add_engine_options(parser)
     parser.add_argument("--route", default="auto", choices=ROUTES,
-                        help="auto: the router decides; img2llm: text route; bridge: Q-Former embedding route; "
+                        help="auto: the router decides; img2llm: text route; bridge: Q-Former route; "
                         "projection: LLaVA projection route; both: every route the profile has")
     parser.add_argument("--router", default=None, choices=POLICIES,
                         help="the router's policy for route auto (default: the profile's)")

@@ -46,31 +46,33 @@ def _ask(args: argparse.Namespace) -> int:
     if args.thread:
         turns = len(engine.conversation(args.thread, store=args.store).history())
         print(f"thread: {args.thread} (turn {turns})", file=sys.stderr)
+    trace = answer.trace
     if args.explain:
-        from vqagraph.tools.explain_picture import explain_picture
-
-        trace = answer.trace
-        picture = explain_picture(engine.tools.images.get(trace.seen_image_ref), trace.gradcam, trace.grid,
-                                  trace.patch_ids, trace.captions, answer.question, answer.answer,
-                                  notes=trace.mark_notes, letterboxed=engine.letterboxed)
-        picture.save(args.explain)
+        picture = engine.explain(answer)
+        if picture is None:
+            print(f"explain: nothing to draw, the text route did not run (route {answer.route})", file=sys.stderr)
+        else:
+            picture.save(args.explain)
     if args.json:
         print(answer.model_dump_json(indent=2))
         return 0
     print(f"answer: {answer.answer}")
-    print(f"route:  {answer.route} ({answer.trace.route_reason})")
-    if args.graph and answer.trace.path:
-        print(f"path:   {' → '.join(answer.trace.path)}")
-    if answer.question != answer.trace.original_question:
+    print(f"route:  {answer.route} ({trace.route_reason})")
+    if args.graph and trace.path:
+        print(f"path:   {' → '.join(trace.path)}")
+    marked = trace.visual_prompt or {}
+    if answer.question != marked.get("original_question", answer.question):
         print(f"asked:  {answer.question}")
-    for note in answer.trace.mark_notes:
+    for note in marked.get("notes", []):
         print(f"mark:   {note}")
-    if len(answer.trace.route_answers) > 1:
-        for name, result in answer.trace.route_answers.items():
-            print(f"  {name}: {result.answer!r} (mean log-prob {result.mean_logprob:.3f})")
-    if answer.trace.query_tokens:
-        print(f"bridge: {answer.trace.query_tokens} query tokens + {answer.trace.bridge_prompt!r}")
-    stats = answer.trace.caption_stats
+    if len(trace.route_answers) > 1:
+        for name, result in trace.route_answers.items():
+            print(f"  {name}: {result['answer']!r} (mean log-prob {result['mean_logprob']:.3f})")
+    if trace.bridge and trace.bridge.get("query_tokens"):
+        print(f"bridge: {trace.bridge['query_tokens']} query tokens + {trace.bridge.get('prompt', '')!r}")
+    if trace.projection and trace.projection.get("image_tokens"):
+        print(f"projection: {trace.projection['image_tokens']} image tokens in {trace.projection.get('prompt', '')!r}")
+    stats = (trace.img2llm or {}).get("caption_stats")
     if stats:
         print(f"captions: {stats.get('kept', 0)} kept of {stats.get('generated', 0)} generated "
               f"in {stats.get('rounds', 0)} round(s)")
@@ -145,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="add this question to a conversation thread (created if new, continued if not)")
     add_engine_options(ask)
     ask.add_argument("--route", default="auto", choices=list(REQUESTED_ROUTES),
-                     help="auto: the router decides; img2llm: text route; bridge: Q-Former embedding route; "
+                     help="auto: the router decides; img2llm: text route; bridge: Q-Former route; "
                      "projection: LLaVA projection route; both: every route the profile has")
     ask.add_argument("--router", default=None, choices=["rules", "cascade", "both"],
                      help="the router's policy for --route auto (default: the profile's)")

@@ -21,7 +21,6 @@ def run_demo(profile: str | None, out: Path, scenes: int = 3, explain: bool = Tr
     from vqagraph.eval.datasets import load_dataset
     from vqagraph.eval.harness import answer_one, score_answer
     from vqagraph.eval.report import AnswerRecord, EvalReport
-    from vqagraph.tools.explain_picture import explain_picture
     from vqagraph.world import write_dataset
 
     start = time.perf_counter()
@@ -47,13 +46,11 @@ def run_demo(profile: str | None, out: Path, scenes: int = 3, explain: bool = Tr
         print(f"  route:  {answer.route} - {answer.trace.route_reason}")
         print(f"  answer: {answer.answer!r}   truth: {item.answers[0]!r}   {verdict}   "
               f"({answer.trace.timings['total']:.2f} s)")
-        if answer.trace.captions:
-            print(f"  captions ({len(answer.trace.captions)}): {answer.trace.captions[:2]}")
-        if explain and answer.trace.gradcam:
-            trace = answer.trace
-            picture = explain_picture(engine.tools.images.get(trace.seen_image_ref), trace.gradcam, trace.grid,
-                                      trace.patch_ids, trace.captions, answer.question, answer.answer,
-                                      notes=trace.mark_notes, letterboxed=engine.letterboxed)
+        captions = (answer.trace.img2llm or {}).get("captions", [])
+        if captions:
+            print(f"  captions ({len(captions)}): {captions[:2]}")
+        picture = engine.explain(answer) if explain else None
+        if picture is not None:
             path = out / f"explain-{item.family}.png"
             picture.save(path)
             print(f"  explain: {path}")

@@ -55,7 +55,7 @@ class VisualQuestionInput(BaseModel):
     marks: list[MarkArg] | None = Field(None, description="optional visual prompts pointing at regions")
     thread: str | None = Field(None, description="optional conversation id: the question becomes a turn of it")
     route: RequestedRoute = Field(
-        "auto", description="auto (the router decides), img2llm (text route), bridge (Q-Former embedding route), "
+        "auto", description="auto (the router decides), img2llm (text route), bridge (Q-Former route), "
         "projection (LLaVA projection route), or both (every route the profile has)")
 
 

@@ -85,7 +85,8 @@ def build_server(engine: Engine, store: str | None = None) -> MCPServer:
                                               thread=thread, store=store))
             return AskResult(answer=answer.answer, route=answer.route, route_reason=answer.trace.route_reason,
                              question=answer.question, image_ref=answer.image_ref, thread=thread,
-                             meaningless=answer.meaningless, mark_notes=answer.trace.mark_notes)
+                             meaningless=answer.meaningless,
+                             mark_notes=(answer.trace.visual_prompt or {}).get("notes", []))
 
         return await run(ask)
 

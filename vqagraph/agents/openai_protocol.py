@@ -261,14 +261,14 @@ def usage_of(answer: Answer) -> Usage:
     """Tokens the LLM read and wrote, summed over the routes that ran."""
     trace = answer.trace
     prompt = completion_tokens = 0
-    for route, result in trace.route_answers.items():
-        completion_tokens += len(result.token_ids)
-        if route == "img2llm":
-            prompt += int(trace.prompt_stats.get("tokens", 0))
-        elif route == "bridge":
-            prompt += trace.bridge_prompt_tokens + trace.query_tokens
-        elif route == "projection":
-            prompt += trace.projection_prompt_tokens + trace.projection_tokens
+    for result in trace.route_answers.values():
+        completion_tokens += len(result["token_ids"])
+    if trace.img2llm:
+        prompt += int(trace.img2llm.get("prompt_stats", {}).get("tokens", 0))
+    if trace.bridge:
+        prompt += trace.bridge.get("prompt_tokens", 0) + trace.bridge.get("query_tokens", 0)
+    if trace.projection:
+        prompt += trace.projection.get("prompt_tokens", 0) + trace.projection.get("image_tokens", 0)
     return Usage(prompt_tokens=prompt, completion_tokens=completion_tokens, total_tokens=prompt + completion_tokens)
 
 

@@ -79,9 +79,8 @@ def history_on(turns: Sequence[dict[str, Any]], image_ref: str) -> list[dict[str
 def vision_encoded(answer: Answer) -> bool:
     """Did any route that ran encode the image (rather than reuse cached features)?"""
     trace = answer.trace
-    ran = set(trace.route_answers)
-    return (("img2llm" in ran and trace.image_encoded) or ("bridge" in ran and trace.bridge_image_encoded)
-            or ("projection" in ran and trace.projection_image_encoded))
+    return any(record.get("image_encoded", False) for record in (trace.img2llm, trace.bridge, trace.projection)
+               if record is not None)
 
 
 def answer_turn(state: ThreadState, runtime: Runtime[TurnContext]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from vqagraph.config import Profile, load_profile
 from vqagraph.errors import ImageError, ProfileError, QuestionError
 from vqagraph.graphs.events import OnEvent, stream_event
 from vqagraph.graphs.router import POLICIES
-from vqagraph.graphs.state import STATE_KEYS, VQAContext
+from vqagraph.graphs.state import RECORDS, STATE_KEYS, VQAContext
 from vqagraph.graphs.vqa import ROUTES, build_graph
 from vqagraph.media import ImageInput, load_image
 from vqagraph.request import AskRequest, validate_marks, validate_question
@@ -73,6 +73,19 @@ class Engine:
         drawn, _ = render_marks(picture, validate_marks(marks), seed=self.profile.img2llm.seed)
         return drawn
 
+    def explain(self, answer: Answer) -> Image.Image | None:
+        """The explain picture of a text-route answer (GradCAM, sampled patches, kept captions); None when the
+        text route did not run."""
+        from vqagraph.tools.explain_picture import explain_picture
+
+        trace = answer.trace
+        work = trace.img2llm
+        if not work or not work.get("gradcam"):
+            return None
+        return explain_picture(self.tools.images.get(trace.seen_image_ref), work["gradcam"], work["grid"],
+                               work.get("patch_ids", []), work.get("captions", []), answer.question, answer.answer,
+                               notes=(trace.visual_prompt or {}).get("notes", []), letterboxed=self.letterboxed)
+
     def conversation(self, thread_id: str | None = None, store: str | None = None) -> Conversation:
         """A multi-turn thread (new, or continued by id) persisted in `store`: a SQLite path (default: under
         the user's data directory), a `postgresql://` URL, or `memory`."""
@@ -100,7 +113,7 @@ class Engine:
         if router is not None and router not in POLICIES:
             raise QuestionError(f"unknown router policy {router!r}; choose one of {', '.join(POLICIES)}")
         if route == "bridge" and "bridge" not in self.profile.routes():
-            raise ProfileError(f"route 'bridge' needs the embedding route, but profile {self.profile.name!r} has "
+            raise ProfileError(f"route 'bridge' needs the Q-Former route, but profile {self.profile.name!r} has "
                                "no `qformer` checkpoint (BLIP-2 or InstructBLIP)")
         if route == "projection" and "projection" not in self.profile.routes():
             raise ProfileError(f"route 'projection' needs the projection route, but profile {self.profile.name!r} "
@@ -181,9 +194,11 @@ class Engine:
         router = inputs.get("router_policy") or None
         timings = {"intake": round(intake, 4), **state.get("timings", {})}
         timings["total"] = round(time.perf_counter() - start, 4)
-        # Every trace field the graph's state holds under the same name is read from it as is (a route that did
-        # not run leaves its fields at their defaults); the rest are the run's own facts.
-        shared = {name: state[name] for name in Trace.model_fields if name in state and name in STATE_KEYS}
+        # The trace carries the state's records and answers as they are (a route that did not run has none);
+        # the rest are the run's own facts.
+        # (A record's channel reads as {} before any node writes it: that is no record.)
+        shared = {name: state[name] for name in Trace.model_fields
+                  if name in state and name in STATE_KEYS and (state[name] or name not in RECORDS)}
         trace = Trace(**{
             **shared,
             "profile": self.profile.name,
@@ -191,7 +206,6 @@ class Engine:
             "requested_route": route,
             "router_policy": (router or self.profile.router.policy) if route == "auto" else "",
             "timings": timings,
-            "original_question": state.get("original_question", question),
             "seen_image_ref": state.get("image_ref", ref),
             "route_reason": state.get("route_reason", ""),
             "history_turns": len(inputs.get("history") or []),

@@ -83,7 +83,8 @@ def _ask_and_score(engine: Engine, item: EvalItem, route: str, base: dict[str, A
         return AnswerRecord(**base, accuracy=0.0, seconds=round(time.perf_counter() - start, 4),
                             error=f"{type(exc).__name__}: {exc}")
     seconds = answer.trace.timings.get("total", round(time.perf_counter() - start, 4))
-    routes = {name: RouteRecord(answer=r.answer, mean_logprob=r.mean_logprob, accuracy=score_answer(r.answer, item))
+    routes = {name: RouteRecord(answer=r["answer"], mean_logprob=r["mean_logprob"],
+                                accuracy=score_answer(r["answer"], item))
               for name, r in answer.trace.route_answers.items()}
     return AnswerRecord(**base, route_taken=answer.route, reason=answer.trace.route_reason, answer=answer.answer,
                         accuracy=score_answer(answer.answer, item), seconds=seconds, route_answers=routes)

@@ -1,4 +1,4 @@
-"""Node adapters of the embedding route (BLIP-2, docs/methods.md §2): Q-Former → prompt text → frozen LLM.
+"""Node adapters of the Q-Former route (BLIP-2, docs/methods.md §2): Q-Former → prompt text → frozen LLM.
 
 The soft prompt never enters state: the encoder caches it per image (and per question for InstructBLIP), so
 the answer node fetches the same tensor from the feature cache instead of recomputing it.
@@ -25,21 +25,21 @@ def _soft_prompt(tools: Toolkit, state: VQAState) -> tuple[Any, bool]:
 
 
 @node("qformer_encode", reads=("image_ref", "question", "standalone_question"),
-      writes=("query_tokens", "bridge_conditioned", "bridge_image_encoded"))
+      writes=("bridge.query_tokens", "bridge.conditioned", "bridge.image_encoded"))
 def qformer_encode(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
     """Image (+ question, for InstructBLIP) → soft prompt; checked against the LLM's width before any request."""
     tools = runtime.context.tools
     soft_prompt, encoded = _soft_prompt(tools, state)
     llm = tools.llm
     check_soft_prompt_size(soft_prompt, int(llm.input_embeddings().shape[1]), tools.qformer.name, llm.name)
-    return {
+    return {"bridge": {
         "query_tokens": int(soft_prompt.shape[0]),
-        "bridge_conditioned": tools.qformer.bridge.conditioned,
-        "bridge_image_encoded": encoded,
-    }
+        "conditioned": tools.qformer.bridge.conditioned,
+        "image_encoded": encoded,
+    }}
 
 
-@node("bridge_prompt", reads=("question", "history"), writes=("bridge_prompt", "bridge_prompt_tokens"))
+@node("bridge_prompt", reads=("question", "history"), writes=("bridge.prompt", "bridge.prompt_tokens"))
 def bridge_prompt(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
     """BLIP-2's VQA prompt; in a conversation the earlier turns go first, concatenated as LAVIS does (§2)."""
     tools = runtime.context.tools
@@ -47,10 +47,10 @@ def bridge_prompt(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, An
     turns = recent_turns(state, tools.profile.conversation.max_history_turns)
     text = bridge_text(settings.prompt_template, state["question"], turns, settings.history_template)
     ids = bridge_token_ids(tools.llm.tokenizer, text, settings.add_bos)
-    return {"bridge_prompt": text, "bridge_prompt_tokens": len(ids)}
+    return {"bridge": {"prompt": text, "prompt_tokens": len(ids)}}
 
 
-@node("bridge_answer", reads=("image_ref", "question", "bridge_prompt"), writes=("route_answers",))
+@node("bridge_answer", reads=("image_ref", "question", "bridge.prompt"), writes=("route_answers",))
 def bridge_answer(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
     """`[soft prompt ; embed(BOS + text)]` → the LLM as prompt embeddings (greedy, BLIP-2's 10 tokens)."""
     tools = runtime.context.tools
@@ -59,7 +59,7 @@ def bridge_answer(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, An
     params = GenerationParams(max_new_tokens=settings.max_new_tokens, min_new_tokens=1)
     if settings.send == "prompt-embeds":
         soft_prompt, _ = _soft_prompt(tools, state)  # a feature-cache hit: qformer_encode computed it
-        ids = bridge_token_ids(llm.tokenizer, state["bridge_prompt"], settings.add_bos)
+        ids = bridge_token_ids(llm.tokenizer, state["bridge"]["prompt"], settings.add_bos)
         embeds = bridge_embeddings(soft_prompt, ids, llm.input_embeddings())
         (generation,) = llm.generate_from_embeddings([embeds], params, on_token=token_writer(runtime, "bridge"))
         return {"route_answers": {"bridge": route_answer(generation)}}
@@ -69,8 +69,8 @@ def bridge_answer(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, An
                            "(llm_backend.url); use send = 'prompt-embeds' with other backends")
     if settings.send == "image":
         image = tools.images.get(state["image_ref"])
-        generation = llm.generate_with_image(state["bridge_prompt"], image=image, params=params)
+        generation = llm.generate_with_image(state["bridge"]["prompt"], image=image, params=params)
     else:
         soft_prompt, _ = _soft_prompt(tools, state)
-        generation = llm.generate_with_image(state["bridge_prompt"], image_embeds=soft_prompt, params=params)
+        generation = llm.generate_with_image(state["bridge"]["prompt"], image_embeds=soft_prompt, params=params)
     return {"route_answers": {"bridge": route_answer(generation)}}

@@ -1,4 +1,4 @@
-"""The BLIP-2 embedding route as a subgraph: Q-Former soft prompt → prompt text → frozen LLM."""
+"""The Q-Former route (BLIP-2) as a subgraph: Q-Former soft prompt → prompt text → frozen LLM."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any, TypedDict
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
+from vqagraph.answer import BridgeRecord, RouteAnswer
 from vqagraph.graphs import bridge_nodes
 from vqagraph.graphs.state import VQAContext, VQAState
 
@@ -14,12 +15,8 @@ from vqagraph.graphs.state import VQAContext, VQAState
 class BridgeRouteOutput(TypedDict, total=False):
     """Only these keys leave the subgraph, so it can run beside the text route (`both`) without clashes."""
 
-    query_tokens: int
-    bridge_conditioned: bool
-    bridge_image_encoded: bool
-    bridge_prompt: str
-    bridge_prompt_tokens: int
-    route_answers: dict[str, Any]
+    bridge: BridgeRecord
+    route_answers: dict[str, RouteAnswer]
     timings: dict[str, float]
 
 

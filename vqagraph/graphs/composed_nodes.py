@@ -17,11 +17,12 @@ from typing import Any, Literal
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field
 
+from vqagraph.answer import RouteAnswer
 from vqagraph.config import RequestedRoute
 from vqagraph.errors import VQAGraphError
 from vqagraph.graphs.nodes import Node, node, route_answer
 from vqagraph.graphs.router import pick_answer
-from vqagraph.graphs.state import RouteAnswer, VQAContext, VQAState
+from vqagraph.graphs.state import VQAContext, VQAState
 from vqagraph.tools.llm.base import GenerationParams
 from vqagraph.tools.llm.postprocess import postprocess_answer
 
@@ -118,7 +119,7 @@ def make_intake(settings: IntakeSettings) -> Node:
     return intake
 
 
-@node("gradcam", reads=("image_ref", "question", "standalone_question"), writes=("gradcam", "grid"))
+@node("gradcam", reads=("image_ref", "question", "standalone_question"), writes=("img2llm.gradcam", "img2llm.grid"))
 def gradcam(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
     """The question's GradCAM over the image's patches (ITM model), alone: no captions."""
     from vqagraph.tools.gradcam import patch_grid
@@ -126,7 +127,7 @@ def gradcam(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
     tools = runtime.context.tools
     image = tools.images.get(state["image_ref"])
     probs, _embeds, _fresh = tools.region_captioner.gradcam(state["image_ref"], image, _question(state))
-    return {"gradcam": [round(v, 6) for v in probs.tolist()], "grid": list(patch_grid(probs.shape[0]))}
+    return {"img2llm": {"gradcam": [round(v, 6) for v in probs.tolist()], "grid": list(patch_grid(probs.shape[0]))}}
 
 
 def peak_box(cam: list[float], grid: list[int], size: tuple[int, int], radius: int) -> tuple[tuple[int, int],
@@ -165,28 +166,31 @@ class PeakMarkSettings(Settings):
 
 
 def make_mark_gradcam_peak(settings: PeakMarkSettings) -> Node:
-    @node("mark_gradcam_peak", reads=("image_ref", "question", "gradcam", "grid", "route_answers"),
-          writes=("image_ref", "question", "original_image_ref", "original_question", "mark_phrases", "mark_boxes",
-                  "look_twice"))
+    @node("mark_gradcam_peak", reads=("image_ref", "question", "img2llm.gradcam", "img2llm.grid", "route_answers"),
+          writes=("image_ref", "question", "visual_prompt.original_image_ref", "visual_prompt.original_question",
+                  "visual_prompt.phrases", "visual_prompt.boxes", "look_twice"))
     def mark_gradcam_peak(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
         """Draw a mark around the GradCAM peak and point the question at it, to ask a second time."""
         from vqagraph.tools.visual_prompt import Mark, render_marks
 
         tools = runtime.context.tools
         image = tools.images.get(state["image_ref"])
-        cell, box = peak_box(state["gradcam"], state["grid"], image.size, settings.radius)
+        cell, box = peak_box(state["img2llm"]["gradcam"], state["img2llm"]["grid"], image.size, settings.radius)
         mark = Mark.create(shape=settings.shape, box=box, colour=settings.colour)
         drawn, (rendered,) = render_marks(image, [mark], seed=tools.profile.img2llm.seed)
         question = state["question"]
         asked = refer_with_phrase(question, rendered.phrase) if settings.rewrite else question
         first = (state.get("route_answers") or {}).get(settings.route)
+        drawn_before = state.get("visual_prompt", {})
         return {
             "image_ref": tools.images.add(drawn),
-            "original_image_ref": state.get("original_image_ref") or state["image_ref"],
             "question": asked,
-            "original_question": state.get("original_question") or question,
-            "mark_phrases": [*state.get("mark_phrases", []), rendered.phrase],
-            "mark_boxes": [*state.get("mark_boxes", []), list(rendered.box)],
+            "visual_prompt": {
+                "original_image_ref": drawn_before.get("original_image_ref") or state["image_ref"],
+                "original_question": drawn_before.get("original_question") or question,
+                "phrases": [*drawn_before.get("phrases", []), rendered.phrase],
+                "boxes": [*drawn_before.get("boxes", []), list(rendered.box)],
+            },
             "look_twice": {
                 "peak_cell": list(cell), "box": list(rendered.box), "phrase": rendered.phrase, "question": asked,
                 "first_route": settings.route, "first_answer": first["answer"] if first else "",
@@ -439,11 +443,16 @@ def make_confidence(settings: ConfidenceSettings) -> Condition:
 
 
 class StateValueSettings(Settings):
-    key: str = Field(description="the state key whose value (as text) is the outcome")
+    key: str = Field(description="the state key whose value (as text) is the outcome; a record's field as "
+                     "'record.field' (e.g. 'img2llm.prompt')")
 
 
 def make_state_value(settings: StateValueSettings) -> Condition:
     def state_value(state: VQAState, runtime: Runtime[VQAContext]) -> str:
-        return str(state.get(settings.key, ""))  # type: ignore[misc]
+        record, _, field = settings.key.partition(".")
+        value = state.get(record, "")  # type: ignore[misc]
+        if field:
+            value = value.get(field, "") if isinstance(value, dict) else ""
+        return str(value)
 
     return state_value

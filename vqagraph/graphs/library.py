@@ -21,7 +21,7 @@ outcome`, and `outcomes` lists what it can answer (None: any text).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, get_args, get_origin
 
@@ -31,6 +31,7 @@ from vqagraph.graphs.bridge_route import BridgeRouteOutput, build_bridge_route
 from vqagraph.graphs.composed_nodes import Condition, NoSettings, Settings, SubgraphSettings, subgraph_node
 from vqagraph.graphs.nodes import Node
 from vqagraph.graphs.projection_route import ProjectionRouteOutput, build_projection_route
+from vqagraph.graphs.state import RECORDS
 from vqagraph.graphs.text_route import TextRouteOutput, build_text_route
 
 # What `Engine.ask` puts into every graph's input state, and what every node may write (bookkeeping).
@@ -84,8 +85,13 @@ def _made(factory: Callable[[Any], Node], settings: type[Settings], reads: tuple
                      settings, _doc(fn))
 
 
+def _fields(keys: Iterable[str]) -> list[str]:
+    """State keys as nodes declare them: a nested record (graphs/state.RECORDS) as its "record.field"s."""
+    return [name for k in keys for name in ([f"{k}.{f}" for f in RECORDS[k].__annotations__] if k in RECORDS else [k])]
+
+
 def _route(name: str, build: Callable[[], Any], output: type, optional: tuple[str, ...], doc: str) -> NodeEntry:
-    writes = tuple(k for k in output.__annotations__ if k not in BOOKKEEPING)
+    writes = tuple(_fields(k for k in output.__annotations__ if k not in BOOKKEEPING))
     return NodeEntry(name, lambda s: subgraph_node(build(), name, s), ("image_ref", "question"), writes, optional,
                      SubgraphSettings, doc, "subgraph")
 
@@ -93,8 +99,8 @@ def _route(name: str, build: Callable[[], Any], output: type, optional: tuple[st
 _VQA_PARTS = (nodes.render_marks, nodes.resolve_followup, vqa_graph.route_question, vqa_graph.pick)
 _VQA_WRITES = tuple(dict.fromkeys(
     [k for fn in _VQA_PARTS for k in fn.WRITES]
-    + [k for out in (TextRouteOutput, BridgeRouteOutput, ProjectionRouteOutput) for k in out.__annotations__
-       if k not in BOOKKEEPING]))
+    + _fields(k for out in (TextRouteOutput, BridgeRouteOutput, ProjectionRouteOutput) for k in out.__annotations__
+              if k not in BOOKKEEPING)))
 
 _ENTRIES = [
     _made(composed_nodes.make_intake, composed_nodes.IntakeSettings, ("image_ref", "question")),
@@ -106,35 +112,36 @@ _ENTRIES = [
     _fixed(composed_nodes.gradcam, ("image_ref", "question")),
     _fixed(nodes.region_captions, ("image_ref", "question"),
            "Text route: GradCAM-guided patch sampling, batched BLIP captions, ITM filter (Img2LLM §1.1-1.3)."),
-    _fixed(nodes.question_generation, ("captions",),
+    _fixed(nodes.question_generation, ("img2llm.captions",),
            "Text route: answer candidates from the captions, one synthetic question each (Img2LLM §1.4-1.5)."),
-    _fixed(nodes.img2llm_prompt, ("question", "captions", "candidates", "answer_captions", "exemplars"),
+    _fixed(nodes.img2llm_prompt, ("question", "img2llm.captions", "img2llm.candidates", "img2llm.answer_captions",
+                                  "img2llm.exemplars"),
            "Text route: the Img2LLM prompt (captions + QA exemplars + question) within the LLM's context."),
-    _fixed(nodes.llm_answer, ("prompt",),
+    _fixed(nodes.llm_answer, ("img2llm.prompt",),
            "Text route: the frozen LLM answers the prompt (greedy); files route_answers.img2llm."),
     _fixed(bridge_nodes.qformer_encode, ("image_ref", "question"),
            "Embedding route: the Q-Former's soft prompt for the image, checked against the LLM's width."),
     _fixed(bridge_nodes.bridge_prompt, ("question",), "Embedding route: the text after the soft prompt."),
-    _fixed(bridge_nodes.bridge_answer, ("image_ref", "question", "bridge_prompt")),
+    _fixed(bridge_nodes.bridge_answer, ("image_ref", "question", "bridge.prompt")),
     _fixed(projection_nodes.projection_encode, ("image_ref",),
            "Projection route: the projector's image tokens for the image, checked against the LLM's width."),
     _fixed(projection_nodes.projection_prompt, ("question",),
            "Projection route: LLaVA's prompt, with the image placeholder where the image tokens go."),
-    _fixed(projection_nodes.projection_answer, ("image_ref", "projection_prompt")),
+    _fixed(projection_nodes.projection_answer, ("image_ref", "projection.prompt")),
     _fixed(vqa_graph.pick, ("chosen_route", "route_answers", "route_reason"),
            "The main graph's last step: keep the chosen route's answer (cascade and both: the surer one)."),
     _made(composed_nodes.make_mark_gradcam_peak, composed_nodes.PeakMarkSettings,
-          ("image_ref", "question", "gradcam", "grid")),
+          ("image_ref", "question", "img2llm.gradcam", "img2llm.grid")),
     _made(composed_nodes.make_postprocess, composed_nodes.PostprocessSettings, ("route_answers",)),
     _made(composed_nodes.make_vote, composed_nodes.VoteSettings, ("route_answers",)),
     _made(composed_nodes.make_decompose_question, composed_nodes.DecomposeSettings, ("question",)),
     _made(composed_nodes.make_ask_subquestions, composed_nodes.SubquestionSettings, ("image_ref", "sub_questions")),
     _made(composed_nodes.make_compose_answer, composed_nodes.ComposeSettings, ("question", "sub_answers")),
-    _route("img2llm", build_text_route, TextRouteOutput, ("mark_boxes", "standalone_question", "history"),
+    _route("img2llm", build_text_route, TextRouteOutput, ("visual_prompt.boxes", "standalone_question", "history"),
            "The whole text route as a subgraph: region_captions → question_generation → img2llm_prompt → "
            "llm_answer; files route_answers.img2llm."),
     _route("bridge", build_bridge_route, BridgeRouteOutput, ("standalone_question", "history"),
-           "The whole embedding route as a subgraph: qformer_encode → bridge_prompt → bridge_answer; files "
+           "The whole Q-Former route as a subgraph: qformer_encode → bridge_prompt → bridge_answer; files "
            "route_answers.bridge."),
     _route("projection", build_projection_route, ProjectionRouteOutput, ("history",),
            "The whole projection route (LLaVA) as a subgraph: projection_encode → projection_prompt → "

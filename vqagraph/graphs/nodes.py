@@ -1,6 +1,7 @@
 """Node adapters: each reads a few state keys, calls one tool, and writes a few keys back.
 
-`READS` and `WRITES` on every node say which keys it touches, so users composing graphs can check wiring.
+`READS` and `WRITES` on every node say which keys it touches, so users composing graphs can check wiring; a field
+of a nested record (graphs/state.py) is named "record.field", e.g. "img2llm.captions".
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from vqagraph.graphs.state import RouteAnswer, VQAContext, VQAState
+from vqagraph.answer import RouteAnswer
+from vqagraph.graphs.state import VQAContext, VQAState
 from vqagraph.tools.answer_candidates import extract_candidates
 from vqagraph.tools.llm.base import Generation, GenerationParams
 from vqagraph.tools.llm.postprocess import postprocess_answer
@@ -42,8 +44,8 @@ def node(name: str, reads: tuple[str, ...], writes: tuple[str, ...]) -> Callable
 
 
 @node("render_marks", reads=("image_ref", "question", "marks"),
-      writes=("image_ref", "original_image_ref", "question", "original_question", "mark_phrases", "mark_boxes",
-              "mark_notes"))
+      writes=("image_ref", "question", "visual_prompt.original_image_ref", "visual_prompt.original_question",
+              "visual_prompt.phrases", "visual_prompt.boxes", "visual_prompt.notes"))
 def render_marks(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
     """Draw the marks; the routes then see the marked image, and "this"/"here" become the mark's phrase."""
     from vqagraph.tools.referring import refer_to_mark
@@ -60,12 +62,14 @@ def render_marks(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any
     question, _changed = refer_to_mark(state["question"], phrases)
     return {
         "image_ref": tools.images.add(drawn),
-        "original_image_ref": state["image_ref"],
         "question": question,
-        "original_question": state["question"],
-        "mark_phrases": phrases,
-        "mark_boxes": [list(r.box) for r in rendered],
-        "mark_notes": [r.note for r in rendered if r.note],
+        "visual_prompt": {
+            "original_image_ref": state["image_ref"],
+            "original_question": state["question"],
+            "phrases": phrases,
+            "boxes": [list(r.box) for r in rendered],
+            "notes": [r.note for r in rendered if r.note],
+        },
     }
 
 
@@ -90,16 +94,17 @@ def resolve_followup(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str,
     return {"standalone_question": text}
 
 
-@node("region_captions", reads=("image_ref", "question", "standalone_question", "mark_boxes"),
-      writes=("captions", "caption_scores", "caption_stats", "gradcam", "grid", "patch_ids", "image_encoded"))
+@node("region_captions", reads=("image_ref", "question", "standalone_question", "visual_prompt.boxes"),
+      writes=("img2llm.captions", "img2llm.caption_scores", "img2llm.caption_stats", "img2llm.gradcam",
+              "img2llm.grid", "img2llm.patch_ids", "img2llm.image_encoded"))
 def region_captions(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
     tools = runtime.context.tools
     image = tools.images.get(state["image_ref"])
-    boxes = state.get("mark_boxes") or []
+    boxes = state.get("visual_prompt", {}).get("boxes") or []
     # With one mark, sample patches inside it so the captions describe what the user pointed at.
     region = tuple(boxes[0]) if len(boxes) == 1 and tools.profile.img2llm.restrict_to_mark else None
     result = tools.region_captioner(state["image_ref"], image, vision_question(state), region=region)  # type: ignore[arg-type]
-    return {
+    return {"img2llm": {
         "captions": result.captions,
         "caption_scores": result.scores,
         "caption_stats": {
@@ -113,14 +118,15 @@ def region_captions(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, 
         "grid": list(result.grid),
         "patch_ids": result.patch_ids,
         "image_encoded": result.image_encoded,
-    }
+    }}
 
 
-@node("question_generation", reads=("captions",), writes=("candidates", "answer_captions", "exemplars"))
+@node("question_generation", reads=("img2llm.captions",),
+      writes=("img2llm.candidates", "img2llm.answer_captions", "img2llm.exemplars"))
 def question_generation(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
     tools = runtime.context.tools
     settings = tools.profile.img2llm
-    captions = state.get("captions", [])
+    captions = state.get("img2llm", {}).get("captions", [])
     found = extract_candidates(captions, tools.extractor, top=settings.num_candidates)
     generator = tools.question_generator
     if settings.question_generation == "neural" and captions:
@@ -128,19 +134,22 @@ def question_generation(state: VQAState, runtime: Runtime[VQAContext]) -> dict[s
     else:
         exemplars = generator.templates(found.answers, found.pos)
     where = {a: found.answer_to_captions[a] for a in found.answers if a in found.answer_to_captions}
-    return {"candidates": found.answers, "answer_captions": where, "exemplars": [e.model_dump() for e in exemplars]}
+    return {"img2llm": {"candidates": found.answers, "answer_captions": where,
+                        "exemplars": [e.model_dump() for e in exemplars]}}
 
 
-@node("img2llm_prompt", reads=("question", "history", "captions", "candidates", "answer_captions", "exemplars"),
-      writes=("prompt", "prompt_stats"))
+@node("img2llm_prompt", reads=("question", "history", "img2llm.captions", "img2llm.candidates",
+                               "img2llm.answer_captions", "img2llm.exemplars"),
+      writes=("img2llm.prompt", "img2llm.prompt_stats"))
 def img2llm_prompt(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
     tools = runtime.context.tools
     settings = tools.profile.img2llm
-    captions = state.get("captions", [])
-    where = state.get("answer_captions", {})
-    ids = select_context_captions(state.get("candidates", []), where, len(captions), settings.max_context_captions)
+    record = state.get("img2llm", {})
+    captions = record.get("captions", [])
+    where = record.get("answer_captions", {})
+    ids = select_context_captions(record.get("candidates", []), where, len(captions), settings.max_context_captions)
     exemplars = select_exemplars(
-        [Exemplar(**e) for e in state.get("exemplars", [])],
+        [Exemplar(**e) for e in record.get("exemplars", [])],
         settings.max_exemplars,
         settings.exemplar_max_answer_words,
         settings.unique_exemplar_questions,
@@ -149,7 +158,7 @@ def img2llm_prompt(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, A
     budget = min(settings.llm_context_length, llm.context_length) - settings.answer_reserve_tokens
     history = recent_turns(state, tools.profile.conversation.max_history_turns)
     built = build_prompt(state["question"], [captions[i] for i in ids], exemplars, llm.count_tokens, budget, history)
-    return {
+    return {"img2llm": {
         "prompt": built.text,
         "prompt_stats": {
             "tokens": built.tokens,
@@ -160,7 +169,7 @@ def img2llm_prompt(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, A
             "history_turns": built.history_turns,
             "dropped_turns": built.dropped_turns,
         },
-    }
+    }}
 
 
 def token_writer(runtime: Runtime[VQAContext], route: str) -> Callable[[str], None] | None:
@@ -182,10 +191,10 @@ def route_answer(generation: Generation) -> RouteAnswer:
     }
 
 
-@node("llm_answer", reads=("prompt",), writes=("route_answers",))
+@node("llm_answer", reads=("img2llm.prompt",), writes=("route_answers",))
 def llm_answer(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
     tools = runtime.context.tools
     settings = tools.profile.img2llm
     params = GenerationParams(max_new_tokens=settings.answer_max_new_tokens, min_new_tokens=1)
-    (generation,) = tools.llm.generate([state["prompt"]], params, on_token=token_writer(runtime, "img2llm"))
+    (generation,) = tools.llm.generate([state["img2llm"]["prompt"]], params, on_token=token_writer(runtime, "img2llm"))
     return {"route_answers": {"img2llm": route_answer(generation)}}

@@ -6,6 +6,7 @@ from typing import Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 
+from vqagraph.answer import ProjectionRecord, RouteAnswer
 from vqagraph.graphs import projection_nodes
 from vqagraph.graphs.state import VQAContext, VQAState
 
@@ -13,11 +14,8 @@ from vqagraph.graphs.state import VQAContext, VQAState
 class ProjectionRouteOutput(TypedDict, total=False):
     """Only these keys leave the subgraph, so it can run beside the other routes (`both`) without clashes."""
 
-    projection_tokens: int
-    projection_image_encoded: bool
-    projection_prompt: str
-    projection_prompt_tokens: int
-    route_answers: dict[str, Any]
+    projection: ProjectionRecord
+    route_answers: dict[str, RouteAnswer]
     timings: dict[str, float]
 
 

@@ -6,7 +6,7 @@ Policies (`RouterSettings.policy`, or per call):
   fruit", "how many sides", "used for") are checked first: "How many sides does the blue shape have?" asks
   for knowledge although it starts like a count. The code's default map, before any measurement, sends
   knowledge and open questions to the text route and perception cues and marked regions to the bridge.
-- `cascade`: the embedding route first; the text route when the bridge answer's mean token log-probability
+- `cascade`: the Q-Former route first; the text route when the bridge answer's mean token log-probability
   is under `cascade_threshold`.
 - `both`: every route the profile has, concurrently (LangGraph `Send`); the answer with the highest mean
   log-probability wins.
@@ -20,8 +20,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from vqagraph.answer import RouteAnswer
 from vqagraph.config import ANSWERING_ROUTES, CueName, RouteName, RouterSettings
-from vqagraph.graphs.state import RouteAnswer
 
 Route = RouteName | Literal["both"]
 POLICIES = ("rules", "cascade", "both")
@@ -58,7 +58,7 @@ class RouteDecision(BaseModel):
     cascade: bool = False
 
 
-ROUTE_NAMES = {"img2llm": "text route", "bridge": "Q-Former embedding route", "projection": "projection route"}
+ROUTE_NAMES = {"img2llm": "text route", "bridge": "Q-Former route", "projection": "projection route"}
 
 
 def question_cue(question: str, marked: bool = False) -> tuple[CueName, str]:
@@ -97,7 +97,7 @@ def choose_route(policy: str, question: str, marked: bool, settings: RouterSetti
     if policy == "cascade":
         return RouteDecision(
             route="bridge", cascade=True,
-            reason="cascade: embedding route first, the text route if its mean log-prob "
+            reason="cascade: Q-Former route first, the text route if its mean log-prob "
             f"< {settings.cascade_threshold}",
         )
     if policy == "both":

@@ -6,25 +6,19 @@ import operator
 from dataclasses import dataclass
 from typing import Annotated, Any, TypedDict
 
+from vqagraph.answer import BridgeRecord, ProjectionRecord, RouteAnswer, TextRouteRecord, VisualPromptRecord
 from vqagraph.toolkit import Toolkit
 
 
-def merge_dicts(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
-    """Reducer for per-node records (timings), which several nodes write."""
+def merge_dicts(left: Any, right: Any) -> Any:
+    """Reducer for records several nodes write a part of (a route's record, timings)."""
     return {**(left or {}), **(right or {})}
 
 
-class RouteAnswer(TypedDict):
-    """One route's answer, kept per route so `both` and `cascade` can compare them."""
-
-    answer: str
-    raw_answer: str
-    token_ids: list[int]
-    token_logprobs: list[float]
-    mean_logprob: float
-
-
 class VQAState(TypedDict, total=False):
+    """By concern: the inputs, the marks drawn, the routing decision, one record per route that ran (written a
+    few fields at a time by the route's nodes, merged), the routes' answers and the one kept."""
+
     # inputs
     image_ref: str  # `sha256:...` of the image in the toolkit's image store
     question: str
@@ -34,40 +28,16 @@ class VQAState(TypedDict, total=False):
     history: list[dict[str, str]]  # earlier turns of a conversation: {question, answer}, oldest first
     # follow-ups
     standalone_question: str  # the question with a back-reference resolved, for the vision tools and router
-    # visual prompts
-    original_image_ref: str  # the image before marks were drawn
-    original_question: str
-    mark_phrases: list[str]
-    mark_boxes: list[list[int]]
-    mark_notes: list[str]
-    # router
+    # visual prompts: render_marks draws them and rewrites image_ref and question; what it did is kept here
+    visual_prompt: Annotated[VisualPromptRecord, merge_dicts]
+    # the routing decision
     chosen_route: str  # img2llm | bridge | projection | both
     route_reason: str
     cascade: bool  # the bridge answers first; the text route runs when the bridge is unsure
-    # text route
-    captions: list[str]
-    caption_scores: list[float]
-    caption_stats: dict[str, int]
-    gradcam: list[float]
-    grid: list[int]
-    patch_ids: list[list[int]]  # the patches each kept caption was written from
-    image_encoded: bool
-    candidates: list[str]
-    answer_captions: dict[str, list[int]]
-    exemplars: list[dict[str, str]]
-    prompt: str
-    prompt_stats: dict[str, int]
-    # embedding route (the soft prompt itself stays in the feature cache, keyed by image and checkpoint)
-    query_tokens: int
-    bridge_conditioned: bool  # InstructBLIP: the Q-Former read the question
-    bridge_image_encoded: bool
-    bridge_prompt: str  # the text after the soft prompt
-    bridge_prompt_tokens: int
-    # projection route (LLaVA): the soft prompt stays in the feature cache too
-    projection_tokens: int  # image tokens placed in the prompt
-    projection_image_encoded: bool
-    projection_prompt: str  # the prompt text, with the image placeholder where the image tokens go
-    projection_prompt_tokens: int  # text tokens around the image
+    # one record per route, present only when the route ran (the soft prompts themselves stay in the feature cache)
+    img2llm: Annotated[TextRouteRecord, merge_dicts]
+    bridge: Annotated[BridgeRecord, merge_dicts]
+    projection: Annotated[ProjectionRecord, merge_dicts]
     # each route's answer, by route name: {answer, raw_answer, token_logprobs, mean_logprob}
     route_answers: Annotated[dict[str, RouteAnswer], merge_dicts]
     # answer
@@ -86,6 +56,8 @@ class VQAState(TypedDict, total=False):
 
 
 STATE_KEYS = frozenset(VQAState.__annotations__)  # what a trace may read from the final state by name
+RECORDS = {"visual_prompt": VisualPromptRecord, "img2llm": TextRouteRecord, "bridge": BridgeRecord,
+           "projection": ProjectionRecord}  # nested records: nodes declare their fields as "record.field"
 
 
 @dataclass

@@ -6,26 +6,16 @@ from typing import Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 
+from vqagraph.answer import RouteAnswer, TextRouteRecord
 from vqagraph.graphs import nodes
 from vqagraph.graphs.state import VQAContext, VQAState
 
 
 class TextRouteOutput(TypedDict, total=False):
-    """Only these keys leave the subgraph, so it can run beside the embedding route (`both`) without clashes."""
+    """Only these keys leave the subgraph, so it can run beside the Q-Former route (`both`) without clashes."""
 
-    captions: list[str]
-    caption_scores: list[float]
-    caption_stats: dict[str, int]
-    gradcam: list[float]
-    grid: list[int]
-    patch_ids: list[list[int]]
-    image_encoded: bool
-    candidates: list[str]
-    answer_captions: dict[str, list[int]]
-    exemplars: list[dict[str, str]]
-    prompt: str
-    prompt_stats: dict[str, int]
-    route_answers: dict[str, Any]
+    img2llm: TextRouteRecord
+    route_answers: dict[str, RouteAnswer]
     timings: dict[str, float]
 
 

@@ -1,4 +1,4 @@
-"""The embedding route's LLM input (BLIP-2, docs/methods.md §2): `[soft prompt ; embed(BOS + "Question: q Answer:")]`.
+"""The embedding routes' LLM input (BLIP-2, docs/methods.md §2): `[soft prompt ; embed(BOS + "Question: q Answer:")]`.
 
 The queries go before BOS, as BLIP-2 was trained; the text embeddings come from the served LLM's own
 input-embedding table, so the same tensor works for the transformers backend and vLLM's `prompt_embeds`.

@@ -36,7 +36,7 @@ def _classes(model_type: str) -> tuple[Any, Any, Any]:
 
         return InstructBlipConfig, InstructBlipVisionModel, InstructBlipQFormerModel
     raise ModelMismatchError(
-        f"model_type {model_type!r} is not a Q-Former checkpoint; the embedding route needs a BLIP-2 ('blip-2') "
+        f"model_type {model_type!r} is not a Q-Former checkpoint; the Q-Former route needs a BLIP-2 ('blip-2') "
         "or InstructBLIP ('instructblip') checkpoint"
     )
 
@@ -88,7 +88,7 @@ class QFormerBridge(nn.Module):
         missing = sorted(set(expected) - set(state))
         if missing:
             raise ModelMismatchError(
-                f"{source} lacks {len(missing)} Q-Former weight(s) the embedding route needs, e.g. {missing[0]!r}: "
+                f"{source} lacks {len(missing)} Q-Former weight(s) the Q-Former route needs, e.g. {missing[0]!r}: "
                 "is it a full BLIP-2/InstructBLIP checkpoint?"
             )
         wrong = [k for k, v in expected.items() if state[k].shape != v.shape]

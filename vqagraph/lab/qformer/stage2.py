@@ -1,6 +1,6 @@
 """Stage 2 (generative): the language-modelling loss through the **frozen** LLM, soft prompt before BOS.
 
-`[projected queries ; embed(BOS + text)]` exactly as the embedding route builds it (tools/bridge_prompt.py); the
+`[projected queries ; embed(BOS + text)]` exactly as the Q-Former route builds it (tools/bridge_prompt.py); the
 LLM is in eval mode with no parameter gradients, so only the Q-Former, the queries and `language_projection`
 learn. Texts are the picture's captions, as BLIP-2 pre-trains, and questions in the route's own prompt,
 `Question: {q} Answer: {a}` with the loss on the answer (and the end-of-turn token that stops generation) only,

@@ -1,4 +1,4 @@
-"""The LLM's input-embedding matrix, read alone from its safetensors: the embedding route needs it on the
+"""The LLM's input-embedding matrix, read alone from its safetensors: the embedding routes need it on the
 client side to build `[soft prompt; text embeddings]` without loading (or serving twice) the whole LLM."""
 
 from __future__ import annotations

@@ -141,7 +141,8 @@ def test_text_and_embedding_parity_with_transformers(which: str, request: pytest
 def test_text_route_through_the_vllm_server(smollm2_server: VLLMServer, red_circle: Any) -> None:
     local = Engine.from_profile("tiny")
     served = Engine.from_profile("tiny", llm_backend={"kind": "vllm-server", "url": smollm2_server.url})
-    a, b = local.ask(red_circle, "What colour is the circle?"), served.ask(red_circle, "What colour is the circle?")
+    question = "What colour is the circle?"
+    a, b = local.ask(red_circle, question, route="img2llm"), served.ask(red_circle, question, route="img2llm")
     assert a.trace.img2llm["prompt"] == b.trace.img2llm["prompt"]
     assert a.trace.raw_answer == b.trace.raw_answer and a.answer == b.answer
 

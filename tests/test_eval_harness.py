@@ -7,6 +7,7 @@ import json
 import random
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from vqagraph.eval.cli import add_eval_command, select
 from vqagraph.eval.datasets import DatasetError, EvalItem, detect_format, load_dataset
 from vqagraph.eval.harness import check_routes, evaluate, known_routes, score_answer
 from vqagraph.eval.report import AnswerRecord, EvalReport
+from vqagraph.request import AskRequest
 
 COLOURS = ("red", "blue", "green", "yellow")
 
@@ -252,8 +254,23 @@ class SlowEngine:
     def __init__(self) -> None:
         self.active = 0
         self.most = 0
-        self.lock = threading.RLock()  # the engine's one lock, which the harness holds around each ask
         self._counting = threading.Lock()
+
+    def answer_batch(self, requests: list[AskRequest], *, batch_size: int | None = None,
+                     on_done: Any = None) -> list[Answer | VQAGraphError]:
+        """As the engine's: up to `batch_size` at once, each result in its place, errors in place of answers."""
+        def one(index: int) -> Answer | VQAGraphError:
+            request = requests[index]
+            try:
+                result: Answer | VQAGraphError = self.ask(request.image, request.question, request.route)
+            except VQAGraphError as exc:
+                result = exc
+            if on_done is not None:
+                on_done(index, result)
+            return result
+
+        with ThreadPoolExecutor(max_workers=batch_size or 1) as pool:
+            return list(pool.map(one, range(len(requests))))
 
     def ask(self, image: Path, question: str, route: str = "auto", marks: Any = None) -> Answer:
         with self._counting:
@@ -273,9 +290,9 @@ def test_records_keep_run_order_under_threads(tmp_path: Path) -> None:
                       family=("even", "odd")[n % 2], question_id=str(n)) for n in range(12)]
     engine = SlowEngine()
     out = tmp_path / "answers.jsonl"
-    report = evaluate(engine, items, routes=("img2llm", "auto"), workers=4, progress=False,  # type: ignore[arg-type]
+    report = evaluate(engine, items, routes=("img2llm", "auto"), batch_size=4, progress=False,  # type: ignore[arg-type]
                       answers_out=out)
-    assert engine.most == 1  # workers share the engine, but its one lock lets one ask in at a time
+    assert engine.most > 1  # questions of a batch run side by side and finish out of order
     expected = [(str(n), route) for n in range(12) for route in ("img2llm", "auto")]
     assert [(r.question_id, r.route) for r in report.records] == expected
     lines = [json.loads(line) for line in out.read_text().splitlines()]
@@ -296,7 +313,7 @@ def test_unknown_route_fails_before_any_question() -> None:
 
 
 def test_end_to_end_with_the_engine(engine: Any, tmp_path: Path) -> None:
-    """The real graph on four questions: structure, order, error records, and the same answers for any workers."""
+    """The real graph on four questions: structure, order, error records, and the same answers batched or not."""
     for colour in COLOURS[:2]:
         picture(tmp_path / f"{colour}.png", colour)
     (tmp_path / "broken.png").write_text("not a picture")
@@ -308,8 +325,8 @@ def test_end_to_end_with_the_engine(engine: Any, tmp_path: Path) -> None:
         {"image": "blue.png", "question": "What shape is it?", "answers": ["circle"], "family": "shape"},
     ])
     items = load_dataset(path)
-    one = evaluate(engine, items, routes=("img2llm",), workers=1, progress=False, answers_out=tmp_path / "1.jsonl")
-    two = evaluate(engine, items, routes=("img2llm",), workers=2, progress=False, answers_out=tmp_path / "2.jsonl")
+    one = evaluate(engine, items, routes=("img2llm",), batch_size=1, progress=False, answers_out=tmp_path / "1.jsonl")
+    two = evaluate(engine, items, routes=("img2llm",), batch_size=4, progress=False, answers_out=tmp_path / "2.jsonl")
 
     records = one.records
     assert [r.question_id for r in records] == ["1", "2", "3", "4"]
@@ -362,13 +379,13 @@ def parse(*argv: str) -> argparse.Namespace:
 
 
 def test_command_options(shapes_jsonl: Path) -> None:
-    args = parse(str(shapes_jsonl), "--routes", "img2llm,auto", "--json", "--limit", "2", "--workers", "3",
+    args = parse(str(shapes_jsonl), "--routes", "img2llm,auto", "--json", "--limit", "2", "--batch-size", "3",
                  "--families", "colour,shape", "--plot", "out.png", "--answers", "a.jsonl")
-    assert (args.routes, args.json, args.limit, args.workers, args.families) == (
+    assert (args.routes, args.json, args.limit, args.batch_size, args.families) == (
         "img2llm,auto", True, 2, 3, "colour,shape")
     assert callable(args.func)
     with pytest.raises(SystemExit):
-        parse(str(shapes_jsonl), "--workers", "0")
+        parse(str(shapes_jsonl), "--batch-size", "0")
 
 
 def test_command_checks_before_building_the_engine(shapes_jsonl: Path) -> None:

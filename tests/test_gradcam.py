@@ -54,7 +54,7 @@ def test_gradcam_matches_independent_autograd(matcher, red_circle) -> None:  # t
 
 def test_gradcam_shape_is_the_patch_grid(matcher, red_circle) -> None:  # type: ignore[no-untyped-def]
     embeds = matcher.encode_image(red_circle)
-    cam = matcher.gradcam(embeds, "What colour is the circle?", layer=1)
+    cam = matcher.gradcam(embeds, ["What colour is the circle?"], layer=1)[0]
     config = matcher.model.config.vision_config
     side = config.image_size // config.patch_size
     assert cam.shape == (side * side,)
@@ -64,17 +64,17 @@ def test_gradcam_shape_is_the_patch_grid(matcher, red_circle) -> None:  # type: 
 
 def test_gradcam_leaves_parameter_gradients_alone(matcher, red_circle) -> None:  # type: ignore[no-untyped-def]
     embeds = matcher.encode_image(red_circle)
-    matcher.gradcam(embeds, "what is it", layer=1)
+    matcher.gradcam(embeds, ["what is it"], layer=1)
     assert all(p.grad is None for p in matcher.model.parameters())
 
 
 def test_gradcam_layer_out_of_range_is_a_clear_error(matcher, red_circle) -> None:  # type: ignore[no-untyped-def]
     embeds = matcher.encode_image(red_circle)
     with pytest.raises(ModelMismatchError, match="GradCAM layer 9 does not exist"):
-        matcher.gradcam(embeds, "what is it", layer=9)
+        matcher.gradcam(embeds, ["what is it"], layer=9)
     last = matcher.model.config.text_config.num_hidden_layers - 1
     with pytest.raises(ModelMismatchError, match="last layer"):
-        matcher.gradcam(embeds, "what is it", layer=last)
+        matcher.gradcam(embeds, ["what is it"], layer=last)
 
 
 def test_normalised_map_is_a_distribution_with_a_floor() -> None:

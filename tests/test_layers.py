@@ -1,4 +1,4 @@
-"""The house's shape: layers that only point down, the lab apart, no import circles, one lock per engine."""
+"""The house's shape: layers that only point down, the lab apart, no import circles, one lock per thread."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import grimp
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,28 +33,30 @@ def test_no_import_circles() -> None:
     assert circles == []
 
 
-def test_one_lock_per_engine_shared_by_front_ends(model_cache: Path) -> None:
-    """Every front end serialises on the engine's own lock: two of them in one process never ask at once."""
+def test_one_lock_per_thread_shared_by_front_ends(model_cache: Path) -> None:
+    """Questions run concurrently (the toolkit batches their model calls), but the turns of one conversation thread
+    never interleave: every front end takes the engine's one lock for that thread."""
     from vqagraph import Engine
-    from vqagraph.agents.langchain_tool import VisualQuestionTool
-    from vqagraph.agents.mcp_server import build_server
-    from vqagraph.agents.openai_server import create_app
 
     engine = Engine.from_profile("tiny")
-    server = create_app(engine).state.vqagraph
-    assert isinstance(engine.lock, type(threading.RLock()))
-    assert server.lock is engine.lock
-    build_server(engine)  # the MCP server's tools take the same lock (checked by holding it below)
-    tool = VisualQuestionTool(engine=engine)
-    # Held here, the engine's lock keeps the LangChain tool from asking: a second front end waits on it.
+    lock = engine.thread_lock("t1")
+    assert engine.thread_lock("t1") is lock and engine.thread_lock("t2") is not lock
+    image = Image.new("RGB", (64, 48), "red")
+    chat = engine.conversation("t1", store="memory")
+    chat.ask("What colour is it?", image=image, route="bridge")
     asked = threading.Event()
-    engine.lock.acquire()
+    lock.acquire()  # held here, the thread's lock keeps a second front end's turn waiting
     try:
-        worker = threading.Thread(target=lambda: (tool.invoke({"question": "What is it?", "image": None}),
+        from vqagraph.request import AskRequest
+
+        worker = threading.Thread(target=lambda: (engine.answer(AskRequest(question="And now?", thread="t1",
+                                                                           store="memory", route="bridge")),
                                                   asked.set()))
         worker.start()
         assert not asked.wait(1.0)
+        other = engine.answer(AskRequest(question="What is it?", image=image, route="bridge"))  # not a thread: free
+        assert other.answer is not None
     finally:
-        engine.lock.release()
+        lock.release()
     worker.join(60)
-    assert asked.is_set()
+    assert asked.is_set() and len(chat.history()) == 2

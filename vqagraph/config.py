@@ -109,6 +109,17 @@ class ConversationSettings(BaseModel):
     max_history_turns: int = Field(8, ge=0, description="earlier turns given to the LLM (newest kept first)")
 
 
+class BatchingSettings(BaseModel):
+    """Questions in flight together share each model call (tools/batching.py): how many, and how long the first
+    call of a batch waits for the others."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch: int = Field(32, ge=1, description="most calls in one batched model call")
+    window_ms: float = Field(5.0, ge=0, description="longest wait for more calls once one is waiting; a batch "
+                             "goes at once when every question in flight is waiting for it")
+
+
 RouterPolicy = Literal["rules", "cascade", "both"]
 # The routes that answer (one name each, everywhere): the text route, the Q-Former bridge, the projection bridge.
 RouteName = Literal["img2llm", "bridge", "projection"]
@@ -225,6 +236,7 @@ class Profile(BaseModel):
     projection: ProjectionSettings = Field(default_factory=ProjectionSettings)
     router: RouterSettings = Field(default_factory=RouterSettings)
     conversation: ConversationSettings = Field(default_factory=ConversationSettings)
+    batching: BatchingSettings = Field(default_factory=BatchingSettings)
     llm_backend: LLMBackend = Field(default_factory=LLMBackend)
     limits: Limits = Field(default_factory=Limits)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -12,9 +13,12 @@ from vqagraph.config import Profile
 from vqagraph.errors import ProfileError
 from vqagraph.media import FeatureCache, ImageStore
 from vqagraph.tools.answer_candidates import Extractor, default_extractor
+from vqagraph.tools.batching import BatchPolicy, InFlight
 from vqagraph.tools.gradcam import BlipMatcher
 from vqagraph.tools.image_encoder import ADAPTER_FOLDER, AdaptedVision, FrozenImageEncoder, GridAdapter, Vision
 from vqagraph.tools.llm.base import FrozenLLM
+from vqagraph.tools.llm.batched import BatchedLLM
+from vqagraph.tools.llm.vllm_client import VLLMClient
 from vqagraph.tools.projector import ProjectionBridge, ProjectionEncoder
 from vqagraph.tools.qformer import QFormerBridge, QFormerEncoder
 from vqagraph.tools.question_generator import QuestionGenerator
@@ -41,6 +45,18 @@ class Toolkit:
     profile: Profile
     images: ImageStore = field(default_factory=ImageStore)
     features: FeatureCache = field(default_factory=FeatureCache)
+    in_flight: InFlight = field(default_factory=InFlight)  # questions running now (the engine counts them)
+    batch_observers: list[Callable[[str, int], None]] = field(default_factory=list)  # (stage, size): metrics
+
+    @property
+    def batching(self) -> BatchPolicy:
+        """How concurrent questions share model calls (tools/batching.py; the profile's `batching`)."""
+        settings = self.profile.batching
+        return BatchPolicy(settings.max_batch, settings.window_ms / 1000, self.in_flight, self._observe_batch)
+
+    def _observe_batch(self, stage: str, size: int) -> None:
+        for observe in list(self.batch_observers):
+            observe(stage, size)
 
     @loaded_once
     def device(self):  # type: ignore[no-untyped-def]
@@ -90,7 +106,7 @@ class Toolkit:
 
     @loaded_once
     def region_captioner(self) -> RegionCaptioner:
-        return RegionCaptioner(self.matcher, self.captioner, self.profile.img2llm, self.features)
+        return RegionCaptioner(self.matcher, self.captioner, self.profile.img2llm, self.features, self.batching)
 
     @loaded_once
     def question_generator(self) -> QuestionGenerator:
@@ -102,7 +118,8 @@ class Toolkit:
         ref = self.profile.question_generator
         model = hub.load(AutoModelForSeq2SeqLM, ref, "question_generator", device=self.device)
         tokenizer = hub.load(AutoTokenizer, ref, "question_generator")
-        return QuestionGenerator(model, tokenizer, num_beams=settings.qg_num_beams, max_length=settings.qg_max_length)
+        return QuestionGenerator(model, tokenizer, self.batching, num_beams=settings.qg_num_beams,
+                                 max_length=settings.qg_max_length)
 
     @loaded_once
     def qformer(self) -> QFormerEncoder:
@@ -141,12 +158,18 @@ class Toolkit:
 
     @loaded_once
     def llm(self) -> FrozenLLM:
+        """The profile's backend; concurrent questions' calls are batched (a vLLM server batches them itself:
+        they reach it as concurrent requests)."""
+        llm = self._backend()
+        if isinstance(llm, VLLMClient):
+            return llm
+        return BatchedLLM(llm, self.batching)
+
+    def _backend(self) -> FrozenLLM:
         """The profile's backend; the server and engine backends read the tokenizer from the local model dir."""
         backend = self.profile.llm_backend
         ref = self.profile.llm
         if backend.kind == "vllm-server" or backend.url:
-            from vqagraph.tools.llm.vllm_client import VLLMClient
-
             if not backend.url:
                 raise ProfileError("llm_backend.kind = 'vllm-server' needs llm_backend.url (see `vqagraph llm serve`)")
             return VLLMClient(backend.url, hub.resolve(ref), model=ref.id, api_key=backend.api_key,

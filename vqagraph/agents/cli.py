@@ -23,10 +23,46 @@ def _marks(engine: object, image: Any, specs: list[str]) -> list[object]:
     return [parse_mark(spec, size) for spec in specs]
 
 
+def _ask_batch(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vqagraph.agents.batch import run_batch, write_submission
+    from vqagraph.engine import Engine
+    from vqagraph.errors import QuestionError
+    from vqagraph.eval.datasets import load_dataset
+
+    if args.inputs or args.thread or args.mark or args.explain:
+        raise QuestionError("--batch reads its questions from the file: give no IMAGE QUESTION, --thread, --mark "
+                            "or --explain with it")
+    if not args.out:
+        raise QuestionError("--batch needs --out OUT.jsonl (the answers, one a line; a rerun resumes it)")
+    if args.route == "both" or args.batch_size < 1:
+        raise QuestionError("--batch takes one route (auto, img2llm, bridge or projection) and --batch-size >= 1")
+    items = load_dataset(args.batch, images=args.images, annotations=args.annotations, scored=False)
+    graph = None
+    if args.graph:
+        from vqagraph.graphs.graph_cli import load_graph
+
+        graph = load_graph(args.graph)
+    engine = Engine.from_profile(args.profile, graph=graph, **engine_overrides(args))
+    engine.check_route(args.route, args.router)
+    out = Path(args.out)
+    answered, skipped = run_batch(engine, items, args.route, out, args.batch_size)
+    print(f"answers: {out} ({answered} answered now, {skipped} already there)", file=sys.stderr)
+    if args.submission:
+        count = write_submission(out, items, Path(args.submission))
+        print(f"submission: {args.submission} ({count} answers, VQAv2/EvalAI format)", file=sys.stderr)
+    return 0
+
+
 def _ask(args: argparse.Namespace) -> int:
     from vqagraph.engine import Engine
     from vqagraph.errors import QuestionError
 
+    if args.batch:
+        return _ask_batch(args)
+    if not args.inputs or len(args.inputs) > 2:
+        raise QuestionError("give an image and a question (or --batch FILE for many)")
     if len(args.inputs) == 1 and not args.thread:
         raise QuestionError("give an image and a question (or --thread ID to continue a conversation)")
     image, question = (None, args.inputs[0]) if len(args.inputs) == 1 else args.inputs
@@ -138,9 +174,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vqagraph", description="Frozen LLMs answer questions about images.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    ask = sub.add_parser("ask", help="answer one question about one image")
-    ask.add_argument("inputs", nargs="+", metavar="[IMAGE] QUESTION",
+    ask = sub.add_parser("ask", help="answer one question about one image, or a file of them (--batch)")
+    ask.add_argument("inputs", nargs="*", metavar="[IMAGE] QUESTION",
                      help="the image and the question; with --thread the image may be left out (the thread's)")
+    ask.add_argument("--batch", default=None, metavar="IN",
+                     help="answer every question of IN (the eval formats; answers optional) in batches")
+    ask.add_argument("--out", default=None, metavar="OUT.jsonl",
+                     help="--batch: one answer a line, written as each finishes; a rerun skips what OUT holds")
+    ask.add_argument("--batch-size", type=int, default=16, metavar="N",
+                     help="--batch: questions in flight at once, their model calls batched (default 16)")
+    ask.add_argument("--images", default=None, metavar="DIR", help="--batch: the COCO image folder (VQAv2)")
+    ask.add_argument("--annotations", default=None, metavar="FILE",
+                     help="--batch: a VQAv2 annotations file, to score the answers too")
+    ask.add_argument("--submission", default=None, metavar="OUT.json",
+                     help="--batch: also write VQAv2/EvalAI's results file [{question_id, answer}]")
     ask.add_argument("--graph", default=None, metavar="FILE",
                      help="answer with a custom graph spec (YAML/JSON; see examples/graphs)")
     ask.add_argument("--thread", default=None, metavar="ID",

@@ -19,7 +19,7 @@ DEMO_FAMILIES = ("colour", "shape", "count", "exists", "position", "size", "mark
 
 def run_demo(profile: str | None, out: Path, scenes: int = 3, explain: bool = True) -> int:
     from vqagraph.eval.datasets import load_dataset
-    from vqagraph.eval.harness import answer_one, score_answer
+    from vqagraph.eval.harness import record_for, request_for, score_answer
     from vqagraph.eval.report import AnswerRecord, EvalReport
     from vqagraph.world import write_dataset
 
@@ -60,9 +60,12 @@ def run_demo(profile: str | None, out: Path, scenes: int = 3, explain: bool = Tr
         records.append(AnswerRecord(**base, route="auto", route_taken=answer.route))
         # The route auto took answers the same way when asked directly (seeded): reuse it for that column.
         records.append(AnswerRecord(**base, route=answer.route, route_taken=answer.route))
-        for other in engine.profile.routes():
-            if other != answer.route:
-                records.append(answer_one(engine, item, other))
+    # Every question through the routes auto did not take, as one batch (the engine batches their model calls).
+    others = [(record.question_id, other) for record in records[::2] for other in engine.profile.routes()
+              if other != record.route_taken]
+    by_id = {item.question_id: item for item in items}
+    results = engine.answer_batch([request_for(by_id[qid], route) for qid, route in others])
+    records += [record_for(by_id[qid], route, result) for (qid, route), result in zip(others, results, strict=True)]
     routes = [*engine.profile.routes(), "auto"]
     print("\nthe same questions through each route (VQA accuracy, %; one question per family, so 0 or 100):")
     print(EvalReport.from_records(records, routes).table())

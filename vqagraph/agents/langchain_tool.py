@@ -88,12 +88,11 @@ class VisualQuestionTool(BaseTool):
         engine: Engine = self.engine
         checked = [m.model_dump(exclude_none=True) if isinstance(m, BaseModel) else dict(m) for m in marks or []]
         try:
-            with engine.lock:  # the engine's one lock: its models are not safe for concurrent use
-                source = self._image(engine, image)
-                if source is None and not thread:
-                    raise ImageError("give the image (a file path or an image reference)")
-                answer = engine.answer(AskRequest(question=question, image=source, marks=checked, route=route,
-                                                  thread=thread, store=self.store))
+            source = self._image(engine, image)
+            if source is None and not thread:
+                raise ImageError("give the image (a file path or an image reference)")
+            answer = engine.answer(AskRequest(question=question, image=source, marks=checked, route=route,
+                                              thread=thread, store=self.store))
         except VQAGraphError as exc:
             raise ToolException(str(exc)) from exc
         artifact = answer.model_dump(mode="json", exclude=None if self.include_trace else {"trace"})

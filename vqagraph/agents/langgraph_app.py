@@ -111,8 +111,8 @@ def ask(state: AppState) -> dict[str, Any]:
     inputs = engine.graph_inputs(ref, question, route, validate_marks(state.get("marks") or []), router, history)
     intake = time.perf_counter() - start
     # Nested in this run; tokens go out as custom stream events (a no-op unless the caller streams "custom").
-    with engine.lock:  # a server runs threads concurrently; the engine's models are not safe for concurrent use
-        answer = engine.run(inputs, start, intake, nested=True, stream_tokens=True)
+    # Runs of other threads may ask at the same time: the engine batches their model calls.
+    answer = engine.run(inputs, start, intake, nested=True, stream_tokens=True)
     turn = {"question": question, "asked": answer.question, "answer": answer.answer, "image_ref": ref,
             "route": answer.route}
     reply = AIMessage(content=answer.answer,

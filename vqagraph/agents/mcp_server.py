@@ -51,12 +51,9 @@ def build_server(engine: Engine, store: str | None = None) -> MCPServer:
     """An MCP server with `ask_image` and `render_marks` over `engine` (its models load on first use)."""
     from mcp.server.mcpserver.exceptions import ToolError
 
-    lock = engine.lock  # the engine's one lock: its models are not safe for concurrent use
-
     async def run(fn: Callable[[Engine], T]) -> T:
-        def call() -> T:
-            with lock:
-                return fn(engine)
+        def call() -> T:  # in a worker thread; concurrent calls share the engine's batched model calls
+            return fn(engine)
 
         try:
             return await anyio.to_thread.run_sync(call)

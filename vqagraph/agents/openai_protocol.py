@@ -149,9 +149,10 @@ class APIError(Exception):
     """An error answered in OpenAI's format with an HTTP status."""
 
     def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None) -> None:
+                 param: str | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
+        self.headers = headers or {}
 
 
 # ---------------------------------------------------------------------------------------------- remote images

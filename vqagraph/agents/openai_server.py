@@ -3,12 +3,18 @@
     POST /v1/chat/completions   the last user message's text is the question, its `image_url` part the image
     GET  /v1/models             the served profile (also answers to the model name `vqagraph`)
     GET  /health                no auth; for load balancers
+    GET  /metrics               Prometheus: requests and latency by route and status, batch sizes, queue depth,
+                                feature-cache hits and misses, LLM tokens in and out
 
 Images come as data URLs; remote `http(s)` URLs only from hosts the operator allow-lists, and never from a
 private, loopback, link-local or reserved address (checked after DNS resolution, and the connection is made to
 the address that was checked). Threads: `vqagraph.thread` (extension field) or `user` names a conversation in
 the thread store; without one, earlier user/assistant turns of the request about the same image are given to
-the routes as history (a stateless client's multi-turn). Engine calls run in worker threads, one at a time.
+the routes as history (a stateless client's multi-turn).
+
+Concurrent requests run in worker threads side by side, and the engine gathers their model calls into batches
+(the profile's `batching`: a batch waits at most `window_ms` for more calls). At most `max_pending` requests are
+admitted at once; past that a request gets 429 with `Retry-After` at once, so a flood never hangs the server.
 """
 
 from __future__ import annotations
@@ -28,11 +34,13 @@ import anyio.to_thread
 from pydantic import ValidationError
 from starlette.requests import Request  # at run time: FastAPI reads the endpoints' annotations
 
+from vqagraph.agents.metrics import ServerMetrics
 from vqagraph.agents.openai_protocol import (
     AnswerStream,
     APIError,
     ChatCompletionRequest,
     Message,
+    Usage,
     chunk,
     completion,
     error_body,
@@ -115,7 +123,7 @@ class OpenAIServer:
     def __init__(self, engine: Engine, *, api_key: str | None = None, allow_hosts: Sequence[str] = (),
                  store: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY,
                  max_download_bytes: int = DEFAULT_MAX_DOWNLOAD, max_image_pixels: int | None = None,
-                 model_names: Sequence[str] | None = None) -> None:
+                 model_names: Sequence[str] | None = None, max_pending: int = 64) -> None:
         self.engine = engine
         self.api_key = api_key or None
         self.allow_hosts = tuple(allow_hosts)
@@ -124,7 +132,11 @@ class OpenAIServer:
         self.max_download_bytes = max_download_bytes
         self.max_image_pixels = max_image_pixels or engine.profile.limits.max_image_pixels
         self.models = list(model_names or [engine.profile.name])
-        self.lock = engine.lock  # the engine's one lock: its models are not safe for concurrent GradCAM / generation
+        self.max_pending = max_pending
+        self.pending = 0  # requests admitted and not yet answered (read and written on the event loop only)
+        # As many worker threads as questions that can share a batch; more requests wait for a thread.
+        self.threads = anyio.CapacityLimiter(max(engine.profile.batching.max_batch, 1))
+        self.metrics = ServerMetrics.for_engine(engine)
         self.created = int(time.time())
 
     # -- HTTP plumbing
@@ -169,14 +181,28 @@ class OpenAIServer:
             raise APIError(400, "only n=1 is supported", param="n")
         return request
 
-    async def in_thread(self, fn: Callable[[], T], locked: bool = True) -> T:
-        def call() -> T:
-            if not locked:
-                return fn()
-            with self.lock:
-                return fn()
+    async def in_thread(self, fn: Callable[[], T]) -> T:
+        return await anyio.to_thread.run_sync(fn, limiter=self.threads)
 
-        return await anyio.to_thread.run_sync(call)
+    def admit(self) -> Callable[[], None]:
+        """Count the request in (or answer 429 at once when `max_pending` are in already); the returned function
+        counts it out, once however often it is called."""
+        if self.pending >= self.max_pending:
+            self.metrics.rejected.inc()
+            raise APIError(429, f"the server is busy ({self.pending} requests in progress); retry shortly",
+                           "rate_limit_error", code="server_busy", headers={"Retry-After": "1"})
+        self.pending += 1
+        self.metrics.queue.set(self.pending)
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.pending -= 1
+                self.metrics.queue.set(self.pending)
+
+        return release
 
     # -- requests into plans
 
@@ -228,7 +254,7 @@ class OpenAIServer:
                 pending = None
         return history
 
-    # -- running the engine (in a worker thread, holding the lock)
+    # -- running the engine (in a worker thread)
 
     def check_thread_image(self, plan: Plan) -> None:
         if self.engine.conversation(plan.thread, store=self.store).image_ref is None:
@@ -256,24 +282,52 @@ class OpenAIServer:
     # -- endpoints
 
     async def chat(self, request: Request) -> Any:
+        from starlette.background import BackgroundTask
         from starlette.responses import JSONResponse, StreamingResponse
 
         self.check_auth(request)
-        parsed = self.parse(await self.read_body(request))
-        plan = await self.in_thread(lambda: self.plan(parsed), locked=False)  # may download: no engine lock
-        cid = new_id()
-        if not parsed.stream:
-            answer = await self.in_thread(lambda: self.answer(plan))
-            body = completion(cid, parsed.model, answer.answer, usage_of(answer), extension(answer, plan.thread))
-            return JSONResponse(body)
-        if plan.thread is not None and plan.image is None:
-            await self.in_thread(lambda: self.check_thread_image(plan))  # a 400 now, not an error mid-stream
+        release = self.admit()
+        streaming = False  # once the stream is handed out, it counts the request out when it ends
+        try:
+            parsed = self.parse(await self.read_body(request))
+            plan = await self.in_thread(lambda: self.plan(parsed))  # may download a remote image
+            cid = new_id()
+            if not parsed.stream:
+                answer = await self.in_thread(lambda: self.answer(plan))
+                body = completion(cid, parsed.model, answer.answer, self.count(answer), extension(answer, plan.thread))
+                return JSONResponse(body)
+            if plan.thread is not None and plan.image is None:
+                await self.in_thread(lambda: self.check_thread_image(plan))  # a 400 now, not an error mid-stream
+            streaming = True
+        except BaseException as exc:
+            self.metrics.failed(self.status_of(exc))
+            raise
+        finally:
+            if not streaming:
+                release()
         include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
-        events = self.sse(plan, cid, parsed.model, include_usage)
-        return StreamingResponse(events, media_type="text/event-stream",
+        events = self.sse(plan, cid, parsed.model, include_usage, release)
+        # The stream releases its place when it ends; the background task when it never started (client gone).
+        return StreamingResponse(events, media_type="text/event-stream", background=BackgroundTask(release),
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    async def sse(self, plan: Plan, cid: str, model: str, include_usage: bool) -> AsyncIterator[str]:
+    @staticmethod
+    def status_of(exc: BaseException) -> int:
+        if isinstance(exc, APIError):
+            return exc.status
+        return api_error(exc).status if isinstance(exc, VQAGraphError) else 500
+
+    def count(self, answer: Answer) -> Usage:
+        """The answer's token usage, counted into the metrics, with one log line per answered request."""
+        usage = usage_of(answer)
+        self.metrics.answered(answer, usage.prompt_tokens, usage.completion_tokens)
+        log.info("answered route=%s seconds=%.3f prompt_tokens=%d completion_tokens=%d thread=%s", answer.route,
+                 answer.trace.timings.get("total", 0.0), usage.prompt_tokens, usage.completion_tokens,
+                 "yes" if answer.trace.history_turns else "no")
+        return usage
+
+    async def sse(self, plan: Plan, cid: str, model: str, include_usage: bool,
+                  release: Callable[[], None]) -> AsyncIterator[str]:
         """`chat.completion.chunk` events: the role, content deltas as the LLM writes, the end, `[DONE]`."""
         created = int(time.time())
         shaper = AnswerStream(self.live(plan))
@@ -292,10 +346,14 @@ class OpenAIServer:
                     answer = await self.in_thread(lambda: self.answer(plan, on_token))
                     await send.send(("answer", answer))
                 except VQAGraphError as exc:
+                    self.metrics.failed(self.status_of(exc))
                     await send.send(("error", api_error(exc)))
                 except Exception:
                     log.exception("chat completion failed")
+                    self.metrics.failed(500)
                     await send.send(("error", APIError(500, "internal error", "api_error", code="internal_error")))
+                finally:
+                    release()
 
         def event(data: dict[str, Any]) -> str:
             return f"data: {json.dumps(data)}\n\n"
@@ -310,12 +368,13 @@ class OpenAIServer:
                     elif kind == "error":
                         yield event(error_body(value.message, value.type, value.code, value.param))
                     else:
+                        usage = self.count(value)
                         rest = shaper.finish(value.answer)
                         if rest:
                             yield event(chunk(cid, model, created, {"content": rest}))
                         yield event(chunk(cid, model, created, {}, "stop", vqagraph=extension(value, plan.thread)))
                         if include_usage:
-                            yield event(chunk(cid, model, created, {}, usage=usage_of(value).model_dump()))
+                            yield event(chunk(cid, model, created, {}, usage=usage.model_dump()))
         yield "data: [DONE]\n\n"
 
     def models_list(self) -> dict[str, Any]:
@@ -336,7 +395,7 @@ def create_app(engine: Engine, **settings: Any) -> FastAPI:
     app.state.vqagraph = server
 
     def reply(error: APIError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer", **error.headers} if error.status == 401 else error.headers
         return JSONResponse(error_body(error.message, error.type, error.code, error.param), status_code=error.status,
                             headers=headers)
 
@@ -366,6 +425,11 @@ def create_app(engine: Engine, **settings: Any) -> FastAPI:
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    from prometheus_fastapi_instrumentator import Instrumentator
+
+    Instrumentator(registry=server.metrics.registry, excluded_handlers=["/metrics", "/health"]).instrument(
+        app).expose(app, include_in_schema=False)
+
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
         server.check_auth(request)
@@ -386,8 +450,10 @@ def create_app(engine: Engine, **settings: Any) -> FastAPI:
     return app
 
 
-def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8080, **settings: Any) -> None:
-    """Run the server with uvicorn until interrupted."""
+def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info",
+          **settings: Any) -> None:
+    """Run the server with uvicorn until interrupted; at INFO, one log line per answered request."""
     import uvicorn
 
-    uvicorn.run(create_app(engine, **settings), host=host, port=port, log_level="info")
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(engine, **settings), host=host, port=port, log_level=log_level)

@@ -27,6 +27,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     if args.max_body_mb <= 0:
         raise VQAGraphError("--max-body-mb must be positive")
+    if args.max_pending < 1:
+        raise VQAGraphError("--max-pending must be at least 1")
     api_key = args.api_key or os.environ.get("VQAGRAPH_API_KEY") or None
     if not _loopback(args.host) and api_key is None:
         print(f"vqagraph serve: warning: listening on {args.host} without an API key; anyone who reaches this "
@@ -37,7 +39,8 @@ def _serve(args: argparse.Namespace) -> int:
           f"{', '.join(args.allow_host) or 'no host'})", file=sys.stderr, flush=True)
     try:
         serve(engine, host=args.host, port=args.port, api_key=api_key, allow_hosts=args.allow_host,
-              store=args.store, max_body_bytes=int(args.max_body_mb * 1024 * 1024))
+              store=args.store, max_body_bytes=int(args.max_body_mb * 1024 * 1024), max_pending=args.max_pending,
+              log_level=args.log_level)
     finally:
         engine.close()
     return 0
@@ -63,6 +66,11 @@ def add_serve_commands(subparsers: Any) -> None:
                        "addresses are refused even when listed. Default: data: URLs only")
     serve.add_argument("--max-body-mb", type=float, default=20.0, metavar="N",
                        help="largest request body in MiB (default 20); larger requests get 413")
+    serve.add_argument("--max-pending", type=int, default=64, metavar="N",
+                       help="requests in progress at once (default 64); more get 429 with Retry-After. How many "
+                       "share a batch and how long a batch waits: the profile's `batching`")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                       help="server log level (default info: one line per answered request)")
     add_engine_options(serve)
     serve.set_defaults(func=_serve)
 

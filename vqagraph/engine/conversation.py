@@ -141,7 +141,7 @@ class Conversation:
     def _events(self, request: AskRequest, stream: bool) -> Iterator[StreamEvent]:
         context = self._request(request)
         context.stream_tokens = stream
-        with self.engine.lock, self.store.guard():
+        with self.engine.thread_lock(self.thread_id), self.store.guard():
             if not stream:
                 self.graph.invoke({}, self._config, context=context)
             else:

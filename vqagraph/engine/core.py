@@ -1,14 +1,15 @@
 """`Engine`: a profile's tools plus the compiled VQA graph, behind one entry point for a question (`answer`).
 
 Every front end hands `answer` an `AskRequest`: it validates the question, the route and the marks, takes the
-image in, brings the history (its own, or the thread's), holds the engine's one lock, runs the graph (streaming
-tokens and node events when asked) and returns the `Answer`."""
+image in, brings the history (its own, or the thread's; a thread's turns keep their order under its lock), runs the
+graph (streaming tokens and node events when asked) and returns the `Answer`. Questions may come from many threads
+at once: the toolkit batches their model calls (tools/batching.py); `answer_batch` answers a list that way."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,7 @@ from PIL import Image
 
 from vqagraph.answer import Answer, Trace
 from vqagraph.config import Profile, load_profile
-from vqagraph.errors import ImageError, ProfileError, QuestionError
+from vqagraph.errors import ImageError, ProfileError, QuestionError, VQAGraphError
 from vqagraph.graphs.events import OnEvent, stream_event
 from vqagraph.graphs.router import POLICIES
 from vqagraph.graphs.state import RECORDS, STATE_KEYS, VQAContext
@@ -44,9 +45,16 @@ class Engine:
         self.turn_graph = self.graph.copy(update={"checkpointer": False}) if graph is not None \
             else build_graph(checkpointer=False)
         self._stores: dict[str, ThreadStore] = {}
-        # One question at a time per engine: GradCAM hooks a module all threads share. (Inside one question
-        # the `both` route still runs its two routes concurrently.) Servers and tools share this lock.
-        self.lock = threading.RLock()
+        # Questions run concurrently (front ends, `answer_batch`): the toolkit's batchers gather their model calls
+        # and serialise each model (tools/batching.py). What must not interleave is two turns of one
+        # conversation thread, which would both read the same history: one lock per thread id.
+        self._thread_locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+
+    def thread_lock(self, thread_id: str) -> threading.Lock:
+        """The lock that keeps the turns of one conversation thread in order (every front end shares it)."""
+        with self._locks_lock:
+            return self._thread_locks.setdefault(thread_id, threading.Lock())
 
     @classmethod
     def from_profile(
@@ -135,14 +143,49 @@ class Engine:
             raise ImageError("no image: give one (or a thread whose image the question is about)")
         ref = self.add_image(request.image)
         inputs = self.graph_inputs(ref, question, request.route, marks, request.router, request.history)
-        with self.lock:
-            return self.run(inputs, start, time.perf_counter() - start, on_event)
+        return self.run(inputs, start, time.perf_counter() - start, on_event)
+
+    def answer_batch(self, requests: Sequence[AskRequest], *, batch_size: int | None = None,
+                     on_done: Callable[[int, Answer | VQAGraphError], None] | None = None,
+                     ) -> list[Answer | VQAGraphError]:
+        """Answer many questions, up to `batch_size` (default: the profile's `batching.max_batch`) at a time: each
+        runs the graph in a thread of its own and every model stage they share runs as one batched call (the
+        image encoders, GradCAM, the question generator, the LLM). Answers equal those of `answer` one by one;
+        a bad request gets its error in its place and the others go on. `on_done(index, result)` as each
+        finishes (in completion order)."""
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        results: list[Answer | VQAGraphError | None] = [None] * len(requests)
+        if not requests:
+            return []
+
+        def one(index: int) -> Answer | VQAGraphError:
+            try:
+                return self.answer(requests[index])
+            except VQAGraphError as exc:
+                return exc
+
+        workers = max(1, min(batch_size or self.profile.batching.max_batch, len(requests)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vqagraph-batch") as pool:
+            futures = {pool.submit(one, i): i for i in range(len(requests))}
+            for future in as_completed(futures):
+                index = futures[future]
+                results[index] = future.result()
+                if on_done is not None:
+                    on_done(index, results[index])  # type: ignore[arg-type]
+        return results  # type: ignore[return-value]
 
     def run(self, inputs: dict[str, Any], start: float, intake: float, on_event: OnEvent | None = None, *,
             nested: bool = False, stream_tokens: bool = False) -> Answer:
-        """Run the graph on checked inputs (the caller holds the lock) and read the `Answer` from its final state.
+        """Run the graph on checked inputs and read the `Answer` from its final state.
         `nested`: inside another LangGraph run (a conversation's turn, the LangGraph app), whose config makes
         this graph its subgraph, so node and token events (with `stream_tokens`) stream with the outer run's."""
+        with self.tools.in_flight:  # the batchers wait for questions in flight, no longer
+            state = self._invoke(inputs, on_event, nested, stream_tokens)
+        return self.answer_from(state, inputs, start, intake)
+
+    def _invoke(self, inputs: dict[str, Any], on_event: OnEvent | None, nested: bool,
+                stream_tokens: bool) -> dict[str, Any]:
         context = VQAContext(tools=self.tools, stream_tokens=stream_tokens or on_event is not None)
         if nested:
             from langgraph.config import get_config
@@ -158,7 +201,7 @@ class Engine:
                     state = chunk
                 for kind, value in stream_event(mode, chunk):
                     on_event(kind, value)
-        return self.answer_from(state, inputs, start, intake)
+        return state
 
     def ask(
         self,

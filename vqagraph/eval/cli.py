@@ -49,8 +49,9 @@ def add_eval_command(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print only the JSON report on stdout")
     parser.add_argument("--plot", default=None, metavar="OUT.png", help="draw the table as a grouped bar chart")
     parser.add_argument("--limit", type=_positive, default=None, metavar="N", help="evaluate the first N questions")
-    parser.add_argument("--workers", type=_positive, default=1, metavar="N",
-                        help="questions in flight at once, sharing one engine (default 1)")
+    parser.add_argument("--batch-size", type=_positive, default=16, metavar="N",
+                        help="questions in flight at once; the engine batches their model calls (default 16; the "
+                        "answers are the same for any N)")
     parser.add_argument("--answers", default=None, metavar="OUT.jsonl",
                         help="write every answer with its score, route and reason, for error analysis")
     parser.add_argument("--families", default=None, metavar="F1,F2",
@@ -84,7 +85,7 @@ def run_eval(args: argparse.Namespace) -> int:
         overrides["llm_backend"] = {"kind": "vllm-server", "url": args.llm_url}
     engine = Engine.from_profile(args.profile, **overrides)
     answers = Path(args.answers) if args.answers else None
-    report = evaluate(engine, items, routes=routes, workers=args.workers, progress=True, answers_out=answers)
+    report = evaluate(engine, items, routes=routes, batch_size=args.batch_size, progress=True, answers_out=answers)
     if args.plot:
         report.plot(args.plot)
 

@@ -33,7 +33,7 @@ class EvalItem(BaseModel):
 
     image: Path
     question: str
-    answers: list[str]
+    answers: list[str]  # empty only when read with `scored=False` (questions to answer, not to score)
     family: str = "all"
     marks: list[dict[str, Any]] = Field(default_factory=list)
     question_id: str
@@ -75,8 +75,9 @@ def _check_marks(marks: Any, base: Path, where: str) -> list[dict[str, Any]]:
     return checked
 
 
-def read_jsonl(path: Path) -> list[EvalItem]:
-    """The project's own format; images and mask paths are relative to the JSONL file's folder."""
+def read_jsonl(path: Path, scored: bool = True) -> list[EvalItem]:
+    """The project's own format; images and mask paths are relative to the JSONL file's folder. `scored=False`:
+    `answers` may be left out (questions to answer, e.g. `vqagraph ask --batch`)."""
     if not path.is_file():
         raise DatasetError(f"dataset not found: {path}")
     base = path.parent
@@ -92,11 +93,11 @@ def read_jsonl(path: Path) -> list[EvalItem]:
             raise DatasetError(f"{where}: not valid JSON: {exc}") from None
         if not isinstance(row, dict):
             raise DatasetError(f"{where}: expected an object with image, question and answers")
-        missing = [key for key in ("image", "question", "answers") if key not in row]
+        missing = [key for key in ("image", "question", "answers")[: 3 if scored else 2] if key not in row]
         if missing:
             raise DatasetError(f"{where}: missing {', '.join(missing)}")
-        answers = row["answers"]
-        if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
+        answers = row.get("answers", [])
+        if not isinstance(answers, list) or (scored and not answers) or not all(isinstance(a, str) for a in answers):
             raise DatasetError(f"{where}: 'answers' must be a non-empty list of strings")
         if not isinstance(row["question"], str) or not isinstance(row["image"], str):
             raise DatasetError(f"{where}: 'image' and 'question' must be strings")
@@ -146,10 +147,11 @@ def _coco_image(index: dict[int, Path], folder: Path, image_id: Any, source: str
     return index[key]
 
 
-def read_vqa(questions_path: Path, annotations_path: Path, images: Path) -> list[EvalItem]:
-    """VQAv2 or OK-VQA: questions and annotations joined on question_id; family = answer_type."""
+def read_vqa(questions_path: Path, annotations_path: Path | None, images: Path) -> list[EvalItem]:
+    """VQAv2 or OK-VQA: questions and annotations joined on question_id; family = answer_type. Without
+    annotations (a test-dev split, to answer for a submission), the items have no answers."""
     questions = _read_json(questions_path, "questions file")
-    annotations = _read_json(annotations_path, "annotations file")
+    annotations = _read_json(annotations_path, "annotations file") if annotations_path else {"annotations": []}
     if not isinstance(questions, dict) or not isinstance(questions.get("questions"), list):
         raise DatasetError(f"{questions_path} is not a VQA questions file (no 'questions' list)")
     if not isinstance(annotations, dict) or not isinstance(annotations.get("annotations"), list):
@@ -168,6 +170,10 @@ def read_vqa(questions_path: Path, annotations_path: Path, images: Path) -> list
         except (KeyError, TypeError):
             raise DatasetError(f"{source}: needs question_id, question and image_id") from None
         note = by_id.get(question_id)
+        if note is None and annotations_path is None:
+            items.append(EvalItem(image=_coco_image(index, images, image_id, source), question=text, answers=[],
+                                  question_id=question_id))
+            continue
         if note is None:
             raise DatasetError(f"{source}: question_id {question_id} has no annotation in {annotations_path}")
         try:
@@ -228,16 +234,20 @@ def detect_format(path: Path) -> str:
 
 
 def load_dataset(path: str | Path, images: str | Path | None = None,
-                 annotations: str | Path | None = None) -> list[EvalItem]:
+                 annotations: str | Path | None = None, scored: bool = True) -> list[EvalItem]:
     """Read any supported format. `images` is the image folder for the VQA formats (default: the data file's
-    folder); `annotations` pairs a VQAv2/OK-VQA questions file with its annotations (either may come first)."""
+    folder); `annotations` pairs a VQAv2/OK-VQA questions file with its annotations (either may come first).
+    `scored=False`: questions without reference answers are fine (a JSONL without `answers`, a VQAv2 questions
+    file alone)."""
     path = Path(path)
     kind = detect_format(path)
     folder = Path(images) if images is not None else path.parent
     if kind == "jsonl":
-        return read_jsonl(path)
+        return read_jsonl(path, scored)
     if kind == "aokvqa":
         return read_aokvqa(path, folder)
+    if kind == "vqa-questions" and annotations is None and not scored:
+        return read_vqa(path, None, folder)
     if annotations is None:
         needed = "--annotations FILE (the annotations JSON)" if kind == "vqa-questions" else "its questions JSON"
         raise DatasetError(f"{path} is a VQAv2/OK-VQA {kind.removeprefix('vqa-')} file; it needs {needed}")

@@ -7,26 +7,19 @@ Design points, and why:
 * One question's failure (an unreadable image, a mark outside it, the LLM server timing out) is part of the
   result, not the end of the run: it scores 0 and its record carries the error. Only `VQAGraphError`s are
   caught; anything else is a bug and should stop the run loudly.
-* `workers > 1` shares one Engine between threads: worth it when the LLM is a vLLM server (requests overlap,
-  the server batches them) and torch releases the GIL in the vision models. The first question runs alone, so
-  the toolkit's models load once instead of once per thread. Records are put back in (question, route) order
-  and the answers file is written in that order as it fills, so the output does not depend on scheduling.
-* Asks hold the engine's one lock (`engine.lock`, which every front end shares): GradCAM captures attention
-  through a forward hook on a module all threads share, and seeded sampling (captions, LLM) seeds torch's
-  process-wide generator, so asks run one at a time. Workers then only overlap the scoring and the writing:
-  slower than batching, never wrong. Sequential answers do not depend on the order of questions (verified: a cached
-  image gives the same answer), so the numbers are the same for any `workers`.
+* Questions go through `Engine.answer_batch`, `batch_size` at a time: each runs the graph in its own thread and
+  the engine gathers their model calls into batched ones (the LLM, GradCAM, the question generator), so a larger
+  batch answers more questions per second and the same answers (batched calls equal calls alone; the first
+  question runs alone so the models load once). Records are put back in (question, route) order and the answers
+  file is written in that order as it fills, so the output does not depend on scheduling.
 """
 
 from __future__ import annotations
 
 import sys
-import time
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -35,8 +28,10 @@ from vqagraph.errors import QuestionError, VQAGraphError
 from vqagraph.eval.datasets import EvalItem
 from vqagraph.eval.metric import vqa_accuracy
 from vqagraph.eval.report import AnswerRecord, EvalReport, RouteRecord
+from vqagraph.request import AskRequest
 
 if TYPE_CHECKING:
+    from vqagraph.answer import Answer
     from vqagraph.engine import Engine
 
 
@@ -63,31 +58,23 @@ def score_answer(answer: str, item: EvalItem) -> float:
     return round(vqa_accuracy(answer, item.answers), 4)
 
 
-def answer_one(engine: Engine, item: EvalItem, route: str,
-               guard: AbstractContextManager[object] | None = None) -> AnswerRecord:
-    """Ask one question through one route and score it; a VQAGraphError becomes a 0-scored record.
+def request_for(item: EvalItem, route: str) -> AskRequest:
+    """The engine request that asks `item` through `route`."""
+    return AskRequest(question=item.question, image=item.image, route=route, marks=list(item.marks))
 
-    `guard` (a lock) is held around the ask when the engine cannot take concurrent asks; the time spent
-    waiting for it is not counted in `seconds`, which is the engine's own total."""
+
+def record_for(item: EvalItem, route: str, result: Answer | VQAGraphError) -> AnswerRecord:
+    """One scored record; an error (an unreadable image, a mark outside it, the LLM server down) scores 0."""
     base = {"question_id": item.question_id, "image": str(item.image), "question": item.question,
             "family": item.family, "route": route, "answers": item.answers}
-    with guard or nullcontext():
-        return _ask_and_score(engine, item, route, base)
-
-
-def _ask_and_score(engine: Engine, item: EvalItem, route: str, base: dict[str, Any]) -> AnswerRecord:
-    start = time.perf_counter()
-    try:
-        answer = engine.ask(item.image, item.question, route=route, marks=item.marks)
-    except VQAGraphError as exc:
-        return AnswerRecord(**base, accuracy=0.0, seconds=round(time.perf_counter() - start, 4),
-                            error=f"{type(exc).__name__}: {exc}")
-    seconds = answer.trace.timings.get("total", round(time.perf_counter() - start, 4))
+    if isinstance(result, VQAGraphError):
+        return AnswerRecord(**base, accuracy=0.0, seconds=0.0, error=f"{type(result).__name__}: {result}")
     routes = {name: RouteRecord(answer=r["answer"], mean_logprob=r["mean_logprob"],
                                 accuracy=score_answer(r["answer"], item))
-              for name, r in answer.trace.route_answers.items()}
-    return AnswerRecord(**base, route_taken=answer.route, reason=answer.trace.route_reason, answer=answer.answer,
-                        accuracy=score_answer(answer.answer, item), seconds=seconds, route_answers=routes)
+              for name, r in result.trace.route_answers.items()}
+    return AnswerRecord(**base, route_taken=result.route, reason=result.trace.route_reason, answer=result.answer,
+                        accuracy=score_answer(result.answer, item), seconds=result.trace.timings.get("total", 0.0),
+                        route_answers=routes)
 
 
 class _OrderedWriter:
@@ -119,7 +106,7 @@ def evaluate(
     engine: Engine,
     items: Sequence[EvalItem],
     routes: Sequence[str] = ("auto",),
-    workers: int = 1,
+    batch_size: int = 1,
     progress: bool = True,
     answers_out: Path | None = None,
 ) -> EvalReport:
@@ -129,45 +116,29 @@ def evaluate(
     vision features. `answers_out` gets one JSONL record per (item, route), in that order.
     """
     checked = check_routes(routes)
-    if workers < 1:
-        raise ValueError(f"workers must be at least 1, not {workers}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     units = [(item, route) for item in items for route in checked]
     records: list[AnswerRecord | None] = [None] * len(units)
     writer = _OrderedWriter(Path(answers_out) if answers_out is not None else None)
     bar = tqdm(total=len(units), desc="eval", unit="answer", file=sys.stderr, disable=not progress, leave=False)
     scored: list[float] = []
 
-    def finish(index: int, record: AnswerRecord) -> None:
+    def finish(index: int, result: Answer | VQAGraphError) -> None:
+        record = record_for(*units[index], result)
         records[index] = record
         writer.offer(index, record)
         scored.append(record.accuracy)
         bar.update(1)
         bar.set_postfix(accuracy=f"{sum(scored) / len(scored):.1f}", refresh=False)
 
+    requests = [request_for(item, route) for item, route in units]
     try:
-        if units:  # alone first: the models load once, before threads share the toolkit
-            finish(0, answer_one(engine, *units[0]))
-        if workers == 1 or len(units) < 3:
-            for index in range(1, len(units)):
-                finish(index, answer_one(engine, *units[index]))
-        else:
-            guard = engine.lock  # the engine's one lock: its models are not safe for concurrent use
-            _run_pool(engine, units, workers, finish, guard)
+        if units:  # alone first: the models load once, before the batch's threads share the toolkit
+            finish(0, engine.answer_batch(requests[:1])[0])
+        engine.answer_batch(requests[1:], batch_size=batch_size, on_done=lambda i, result: finish(i + 1, result))
     finally:
         writer.close()
         bar.close()
     done = [record for record in records if record is not None]
     return EvalReport.from_records(done, checked)
-
-
-def _run_pool(engine: Engine, units: list[tuple[EvalItem, str]], workers: int,
-              finish: Callable[[int, AnswerRecord], None], guard: AbstractContextManager[object] | None) -> None:
-    """Units 1.. on a thread pool; a crash (or Ctrl-C) cancels what has not started and re-raises."""
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vqagraph-eval")
-    try:
-        futures: dict[Future[AnswerRecord], int] = {
-            pool.submit(answer_one, engine, *units[index], guard): index for index in range(1, len(units))}
-        for future in as_completed(futures):
-            finish(futures[future], future.result())
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)

@@ -109,11 +109,12 @@ class BlipMatcher:
         """(1, 1 + N, dim); `ref` (the image's content hash) lets a frozen encoder share its grid across models."""
         return self.pixels_or_grid(ref, image)
 
-    def gradcam(self, image_embeds: torch.Tensor, question: str, layer: int) -> torch.Tensor:
-        """GradCAM of one question over the image's patches: `(num_patches,)`."""
-        text = question.strip().rstrip("?").strip()  # §1.1: strip "?"
-        tokens = self.tokenizer([text], return_tensors="pt", padding="longest", truncation=True).to(self.device)
-        return compute_gradcam(self.model, image_embeds, tokens.input_ids, tokens.attention_mask, layer)[0]
+    def gradcam(self, image_embeds: torch.Tensor, questions: list[str], layer: int) -> torch.Tensor:
+        """GradCAM of each question over its image's patches (`image_embeds[i]`), in one pass: `(batch,
+        num_patches)`."""
+        texts = [q.strip().rstrip("?").strip() for q in questions]  # §1.1: strip "?"
+        tokens = self.tokenizer(texts, return_tensors="pt", padding="longest", truncation=True).to(self.device)
+        return compute_gradcam(self.model, image_embeds, tokens.input_ids, tokens.attention_mask, layer)
 
     @torch.no_grad()
     def match_probability(self, image_embeds: torch.Tensor, texts: list[str]) -> torch.Tensor:

@@ -7,11 +7,13 @@ speech (the branch LAVIS never reaches because of its `if "question_type" == "ru
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel
+
+from vqagraph.tools.batching import Batcher, BatchPolicy
 
 # §1.5 templates (the first of each LAVIS list); NUM, ADV and YES are this project's additions.
 TEMPLATE_QUESTIONS = {
@@ -28,6 +30,9 @@ class Exemplar(BaseModel):
     question: str
     answer: str
     source: Literal["neural", "template"]
+
+
+Job = tuple[list[str], list[str]]  # one question's answer candidates and the captions they came from
 
 
 def qg_context(captions: list[str]) -> str:
@@ -52,6 +57,7 @@ class QuestionGenerator:
 
     model: Any | None = None
     tokenizer: Any | None = None
+    policy: BatchPolicy = field(default_factory=BatchPolicy)  # how concurrent questions share a beam search
     num_beams: int = 3  # §1.5
     max_length: int = 30  # §1.5
     max_input_tokens: int = 512
@@ -59,25 +65,28 @@ class QuestionGenerator:
     def templates(self, answers: list[str], pos: dict[str, str]) -> list[Exemplar]:
         return [Exemplar(question=template_question(pos.get(a, "NOUN")), answer=a, source="template") for a in answers]
 
-    @torch.no_grad()
+    def __post_init__(self) -> None:
+        self.batcher: Batcher[Job, list[Exemplar]] = self.policy.batcher(self.neural_many, stage="question_generator")
+
     def neural(self, answers: list[str], captions: list[str]) -> list[Exemplar]:
+        """One question per answer candidate; concurrent questions' candidates share one beam search."""
+        return self.batcher((answers, captions))
+
+    @torch.no_grad()
+    def neural_many(self, jobs: list[Job]) -> list[list[Exemplar]]:
+        """Every job's candidates in one batched beam search (§1.5), split back per job."""
         if self.model is None or self.tokenizer is None:
             raise ValueError("neural question generation needs a model and tokenizer")
-        if not answers:
-            return []
+        texts = [qg_input(a, captions) for answers, captions in jobs for a in answers]
+        if not texts:
+            return [[] for _ in jobs]
         device = next(self.model.parameters()).device
         inputs = self.tokenizer(
-            [qg_input(a, captions) for a in answers],
-            return_tensors="pt",
-            padding="longest",
-            truncation=True,
-            max_length=self.max_input_tokens,
+            texts, return_tensors="pt", padding="longest", truncation=True, max_length=self.max_input_tokens,
         ).to(device)
         out = self.model.generate(
             **inputs, num_beams=self.num_beams, max_length=self.max_length, do_sample=False, early_stopping=True
         )
-        questions = [" ".join(q.split()) for q in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
-        return [
-            Exemplar(question=q or template_question("NOUN"), answer=a, source="neural" if q else "template")
-            for q, a in zip(questions, answers, strict=True)
-        ]
+        questions = iter(" ".join(q.split()) for q in self.tokenizer.batch_decode(out, skip_special_tokens=True))
+        return [[Exemplar(question=q or template_question("NOUN"), answer=a, source="neural" if q else "template")
+                 for a, q in zip(answers, questions, strict=False)] for answers, _ in jobs]

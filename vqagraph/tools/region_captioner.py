@@ -7,6 +7,7 @@ same patches. Each image is encoded once per model and reused from the feature c
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,9 +18,12 @@ from pydantic import BaseModel
 from vqagraph.config import Img2LLMSettings
 from vqagraph.errors import ModelMismatchError
 from vqagraph.media import FeatureCache, letterbox_box
+from vqagraph.tools.batching import Batcher, BatchPolicy
 from vqagraph.tools.gradcam import BlipMatcher, normalise_gradcam, patch_grid
 from vqagraph.tools.image_encoder import PixelVision, Vision
 from vqagraph.tools.seeding import seeded
+
+Job = tuple[str, Image.Image, str, tuple[int, int, int, int] | None]  # image ref, image, question, region
 
 
 class RegionCaptions(BaseModel):
@@ -127,12 +131,17 @@ class RegionCaptioner:
     """GradCAM → patch sampling → batched captions → ITM filter, with the image encoded once per model."""
 
     def __init__(
-        self, matcher: BlipMatcher, captioner: BlipCaptioner, settings: Img2LLMSettings, cache: FeatureCache
+        self, matcher: BlipMatcher, captioner: BlipCaptioner, settings: Img2LLMSettings, cache: FeatureCache,
+        policy: BatchPolicy | None = None,
     ) -> None:
         self.matcher = matcher
         self.captioner = captioner
         self.settings = settings
         self.cache = cache
+        # GradCAM hooks a module of the shared ITM model: one pass at a time, whoever calls.
+        self.lock = threading.RLock()
+        self.batcher: Batcher[Job, RegionCaptions] = (policy or BatchPolicy()).batcher(self.caption_many,
+                                                                                         stage="region_captions")
 
     def _features(self, which: str, model: Any, ref: str, image: Image.Image) -> tuple[torch.Tensor, bool]:
         key = (which, id(model), ref)
@@ -145,16 +154,36 @@ class RegionCaptioner:
 
     def gradcam(self, ref: str, image: Image.Image, question: str) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """The normalised patch distribution for `question`, with the ITM features it came from."""
-        itm_embeds, fresh = self._features("itm", self.matcher, ref, image)
-        cam = self.matcher.gradcam(itm_embeds, question, self.settings.gradcam_layer)
-        return normalise_gradcam(cam[None], self.settings.gradcam_floor)[0], itm_embeds, fresh
+        ((probs, embeds, fresh),) = self.gradcams([(ref, image, question)])
+        return probs, embeds, fresh
+
+    def gradcams(self, asks: list[tuple[str, Image.Image, str]]) -> list[tuple[torch.Tensor, torch.Tensor, bool]]:
+        """`gradcam` for several questions (each on its image) in one ITM pass."""
+        with self.lock:
+            features = [self._features("itm", self.matcher, ref, image) for ref, image, _ in asks]
+            embeds = torch.cat([f[0] for f in features])
+            cams = self.matcher.gradcam(embeds, [question for _, _, question in asks], self.settings.gradcam_layer)
+            probs = normalise_gradcam(cams, self.settings.gradcam_floor)
+        return [(probs[i], embeds[i : i + 1], fresh) for i, (_, fresh) in enumerate(features)]
 
     def __call__(
         self, ref: str, image: Image.Image, question: str, region: tuple[int, int, int, int] | None = None
     ) -> RegionCaptions:
-        """Captions for `question`; with `region` (a pixel box), patches are sampled inside it only."""
+        """Captions for `question`; with `region` (a pixel box), patches are sampled inside it only. Concurrent
+        questions share the GradCAM pass (`caption_many`)."""
+        return self.batcher((ref, image, question, region))
+
+    def caption_many(self, jobs: list[Job]) -> list[RegionCaptions]:
+        """One GradCAM pass for every job, then each job's seeded captions (sampling stays per question, so a
+        question's captions do not depend on its batch)."""
+        with self.lock:
+            cams = self.gradcams([(ref, image, question) for ref, image, question, _ in jobs])
+            return [self._captions(ref, image, region, *cam)
+                    for (ref, image, _, region), cam in zip(jobs, cams, strict=True)]
+
+    def _captions(self, ref: str, image: Image.Image, region: tuple[int, int, int, int] | None, probs: torch.Tensor,
+                  itm_embeds: torch.Tensor, itm_fresh: bool) -> RegionCaptions:
         s = self.settings
-        probs, itm_embeds, itm_fresh = self.gradcam(ref, image, question)
         if region is not None:
             probs = restrict_to_region(probs, patch_grid(probs.shape[0]), image.size, region,
                                        self.matcher.pixels_or_grid.letterboxed)

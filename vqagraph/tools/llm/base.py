@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from pydantic import BaseModel, Field
 
 OnToken = Callable[[str], None] | None  # called with each new piece of text as the LLM writes it (batch of 1)
+OnTokens = OnToken | Sequence[OnToken]  # one callback for a batch of one, or one per prompt of a batch
+
+
+def row_callbacks(on_token: OnTokens, rows: int) -> list[OnToken]:
+    """One callback (or None) per prompt: a single callback streams only a batch of one."""
+    if on_token is None or callable(on_token):
+        return [on_token] if rows == 1 else [None] * rows
+    callbacks = list(on_token)
+    if len(callbacks) != rows:
+        raise ValueError(f"{len(callbacks)} token callbacks for {rows} prompts")
+    return callbacks
 
 
 class GenerationParams(BaseModel):
@@ -49,11 +60,11 @@ class FrozenLLM(Protocol):
     def count_tokens(self, text: str) -> int: ...
 
     def generate(
-        self, prompts: list[str], params: GenerationParams | None = None, on_token: OnToken = None
+        self, prompts: list[str], params: GenerationParams | None = None, on_token: OnTokens = None
     ) -> list[Generation]: ...
 
     def generate_from_embeddings(
-        self, embeds: list[torch.Tensor], params: GenerationParams | None = None, on_token: OnToken = None
+        self, embeds: list[torch.Tensor], params: GenerationParams | None = None, on_token: OnTokens = None
     ) -> list[Generation]: ...
 
     def input_embeddings(self) -> torch.Tensor: ...

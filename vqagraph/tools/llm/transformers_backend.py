@@ -2,35 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from transformers.generation.streamers import BaseStreamer
 
-from vqagraph.tools.llm.base import Generation, GenerationParams, OnToken
+from vqagraph.tools.llm.base import Generation, GenerationParams, OnToken, OnTokens, row_callbacks
 from vqagraph.tools.seeding import seeded
 
 
 class TokenStreamer(BaseStreamer):
-    """Calls `on_token` with each new piece of decoded text; skips the prompt, which `generate` puts first."""
+    """Calls each row's callback with each new piece of its decoded text; skips the prompt, which `generate` puts
+    first. Rows without a callback (or finished: what follows EOS is padding, decoded to nothing) stay silent."""
 
-    def __init__(self, tokenizer: Any, on_token: Callable[[str], None]) -> None:
+    def __init__(self, tokenizer: Any, callbacks: list[OnToken]) -> None:
         self.tokenizer = tokenizer
-        self.on_token = on_token
-        self.ids: list[int] = []
-        self.sent = ""
+        self.callbacks = callbacks
+        self.ids: list[list[int]] = [[] for _ in callbacks]
+        self.sent = ["" for _ in callbacks]
         self.prompt_seen = False
 
     def put(self, value: torch.Tensor) -> None:
         if not self.prompt_seen:
             self.prompt_seen = True
             return
-        self.ids.extend(value.reshape(-1).tolist())
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if len(text) > len(self.sent) and not text.endswith("\ufffd"):  # wait for a whole UTF-8 character
-            self.on_token(text[len(self.sent):])
-            self.sent = text
+        for row, token in enumerate(value.reshape(len(self.callbacks), -1)[:, -1].tolist()):
+            call = self.callbacks[row]
+            if call is None:
+                continue
+            self.ids[row].append(token)
+            text = self.tokenizer.decode(self.ids[row], skip_special_tokens=True)
+            if len(text) > len(self.sent[row]) and not text.endswith("\ufffd"):  # wait for a whole UTF-8 character
+                call(text[len(self.sent[row]):])
+                self.sent[row] = text
 
     def end(self) -> None:
         pass
@@ -68,14 +72,22 @@ class TransformersLLM:
         return self.model.get_input_embeddings().weight.detach()
 
     def generate(
-        self, prompts: list[str], params: GenerationParams | None = None, on_token: OnToken = None
+        self, prompts: list[str], params: GenerationParams | None = None, on_token: OnTokens = None
     ) -> list[Generation]:
-        batch = self._tokenizer(prompts, return_tensors="pt", padding=True).to(self.device)
-        return self._generate(params or GenerationParams(), on_token, input_ids=batch.input_ids,
-                              attention_mask=batch.attention_mask)
+        # Left padding by hand: `padding=True` would switch the shared fast tokenizer's padding on and off, which
+        # races with other threads' tokenizer calls ("Already borrowed").
+        rows = [self._tokenizer(p).input_ids for p in prompts]
+        longest = max(len(r) for r in rows)
+        ids = torch.full((len(rows), longest), self._tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros(len(rows), longest, dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, longest - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[i, longest - len(r):] = 1
+        return self._generate(params or GenerationParams(), on_token, input_ids=ids.to(self.device),
+                              attention_mask=mask.to(self.device))
 
     def generate_from_embeddings(
-        self, embeds: list[torch.Tensor], params: GenerationParams | None = None, on_token: OnToken = None
+        self, embeds: list[torch.Tensor], params: GenerationParams | None = None, on_token: OnTokens = None
     ) -> list[Generation]:
         longest = max(e.shape[0] for e in embeds)
         hidden = embeds[0].shape[-1]
@@ -88,7 +100,7 @@ class TransformersLLM:
         return self._generate(params or GenerationParams(), on_token, inputs_embeds=padded, attention_mask=mask)
 
     @torch.no_grad()
-    def _generate(self, params: GenerationParams, on_token: OnToken, **inputs: torch.Tensor) -> list[Generation]:
+    def _generate(self, params: GenerationParams, on_token: OnTokens, **inputs: torch.Tensor) -> list[Generation]:
         sampling = params.temperature > 0
         kwargs: dict[str, Any] = {
             "max_new_tokens": params.max_new_tokens,
@@ -99,9 +111,9 @@ class TransformersLLM:
             "return_dict_in_generate": True,
             "output_scores": True,
         }
-        batch = next(iter(inputs.values())).shape[0]
-        if on_token is not None and batch == 1:  # transformers streams one sequence at a time
-            kwargs["streamer"] = TokenStreamer(self._tokenizer, on_token)
+        callbacks = row_callbacks(on_token, next(iter(inputs.values())).shape[0])
+        if any(callbacks):
+            kwargs["streamer"] = TokenStreamer(self._tokenizer, callbacks)
         if sampling:
             kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
         else:

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from vqagraph.errors import LLMError
-from vqagraph.tools.llm.base import Generation, GenerationParams, OnToken
+from vqagraph.tools.llm.base import Generation, GenerationParams, OnToken, OnTokens, row_callbacks
 from vqagraph.tools.llm.local_checkpoint import LocalCheckpoint
 
 ACCEPTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -87,36 +87,46 @@ class VLLMClient(LocalCheckpoint):
         self._context_length = int(entry.get("max_model_len") or 2048)
 
     def generate(
-        self, prompts: list[str], params: GenerationParams | None = None, on_token: OnToken = None
+        self, prompts: list[str], params: GenerationParams | None = None, on_token: OnTokens = None
     ) -> list[Generation]:
-        """All prompts in one request (vLLM batches them in the engine); one prompt streams to `on_token`."""
+        """All prompts in one request (vLLM batches them in the engine); streamed prompts go one request each,
+        concurrently, so each streams to its own callback."""
         params = params or GenerationParams()
         if self._context_length is None:
             self._discover()
+        callbacks = row_callbacks(on_token, len(prompts))
+        if any(callbacks):
+            sampling = self._sampling(params)
+            bodies = [{"model": self.name, "prompt": [p], **sampling} for p in prompts]
+            return self._each(bodies, callbacks)
         body = {"model": self.name, "prompt": prompts, **self._sampling(params)}
-        if on_token is not None and len(prompts) == 1:
-            return [self._stream(body, on_token)]
         choices = sorted(self._request("POST", "/v1/completions", json=body)["choices"], key=lambda c: c["index"])
         return [self._generation(c) for c in choices]
 
     def generate_from_embeddings(
-        self, embeds: list[torch.Tensor], params: GenerationParams | None = None, on_token: OnToken = None
+        self, embeds: list[torch.Tensor], params: GenerationParams | None = None, on_token: OnTokens = None
     ) -> list[Generation]:
         """One request per sequence, sent concurrently; each tensor is validated before any is sent."""
         params = params or GenerationParams()
         for i, e in enumerate(embeds):
             self.validate_embeds(e, params, where=f"embeds[{i}]")
         sampling = self._sampling(params)
-        if on_token is not None and len(embeds) == 1:
-            body = {"model": self.name, "prompt_embeds": encode_prompt_embeds(embeds[0]), **sampling}
-            return [self._stream(body, on_token)]
+        bodies = [{"model": self.name, "prompt_embeds": encode_prompt_embeds(e), **sampling} for e in embeds]
+        return self._each(bodies, row_callbacks(on_token, len(embeds)))
 
-        def one(e: torch.Tensor) -> Generation:
-            body = {"model": self.name, "prompt_embeds": encode_prompt_embeds(e), **sampling}
+    def _each(self, bodies: list[dict[str, Any]], callbacks: list[OnToken]) -> list[Generation]:
+        """One request per body, sent concurrently (vLLM batches them continuously); a body with a callback
+        streams to it."""
+
+        def one(body: dict[str, Any], on_token: OnToken) -> Generation:
+            if on_token is not None:
+                return self._stream(body, on_token)
             return self._generation(self._request("POST", "/v1/completions", json=body)["choices"][0])
 
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(embeds)) or 1) as pool:
-            return list(pool.map(one, embeds))
+        if len(bodies) == 1:
+            return [one(bodies[0], callbacks[0])]
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(bodies))) as pool:
+            return list(pool.map(one, bodies, callbacks))
 
     def generate_with_image(
         self,

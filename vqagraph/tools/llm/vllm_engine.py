@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from vqagraph.errors import LLMError
-from vqagraph.tools.llm.base import Generation, GenerationParams, OnToken
+from vqagraph.tools.llm.base import Generation, GenerationParams, OnTokens, row_callbacks
 from vqagraph.tools.llm.local_checkpoint import LocalCheckpoint
 
 
@@ -45,12 +45,12 @@ class VLLMEngineLLM(LocalCheckpoint):
         return self._max_model_len
 
     def generate(
-        self, prompts: list[str], params: GenerationParams | None = None, on_token: OnToken = None
+        self, prompts: list[str], params: GenerationParams | None = None, on_token: OnTokens = None
     ) -> list[Generation]:
         return _announce(self._run(list(prompts), params or GenerationParams()), on_token)
 
     def generate_from_embeddings(
-        self, embeds: list[torch.Tensor], params: GenerationParams | None = None, on_token: OnToken = None
+        self, embeds: list[torch.Tensor], params: GenerationParams | None = None, on_token: OnTokens = None
     ) -> list[Generation]:
         hidden = self.input_embeddings().shape[1]
         for i, e in enumerate(embeds):
@@ -75,8 +75,9 @@ class VLLMEngineLLM(LocalCheckpoint):
         return results
 
 
-def _announce(generations: list[Generation], on_token: OnToken) -> list[Generation]:
-    """The in-process engine returns whole completions: a streaming caller gets the text in one piece."""
-    if on_token is not None and len(generations) == 1 and generations[0].text:
-        on_token(generations[0].text)
+def _announce(generations: list[Generation], on_token: OnTokens) -> list[Generation]:
+    """The in-process engine returns whole completions: a streaming caller gets its text in one piece."""
+    for generation, call in zip(generations, row_callbacks(on_token, len(generations)), strict=True):
+        if call is not None and generation.text:
+            call(generation.text)
     return generations

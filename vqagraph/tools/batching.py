@@ -1,0 +1,176 @@
+"""Dynamic batching: calls that arrive together from several threads run as one batched model call.
+
+Many questions in flight (`Engine.answer_batch`, or a server's concurrent requests) each run the VQA graph in a
+thread of their own; every model stage they share goes through a `Batcher`, which gathers the calls waiting at it
+and runs them as one batch, as inference servers do. The first caller of a batch waits until every question in
+flight is waiting here (`in_flight`), `max_size` calls are in, or `window` seconds have passed, whichever comes
+first; then it runs the batch for all of them and hands each caller its own result. One batch runs at a time, so
+a batcher is also its model's lock. A batch that fails is retried one call at a time, so a bad input fails only
+its own question.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class BatchStats:
+    """What a batcher has done: batches run and the calls in them (for metrics and benchmarks)."""
+
+    batches: int = 0
+    calls: int = 0
+    sizes: list[int] = field(default_factory=list)
+    seconds: float = 0.0  # inside the batched calls
+
+
+class InFlight:
+    """How many questions are running on an engine now: a batcher that holds all of them waits no longer."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> InFlight:
+        with self._lock:
+            self._count += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._count -= 1
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    """How a toolkit's batchers gather: the most calls per batch, the longest wait, the questions in flight."""
+
+    max_size: int = 32
+    window: float = 0.005
+    in_flight: InFlight | None = None
+    observe: Callable[[str, int], None] | None = None  # (stage, batch size) after each batch, e.g. for metrics
+
+    def batcher(self, run_batch: Callable[[list[T]], Sequence[R]], key: Callable[[T], Hashable] | None = None,
+                stage: str = "") -> Batcher[T, R]:
+        observe = self.observe
+        on_batch = None if observe is None else (lambda size: observe(stage, size))
+        return Batcher(run_batch, max_size=self.max_size, window=self.window, in_flight=self.in_flight, key=key,
+                       on_batch=on_batch)
+
+
+class Batcher(Generic[T, R]):
+    """Runs `run_batch(items) -> results` (one result per item, in order) on calls gathered from many threads.
+
+    `key(item)` keeps apart calls that cannot share a batch (e.g. different generation settings)."""
+
+    def __init__(
+        self,
+        run_batch: Callable[[list[T]], Sequence[R]],
+        *,
+        max_size: int = 32,
+        window: float = 0.01,
+        in_flight: InFlight | None = None,
+        key: Callable[[T], Hashable] | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self.run_batch = run_batch
+        self.max_size = max_size
+        self.window = window
+        self.in_flight = in_flight
+        self.key = key
+        self.on_batch = on_batch
+        self.stats = BatchStats()
+        self._pending: list[tuple[T, Future[R]]] = []
+        self._ready = threading.Condition()
+        self._leader = False  # a caller is gathering a batch
+
+    def __call__(self, item: T) -> R:
+        return self.map([item])[0]
+
+    def map(self, items: Sequence[T]) -> list[R]:
+        """Each item's result, in order; the items join the calls pending from other threads."""
+        futures: list[Future[R]] = [Future() for _ in items]
+
+        def answered() -> bool:
+            return all(f.done() for f in futures)
+
+        with self._ready:
+            self._pending.extend(zip(items, futures, strict=True))
+            self._ready.notify_all()
+            while self._leader and not answered():
+                self._ready.wait()
+            lead = not answered()
+            if lead:
+                self._leader = True  # no one is gathering: this caller runs batches until its calls are answered
+        if lead:
+            try:
+                while not answered():
+                    self._run(self._gather())
+                    with self._ready:
+                        self._ready.notify_all()
+            finally:
+                with self._ready:
+                    self._leader = False  # a waiting caller takes over
+                    self._ready.notify_all()
+        return [f.result() for f in futures]
+
+    def _everyone_here(self) -> bool:
+        """No one else to wait for: a full batch, every question in flight here, or no count of them kept (a
+        tool used on its own batches only the calls already pending)."""
+        waiting = len(self._pending)
+        return self.in_flight is None or waiting >= self.max_size or waiting >= self.in_flight.count
+
+    def _gather(self) -> list[tuple[T, Future[R]]]:
+        deadline = time.monotonic() + self.window
+        with self._ready:
+            while not self._everyone_here():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._ready.wait(left)
+            return self._take()
+
+    def _take(self) -> list[tuple[T, Future[R]]]:
+        """Up to `max_size` pending calls, all with the first one's key."""
+        first = self.key(self._pending[0][0]) if self.key else None
+        batch: list[tuple[T, Future[R]]] = []
+        rest: list[tuple[T, Future[R]]] = []
+        for entry in self._pending:
+            same = self.key is None or self.key(entry[0]) == first
+            (batch if same and len(batch) < self.max_size else rest).append(entry)
+        self._pending = rest
+        return batch
+
+    def _run(self, batch: list[tuple[T, Future[R]]]) -> None:
+        items = [item for item, _ in batch]
+        self.stats.batches += 1
+        self.stats.calls += len(items)
+        self.stats.sizes.append(len(items))
+        if self.on_batch is not None:
+            self.on_batch(len(items))
+        start = time.perf_counter()
+        try:
+            results = list(self.run_batch(items))
+        except BaseException as exc:
+            self.stats.seconds += time.perf_counter() - start
+            if len(batch) == 1:
+                batch[0][1].set_exception(exc)
+                return
+            for entry in batch:  # one bad input must not fail the others: each alone
+                self._run([entry])
+            return
+        self.stats.seconds += time.perf_counter() - start
+        for (_, done), result in zip(batch, results, strict=True):
+            done.set_result(result)

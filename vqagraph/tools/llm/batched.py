@@ -1,0 +1,69 @@
+"""A `FrozenLLM` whose calls from concurrent questions run as one batched call (tools/batching.py).
+
+Each prompt (or prompt-embedding sequence) waits at a batcher with the others in flight; prompts with the same
+generation settings go to the backend together, each with its own token callback, so streaming still works per
+question. Greedy answers equal those of the prompt alone (left padding is masked; tests/test_batching.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from vqagraph.tools.batching import Batcher, BatchPolicy
+from vqagraph.tools.llm.base import FrozenLLM, Generation, GenerationParams, OnToken, OnTokens, row_callbacks
+
+Call = tuple[Any, GenerationParams, OnToken]  # a prompt (text or embeddings), its settings, its token callback
+
+
+class BatchedLLM:
+    """Wraps a backend that is not safe for concurrent use (transformers, the in-process vLLM engine)."""
+
+    def __init__(self, llm: FrozenLLM, policy: BatchPolicy) -> None:
+        self.llm = llm
+        self.name = llm.name
+        self.texts: Batcher[Call, Generation] = policy.batcher(
+            lambda calls: llm.generate([c[0] for c in calls], calls[0][1], [c[2] for c in calls]), _same_settings,
+            "llm")
+        self.embeds: Batcher[Call, Generation] = policy.batcher(
+            lambda calls: llm.generate_from_embeddings([c[0] for c in calls], calls[0][1], [c[2] for c in calls]),
+            _same_settings, "llm_embeddings")
+
+    @property
+    def context_length(self) -> int:
+        return self.llm.context_length
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.llm.tokenizer
+
+    def count_tokens(self, text: str) -> int:
+        return self.llm.count_tokens(text)
+
+    def input_embeddings(self) -> torch.Tensor:
+        return self.llm.input_embeddings()
+
+    def generate(
+        self, prompts: list[str], params: GenerationParams | None = None, on_token: OnTokens = None
+    ) -> list[Generation]:
+        return self._each(self.texts, prompts, params, on_token)
+
+    def generate_from_embeddings(
+        self, embeds: list[torch.Tensor], params: GenerationParams | None = None, on_token: OnTokens = None
+    ) -> list[Generation]:
+        return self._each(self.embeds, embeds, params, on_token)
+
+    @staticmethod
+    def _each(batcher: Batcher[Call, Generation], inputs: Sequence[Any], params: GenerationParams | None,
+              on_token: OnTokens) -> list[Generation]:
+        settings = params or GenerationParams()
+        return batcher.map([(x, settings, call) for x, call in zip(inputs, row_callbacks(on_token, len(inputs)),
+                                                                    strict=True)])
+
+
+def _same_settings(call: Call) -> Any:
+    """Greedy calls with equal settings share a batch; a sampled one runs alone, so its seed draws as it would."""
+    params = call[1]
+    return params.model_dump_json() if params.temperature == 0 else id(call)

@@ -1,6 +1,6 @@
-"""Text-route micro-benchmarks: what batching, encoding once and the LangGraph graph cost or save.
+"""Text-route micro-benchmarks: what batching the captions and encoding the image once save.
 
-Three comparisons, measured side by side in one run (median wall time over --repeats; the two variants of
+Two comparisons, measured side by side in one run (median wall time over --repeats; the two variants of
 each comparison are run alternately, so drift on a busy machine hits both alike):
 
 1. Caption generation: M captions from one batched `BlipCaptioner.caption(patch_embeds[M, K, D])` call vs
@@ -8,10 +8,10 @@ each comparison are run alternately, so drift on a busy machine hits both alike)
    question's GradCAM map, as `RegionCaptioner` does.
 2. ITM filtering: `BlipMatcher.match_probability` with the image encoded once and all M captions scored in
    one batched call vs the image re-encoded for every caption, each caption scored alone.
-3. Graph overhead: warm `Engine.ask(image, question)` through the LangGraph graph vs the same tools called
-   directly in sequence (intake, RegionCaptioner, extract_candidates, QuestionGenerator, build_prompt,
-   llm.generate, postprocess_answer). Both share one Engine, so models are loaded and image features are
-   cached in both; each variant is warmed up once first.
+
+(The graph-overhead comparison that stood third here compared unequal work: its "direct tool calls" arm took
+another route than `Engine.ask` and gave another answer. Where a question's time goes, inside the models or in
+the graph, state and post-processing, is now measured per node by benchmarks/bench_batching.py, arm 3.)
 
 Run from the project root:
 
@@ -72,33 +72,6 @@ def sampled_patches(embeds: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """Rows of `embeds` (1, 1 + N, D) gathered at `ids` (M, K): (M, K, D), as RegionCaptioner gathers."""
     gather = ids.to(embeds.device)[..., None].expand(-1, -1, embeds.shape[-1])
     return torch.gather(embeds.expand(ids.shape[0], -1, -1), 1, gather)
-
-
-def direct_ask(engine: Any, image: Image.Image, question: str) -> str:
-    """The text route's nodes, in order, without the graph (mirrors vqagraph/graphs/nodes.py)."""
-    from vqagraph.engine import validate_question
-    from vqagraph.tools.answer_candidates import extract_candidates
-    from vqagraph.tools.llm.base import GenerationParams
-    from vqagraph.tools.llm.postprocess import postprocess_answer
-    from vqagraph.tools.prompts import build_prompt, select_context_captions, select_exemplars
-
-    tools, s = engine.tools, engine.profile.img2llm
-    question = validate_question(question, engine.profile.limits.max_question_chars)
-    ref = engine.add_image(image)
-    captions = tools.region_captioner(ref, tools.images.get(ref), question).captions
-    found = extract_candidates(captions, tools.extractor, top=s.num_candidates)
-    if s.question_generation == "neural" and captions:
-        exemplars = tools.question_generator.neural(found.answers, captions)
-    else:
-        exemplars = tools.question_generator.templates(found.answers, found.pos)
-    where = {a: found.answer_to_captions[a] for a in found.answers if a in found.answer_to_captions}
-    ids = select_context_captions(found.answers, where, len(captions), s.max_context_captions)
-    exemplars = select_exemplars(exemplars, s.max_exemplars, s.exemplar_max_answer_words)
-    budget = min(s.llm_context_length, tools.llm.context_length) - s.answer_reserve_tokens
-    prompt = build_prompt(question, [captions[i] for i in ids], exemplars, tools.llm.count_tokens, budget)
-    params = GenerationParams(max_new_tokens=s.answer_max_new_tokens, min_new_tokens=1)
-    (generation,) = tools.llm.generate([prompt.text], params)
-    return postprocess_answer(generation.text)
 
 
 def main() -> None:
@@ -173,26 +146,6 @@ def main() -> None:
           f"encode + score per caption ({m}x)", slow,
           f"max |P(match) difference| between the two: {(p_once - p_each).abs().max().item():.2e}")
 
-    # 3. Graph overhead: Engine.ask through LangGraph vs the same tools called directly.
-    in_call: list[float] = []  # Engine.ask's own total minus its nodes' times: overhead within one call
-
-    def via_graph() -> str:
-        answer = engine.ask(image, question)
-        timings = dict(answer.trace.timings)
-        in_call.append(timings.pop("total") - sum(timings.values()))
-        return answer.answer
-
-    def via_direct() -> str:
-        return direct_ask(engine, image, question)
-
-    via_graph(), via_direct()  # warm-up: models loaded, features cached for both
-    in_call.clear()
-    direct, graph, answer_direct, answer_graph = alternate(via_direct, via_graph, args.repeats)
-    table("3. Graph overhead (warm, features cached)", "direct tool calls", direct,
-          "Engine.ask through the LangGraph graph", graph,
-          f"overhead {1000 * (graph - direct):+.1f} ms; same answer: {answer_direct == answer_graph}"
-          f" ({answer_graph!r})")
-    print(f"  within Engine.ask: total - sum(node times) = {1000 * statistics.median(in_call):.1f} ms (median)")
     print(f"\ntotal run: {time.perf_counter() - start:.1f} s")
 
 

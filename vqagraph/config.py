@@ -109,6 +109,14 @@ class ConversationSettings(BaseModel):
     max_history_turns: int = Field(8, ge=0, description="earlier turns given to the LLM (newest kept first)")
 
 
+# Measured on the 2-core CPU (benchmarks/bench_batching.py, 32 text-route questions): a padded batch computes
+# every row to the longest, and on a CPU the forward passes over long inputs are the work, so gathering the text
+# route's stages made them slower: the LLM's ~300-token prompts 47 s batched vs ~30 s alone, the question
+# generator's beam search 37 s vs ~8 s, GradCAM + captions 12 s vs ~6 s. The embedding routes' short prompts
+# and the image encoder gain from batches, so only those gather on a CPU.
+CPU_STAGE_LIMITS: dict[str, int] = {"llm": 1, "question_generator": 1, "region_captions": 1, "gradcam": 1}
+
+
 class BatchingSettings(BaseModel):
     """Questions in flight together share each model call (tools/batching.py): how many, and how long the first
     call of a batch waits for the others."""
@@ -118,6 +126,12 @@ class BatchingSettings(BaseModel):
     max_batch: int = Field(32, ge=1, description="most calls in one batched model call")
     window_ms: float = Field(5.0, ge=0, description="longest wait for more calls once one is waiting; a batch "
                              "goes at once when every question in flight is waiting for it")
+    stage_max_batch: dict[str, int] | None = Field(
+        None, description="a smaller `max_batch` for some stages (llm, llm_embeddings, image_encoder, "
+        "region_captions, gradcam, question_generator); None: on a CPU, CPU_STAGE_LIMITS (measured), else none")
+    one_stage_at_a_time: bool | None = Field(
+        None, description="every batched model call on one worker thread, one at a time (None: on a CPU, where "
+        "concurrent stages fight over the cores; on a GPU they overlap)")
 
 
 RouterPolicy = Literal["rules", "cascade", "both"]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 from vqagraph import hub
-from vqagraph.config import Profile
+from vqagraph.config import CPU_STAGE_LIMITS, Profile
 from vqagraph.errors import ProfileError
 from vqagraph.media import FeatureCache, ImageStore
 from vqagraph.tools.answer_candidates import Extractor, default_extractor
@@ -47,12 +48,19 @@ class Toolkit:
     features: FeatureCache = field(default_factory=FeatureCache)
     in_flight: InFlight = field(default_factory=InFlight)  # questions running now (the engine counts them)
     batch_observers: list[Callable[[str, int], None]] = field(default_factory=list)  # (stage, size): metrics
+    # On a CPU, every batch of every stage runs on this one thread (tools/batching.py says why).
+    runner: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "vqagraph-models"))
 
     @property
     def batching(self) -> BatchPolicy:
         """How concurrent questions share model calls (tools/batching.py; the profile's `batching`)."""
         settings = self.profile.batching
-        return BatchPolicy(settings.max_batch, settings.window_ms / 1000, self.in_flight, self._observe_batch)
+        on_cpu = self.device.type == "cpu"
+        exclusive = on_cpu if settings.one_stage_at_a_time is None else settings.one_stage_at_a_time
+        limits = settings.stage_max_batch if settings.stage_max_batch is not None else \
+            (CPU_STAGE_LIMITS if on_cpu else {})
+        return BatchPolicy(settings.max_batch, settings.window_ms / 1000, self.in_flight, self._observe_batch,
+                           self.runner if exclusive else None, limits)
 
     def _observe_batch(self, stage: str, size: int) -> None:
         for observe in list(self.batch_observers):
@@ -72,7 +80,7 @@ class Toolkit:
 
         model = hub.load(EfficientNetLiteModel, settings.model, "image_encoder", device=self.device)
         return FrozenImageEncoder(model, settings.image_size, settings.stages, self.features, settings.model.id,
-                                  letterbox=settings.resize == "letterbox")
+                                  letterbox=settings.resize == "letterbox", policy=self.batching)
 
     def vision(self, role: str) -> Vision | None:
         """The frozen encoder through `role`'s own trained adapter, or None when the checkpoint reads pixels."""

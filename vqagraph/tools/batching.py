@@ -7,17 +7,25 @@ flight is waiting here (`in_flight`), `max_size` calls are in, or `window` secon
 first; then it runs the batch for all of them and hands each caller its own result. One batch runs at a time, so
 a batcher is also its model's lock. A batch that fails is retried one call at a time, so a bad input fails only
 its own question.
+
+On a CPU, the batches of every stage run on one worker thread (`runner`, the toolkit's): two stages at once
+fight over the cores, and each Python thread that runs torch ops gets its own OpenMP team whose threads spin
+after use, so batches led by one question thread after another stalled the machine (the text route answered 32
+questions slower batched than one by one: benchmarks/bench_batching.py). A stage called from inside another's
+batch (the CNN under GradCAM) runs at once on that thread, inline, instead of waiting for a batch that could
+never start.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+_inside = threading.local()  # depth: this thread is running a batch
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -61,13 +69,17 @@ class BatchPolicy:
     window: float = 0.005
     in_flight: InFlight | None = None
     observe: Callable[[str, int], None] | None = None  # (stage, batch size) after each batch, e.g. for metrics
+    # Shared by a toolkit's batchers: every batch runs on this one thread (on a CPU); None: on the leader's thread.
+    runner: Executor | None = None
+    stage_max: Mapping[str, int] = field(default_factory=dict)  # a smaller max_size for some stages
 
     def batcher(self, run_batch: Callable[[list[T]], Sequence[R]], key: Callable[[T], Hashable] | None = None,
                 stage: str = "") -> Batcher[T, R]:
         observe = self.observe
         on_batch = None if observe is None else (lambda size: observe(stage, size))
-        return Batcher(run_batch, max_size=self.max_size, window=self.window, in_flight=self.in_flight, key=key,
-                       on_batch=on_batch)
+        size = min(self.max_size, self.stage_max.get(stage, self.max_size))
+        return Batcher(run_batch, max_size=size, window=self.window, in_flight=self.in_flight, key=key,
+                       on_batch=on_batch, runner=self.runner)
 
 
 class Batcher(Generic[T, R]):
@@ -84,6 +96,7 @@ class Batcher(Generic[T, R]):
         in_flight: InFlight | None = None,
         key: Callable[[T], Hashable] | None = None,
         on_batch: Callable[[int], None] | None = None,
+        runner: Executor | None = None,
     ) -> None:
         self.run_batch = run_batch
         self.max_size = max_size
@@ -91,6 +104,8 @@ class Batcher(Generic[T, R]):
         self.in_flight = in_flight
         self.key = key
         self.on_batch = on_batch
+        self.runner = runner
+        self._running = threading.RLock()  # the model itself: a batch, or an inline call from inside another batch
         self.stats = BatchStats()
         self._pending: list[tuple[T, Future[R]]] = []
         self._ready = threading.Condition()
@@ -101,6 +116,9 @@ class Batcher(Generic[T, R]):
 
     def map(self, items: Sequence[T]) -> list[R]:
         """Each item's result, in order; the items join the calls pending from other threads."""
+        if getattr(_inside, "depth", 0):  # called from inside a batch of another stage: run now, inline
+            with self._running:
+                return list(self.run_batch(list(items)))
         futures: list[Future[R]] = [Future() for _ in items]
 
         def answered() -> bool:
@@ -142,6 +160,14 @@ class Batcher(Generic[T, R]):
                 self._ready.wait(left)
             return self._take()
 
+    def _on_this_thread(self, items: list[T]) -> list[R]:
+        with self._running:
+            _inside.depth = getattr(_inside, "depth", 0) + 1
+            try:
+                return list(self.run_batch(items))
+            finally:
+                _inside.depth -= 1
+
     def _take(self) -> list[tuple[T, Future[R]]]:
         """Up to `max_size` pending calls, all with the first one's key."""
         first = self.key(self._pending[0][0]) if self.key else None
@@ -162,7 +188,10 @@ class Batcher(Generic[T, R]):
             self.on_batch(len(items))
         start = time.perf_counter()
         try:
-            results = list(self.run_batch(items))
+            if self.runner is None:
+                results = self._on_this_thread(items)
+            else:
+                results = self.runner.submit(self._on_this_thread, items).result()
         except BaseException as exc:
             self.stats.seconds += time.perf_counter() - start
             if len(batch) == 1:

@@ -25,6 +25,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from vqagraph.errors import ModelMismatchError
 from vqagraph.media import FeatureCache, letterbox
+from vqagraph.tools.batching import Batcher, BatchPolicy
 from vqagraph.tools.vision_features import vision_features
 
 ADAPTER_FOLDER = "image_adapter"  # inside each Shapes-world model directory
@@ -49,8 +50,11 @@ class FrozenImageEncoder:
     (stride 8 keeps colour of tiny objects, stride 16 shape: docs/methods.md §6.1)."""
 
     def __init__(self, model: Any, image_size: int, stages: Sequence[int], cache: FeatureCache, name: str,
-                 letterbox: bool = True) -> None:
+                 letterbox: bool = True, policy: BatchPolicy | None = None) -> None:
         self.model = model.eval()
+        # Concurrent questions' new images go through the CNN together (tools/batching.py).
+        self.batcher: Batcher[Image.Image, torch.Tensor] = (policy or BatchPolicy()).batcher(
+            self.encode_images, stage="image_encoder")
         self.letterbox = letterbox
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -94,10 +98,15 @@ class FrozenImageEncoder:
         cached = self.cache.get(key) if ref is not None else None
         if cached is not None:
             return cached, False
-        grid = self.encode_pixels(self.pixels([image]))
+        grid = self.batcher(image)
         if ref is not None:
             self.cache.put(key, grid)
         return grid, True
+
+    def encode_images(self, images: list[Image.Image]) -> list[torch.Tensor]:
+        """Each image's grid `(1, channels, rows, cols)`, all in one forward pass."""
+        grids = self.encode_pixels(self.pixels(images))
+        return [grids[i : i + 1] for i in range(len(images))]
 
 
 # --- the trained adapter -------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Each prompt (or prompt-embedding sequence) waits at a batcher with the others in flight; prompts with the same
 generation settings go to the backend together, each with its own token callback, so streaming still works per
-question. Greedy answers equal those of the prompt alone (left padding is masked; tests/test_batching.py).
+question. Greedy answers equal those of the prompt alone (left padding is masked; tests/test_batching.py). On a
+CPU only the prompt embeddings gather (config.CPU_STAGE_LIMITS says why); text prompts go one at a time.
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ class BatchedLLM:
     def _each(batcher: Batcher[Call, Generation], inputs: Sequence[Any], params: GenerationParams | None,
               on_token: OnTokens) -> list[Generation]:
         settings = params or GenerationParams()
-        return batcher.map([(x, settings, call) for x, call in zip(inputs, row_callbacks(on_token, len(inputs)),
-                                                                    strict=True)])
+        callbacks = row_callbacks(on_token, len(inputs))
+        return batcher.map([(x, settings, call) for x, call in zip(inputs, callbacks, strict=True)])
 
 
 def _same_settings(call: Call) -> Any:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_thread
 from pydantic import ValidationError
 from starlette.requests import Request  # at run time: FastAPI reads the endpoints' annotations
@@ -332,13 +333,14 @@ class OpenAIServer:
         created = int(time.time())
         shaper = AnswerStream(self.live(plan))
         send, receive = anyio.create_memory_object_stream[tuple[str, Any]](max_buffer_size=1024)
+        loop = anyio.lowlevel.current_token()  # tokens arrive on the engine's model thread, not a worker of ours
 
         def on_token(text: str) -> None:
             delta = shaper.token(text)
             if delta:
                 # The client may be gone: the answer still completes (a thread records its turn).
                 with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError, RuntimeError):
-                    anyio.from_thread.run_sync(send.send_nowait, ("delta", delta))
+                    anyio.from_thread.run_sync(send.send_nowait, ("delta", delta), token=loop)
 
         async def work() -> None:
             async with send:

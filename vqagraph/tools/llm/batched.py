@@ -8,6 +8,7 @@ CPU only the prompt embeddings gather (config.CPU_STAGE_LIMITS says why); text p
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,8 +61,17 @@ class BatchedLLM:
     def _each(batcher: Batcher[Call, Generation], inputs: Sequence[Any], params: GenerationParams | None,
               on_token: OnTokens) -> list[Generation]:
         settings = params or GenerationParams()
-        callbacks = row_callbacks(on_token, len(inputs))
+        callbacks = [_in_this_context(call) for call in row_callbacks(on_token, len(inputs))]
         return batcher.map([(x, settings, call) for x, call in zip(inputs, callbacks, strict=True)])
+
+
+def _in_this_context(call: OnToken) -> OnToken:
+    """The callback, run in its caller's context wherever the batch runs: a LangGraph stream writer reads the
+    run's config from a context variable, which the model thread does not have."""
+    if call is None:
+        return None
+    context = contextvars.copy_context()
+    return lambda text: context.run(call, text)
 
 
 def _same_settings(call: Call) -> Any:

@@ -51,7 +51,7 @@ class Toolkit:
     # On a CPU, every batch of every stage runs on this one thread (tools/batching.py says why).
     runner: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "vqagraph-models"))
 
-    @property
+    @loaded_once
     def batching(self) -> BatchPolicy:
         """How concurrent questions share model calls (tools/batching.py; the profile's `batching`)."""
         settings = self.profile.batching

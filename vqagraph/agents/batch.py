@@ -61,8 +61,8 @@ def run_batch(engine: Engine, items: list[EvalItem], route: str, out: Path, batc
     done = done_ids(out)
     todo = [item for item in items if (item.question_id, route) not in done]
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.is_file() and out.stat().st_size and not out.read_bytes().endswith(b"\n"):
-        data = out.read_bytes()  # drop a torn last line before appending
+    data = out.read_bytes() if out.is_file() else b""
+    if data and not data.endswith(b"\n"):  # drop a torn last line before appending
         out.write_bytes(data[: data.rfind(b"\n") + 1])
     bar = tqdm(total=len(todo), desc="answers", unit="q", file=sys.stderr, disable=not progress)
     with out.open("a", encoding="utf-8") as handle:

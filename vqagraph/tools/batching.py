@@ -28,16 +28,23 @@ from typing import Generic, TypeVar
 _inside = threading.local()  # depth: this thread is running a batch
 T = TypeVar("T")
 R = TypeVar("R")
+Pending = tuple[T, "Future[R]", Hashable]  # a call, its result to come, its key (computed once, on arrival)
 
 
 @dataclass
 class BatchStats:
     """What a batcher has done: batches run and the calls in them (for metrics and benchmarks)."""
 
-    batches: int = 0
-    calls: int = 0
-    sizes: list[int] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)  # calls per batch, in order
     seconds: float = 0.0  # inside the batched calls
+
+    @property
+    def batches(self) -> int:
+        return len(self.sizes)
+
+    @property
+    def calls(self) -> int:
+        return sum(self.sizes)
 
 
 class InFlight:
@@ -107,7 +114,7 @@ class Batcher(Generic[T, R]):
         self.runner = runner
         self._running = threading.RLock()  # the model itself: a batch, or an inline call from inside another batch
         self.stats = BatchStats()
-        self._pending: list[tuple[T, Future[R]]] = []
+        self._pending: list[Pending[T, R]] = []
         self._ready = threading.Condition()
         self._leader = False  # a caller is gathering a batch
 
@@ -125,7 +132,8 @@ class Batcher(Generic[T, R]):
             return all(f.done() for f in futures)
 
         with self._ready:
-            self._pending.extend(zip(items, futures, strict=True))
+            keys = [self.key(item) if self.key else None for item in items]
+            self._pending.extend(zip(items, futures, keys, strict=True))
             self._ready.notify_all()
             while self._leader and not answered():
                 self._ready.wait()
@@ -150,7 +158,7 @@ class Batcher(Generic[T, R]):
         waiting = len(self._pending)
         return self.in_flight is None or waiting >= self.max_size or waiting >= self.in_flight.count
 
-    def _gather(self) -> list[tuple[T, Future[R]]]:
+    def _gather(self) -> list[Pending[T, R]]:
         deadline = time.monotonic() + self.window
         with self._ready:
             while not self._everyone_here():
@@ -168,38 +176,36 @@ class Batcher(Generic[T, R]):
             finally:
                 _inside.depth -= 1
 
-    def _take(self) -> list[tuple[T, Future[R]]]:
+    def _take(self) -> list[Pending[T, R]]:
         """Up to `max_size` pending calls, all with the first one's key."""
-        first = self.key(self._pending[0][0]) if self.key else None
-        batch: list[tuple[T, Future[R]]] = []
-        rest: list[tuple[T, Future[R]]] = []
+        first = self._pending[0][2]
+        batch: list[Pending[T, R]] = []
+        rest: list[Pending[T, R]] = []
         for entry in self._pending:
-            same = self.key is None or self.key(entry[0]) == first
-            (batch if same and len(batch) < self.max_size else rest).append(entry)
+            (batch if entry[2] == first and len(batch) < self.max_size else rest).append(entry)
         self._pending = rest
         return batch
 
-    def _run(self, batch: list[tuple[T, Future[R]]]) -> None:
-        items = [item for item, _ in batch]
-        self.stats.batches += 1
-        self.stats.calls += len(items)
+    def _run(self, batch: list[Pending[T, R]]) -> None:
+        items = [item for item, _, _ in batch]
         self.stats.sizes.append(len(items))
         if self.on_batch is not None:
             self.on_batch(len(items))
         start = time.perf_counter()
+        failed: BaseException | None = None
         try:
             if self.runner is None:
                 results = self._on_this_thread(items)
             else:
                 results = self.runner.submit(self._on_this_thread, items).result()
         except BaseException as exc:
-            self.stats.seconds += time.perf_counter() - start
-            if len(batch) == 1:
-                batch[0][1].set_exception(exc)
-                return
+            failed = exc
+        self.stats.seconds += time.perf_counter() - start
+        if failed is None:
+            for (_, done, _), result in zip(batch, results, strict=True):
+                done.set_result(result)
+        elif len(batch) == 1:
+            batch[0][1].set_exception(failed)
+        else:
             for entry in batch:  # one bad input must not fail the others: each alone
                 self._run([entry])
-            return
-        self.stats.seconds += time.perf_counter() - start
-        for (_, done), result in zip(batch, results, strict=True):
-            done.set_result(result)

@@ -48,3 +48,5 @@ class AskRequest(BaseModel):
         default_factory=list, description="earlier turns ({question, answer}) when the caller keeps them itself")
     thread: str | None = Field(None, description="a conversation thread: the engine keeps the turns")
     store: str | None = Field(None, description="the thread store (a SQLite path, a postgresql:// URL, memory)")
+    owner: str = Field("", description="who asks, as an opaque string (servers: a hash of the API key): a thread "
+                       "answers only the owner that started it")

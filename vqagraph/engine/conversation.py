@@ -130,6 +130,7 @@ class Conversation:
     def _request(self, request: AskRequest) -> TurnContext:
         """The engine's checks (the same as `Engine.answer`'s), and the image taken in when one is given."""
         start = time.perf_counter()
+        self.store.check_owner(self.thread_id, request.owner)
         question = validate_question(request.question, self.engine.profile.limits.max_question_chars)
         self.engine.check_route(request.route, request.router)
         checked = validate_marks(request.marks)
@@ -148,6 +149,7 @@ class Conversation:
                 for _namespace, mode, chunk in self.graph.stream({}, self._config, context=context,
                                                                  stream_mode=["updates", "custom"], subgraphs=True):
                     yield from stream_event(mode, chunk)
+            self.store.record_turn(self.thread_id, request.owner, context.request["question"])
         yield "answer", context.result["answer"]
 
     def answer(self, request: AskRequest, on_event: OnEvent | None = None) -> Answer:

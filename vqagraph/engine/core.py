@@ -98,6 +98,11 @@ class Engine:
         """A multi-turn thread (new, or continued by id) persisted in `store`: a SQLite path (default: under
         the user's data directory), a `postgresql://` URL, or `memory`."""
         from vqagraph.engine.conversation import Conversation
+
+        return Conversation(self, self.thread_store(store), thread_id)
+
+    def thread_store(self, store: str | None = None) -> ThreadStore:
+        """The open thread store for `store` (opened once per engine): its threads, their catalogue and images."""
         from vqagraph.engine.threads import ThreadStore, default_store_url
 
         key = store or default_store_url()
@@ -106,7 +111,7 @@ class Engine:
         opened = self._stores[key]
         if self.tools.images.root is None:
             self.tools.images.root = opened.images  # images of threads go to disk, content-addressed
-        return Conversation(self, opened, thread_id)
+        return opened
 
     def close(self) -> None:
         """Release the thread stores this engine opened."""

@@ -5,24 +5,56 @@
 - `postgresql://…`: `PostgresSaver` (`pip install 'vqagraph[postgres]'`);
 - `memory`: `InMemorySaver`, for tests and throwaway sessions.
 Images never go into checkpoints: they are written, content-addressed, next to the SQLite file.
+
+Beside the checkpoints, the same database keeps a small catalogue of threads (`vqagraph_threads`: title, owner,
+turn count, times), so a thread list, a rename or a delete never scans checkpoints. A thread's owner is an opaque
+string (the servers use a hash of the API key that started it); a thread is answered and listed only for it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from platformdirs import user_data_dir
+from pydantic import BaseModel
 
 from vqagraph.errors import VQAGraphError
+
+log = logging.getLogger("vqagraph.threads")
 
 
 class ThreadStoreError(VQAGraphError):
     """The thread store cannot be opened or written: a corrupt or locked database, an unreachable server."""
+
+
+class ThreadAccessError(VQAGraphError):
+    """A thread does not exist for this caller: unknown, or started by another owner (the two look the same, so
+    an id cannot be probed)."""
+
+
+TITLE_CHARS = 80  # a thread's title: its first question, cut to this many characters, until renamed
+
+CATALOGUE = """CREATE TABLE IF NOT EXISTS vqagraph_threads (
+    thread_id TEXT PRIMARY KEY, title TEXT NOT NULL, owner TEXT NOT NULL, created TEXT NOT NULL,
+    updated TEXT NOT NULL, turns INTEGER NOT NULL)"""
+
+
+class ThreadInfo(BaseModel):
+    """A thread as the thread list shows it."""
+
+    thread_id: str
+    title: str
+    created: str
+    updated: str
+    turns: int
 
 
 def data_root() -> Path:
@@ -48,6 +80,10 @@ class ThreadStore(AbstractContextManager["ThreadStore"]):
             self.images = Path(self._sqlite_path(self.url)).parent / "images"
         else:
             self.images = data_root() / "images"
+        self._catalogue_lock = threading.Lock()
+        self._memory_catalogue: sqlite3.Connection | None = None
+        with self.guard():
+            self._sql(CATALOGUE)
 
     @staticmethod
     def _sqlite_path(url: str) -> str:
@@ -96,19 +132,98 @@ class ThreadStore(AbstractContextManager["ThreadStore"]):
                 from exc
         return saver
 
+    # -- the thread catalogue
+
+    def _sql(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement on the catalogue (the checkpointer's own database; SQL with `?` placeholders)."""
+        if self.kind == "postgres":
+            with self.saver.lock, self.saver.conn.cursor() as cur:
+                cur.execute(query.replace("?", "%s"), params)
+                rows = cur.fetchall() if cur.description else []
+            return [tuple(r.values()) if isinstance(r, dict) else tuple(r) for r in rows]
+        if self.kind == "memory":
+            if self._memory_catalogue is None:
+                self._memory_catalogue = sqlite3.connect(":memory:", check_same_thread=False)
+                self._stack.callback(self._memory_catalogue.close)
+            conn, lock = self._memory_catalogue, self._catalogue_lock
+        else:
+            conn, lock = self.saver.conn, self.saver.lock
+        with lock, conn:
+            return conn.execute(query, params).fetchall()
+
+    def _has_checkpoints(self, thread_id: str) -> bool:
+        return self.saver.get_tuple({"configurable": {"thread_id": thread_id}}) is not None
+
+    def check_owner(self, thread_id: str, owner: str) -> None:
+        """Refuse a thread started by another owner. A thread the catalogue does not know is new (or older than
+        the catalogue, and then open to callers without an owner only)."""
+        with self.guard():
+            rows = self._sql("SELECT owner FROM vqagraph_threads WHERE thread_id = ?", (thread_id,))
+            if rows and rows[0][0] == owner:
+                return
+            if not rows and (owner == "" or not self._has_checkpoints(thread_id)):
+                return
+        raise ThreadAccessError(f"no thread {thread_id!r} here")
+
+    def record_turn(self, thread_id: str, owner: str, question: str) -> None:
+        """Count a finished turn in the catalogue (the first one names the thread after its question)."""
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        title = question if len(question) <= TITLE_CHARS else question[:TITLE_CHARS - 1] + "…"
+        with self.guard():
+            self._sql("INSERT INTO vqagraph_threads (thread_id, title, owner, created, updated, turns) "
+                      "VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (thread_id) DO UPDATE SET updated = excluded.updated, "
+                      "turns = vqagraph_threads.turns + 1", (thread_id, title, owner, now, now))
+
+    def threads(self, owner: str, limit: int = 200) -> list[ThreadInfo]:
+        """The owner's threads, the most recently used first."""
+        with self.guard():
+            rows = self._sql("SELECT thread_id, title, created, updated, turns FROM vqagraph_threads WHERE owner = ? "
+                             "ORDER BY updated DESC, thread_id LIMIT ?", (owner, limit))
+        return [ThreadInfo(thread_id=r[0], title=r[1], created=r[2], updated=r[3], turns=r[4]) for r in rows]
+
+    def thread(self, thread_id: str, owner: str) -> ThreadInfo:
+        """One of the owner's threads (ThreadAccessError when it is not one)."""
+        with self.guard():
+            rows = self._sql("SELECT thread_id, title, created, updated, turns FROM vqagraph_threads "
+                             "WHERE thread_id = ? AND owner = ?", (thread_id, owner))
+        if not rows:
+            raise ThreadAccessError(f"no thread {thread_id!r} here")
+        r = rows[0]
+        return ThreadInfo(thread_id=r[0], title=r[1], created=r[2], updated=r[3], turns=r[4])
+
+    def rename(self, thread_id: str, owner: str, title: str) -> ThreadInfo:
+        title = " ".join(title.split())[:TITLE_CHARS]
+        if not title:
+            raise VQAGraphError("a thread's title cannot be empty")
+        self.thread(thread_id, owner)
+        with self.guard():
+            self._sql("UPDATE vqagraph_threads SET title = ? WHERE thread_id = ?", (title, thread_id))
+        return self.thread(thread_id, owner)
+
+    def delete(self, thread_id: str, owner: str) -> None:
+        """Forget a thread: its checkpoints and its catalogue entry (its images stay: others may share them)."""
+        self.thread(thread_id, owner)
+        with self.guard():
+            self.saver.delete_thread(thread_id)
+            self._sql("DELETE FROM vqagraph_threads WHERE thread_id = ?", (thread_id,))
+
     @contextmanager
     def guard(self) -> Iterator[None]:
-        """Database failures during a turn (locked, corrupt, connection lost) become a `ThreadStoreError`."""
+        """Database failures during a turn (locked, corrupt, connection lost) become a `ThreadStoreError`; its
+        message names no path or server (clients may read it), the log has the details."""
         try:
             yield
         except sqlite3.OperationalError as exc:
-            raise ThreadStoreError(f"the thread database {self.url} is unavailable: {exc} (another process holding "
-                                   "it locked too long?)") from exc
+            log.error("thread database %s: %s", self.url, exc)
+            raise ThreadStoreError("the thread database is unavailable (held locked too long by another process?)") \
+                from exc
         except sqlite3.DatabaseError as exc:
-            raise ThreadStoreError(f"the thread database {self.url} is damaged: {exc}") from exc
+            log.error("thread database %s: %s", self.url, exc)
+            raise ThreadStoreError("the thread database is damaged") from exc
         except Exception as exc:
             if type(exc).__module__.startswith("psycopg"):
-                raise ThreadStoreError(f"the Postgres thread store failed: {str(exc).strip()[:200]}") from exc
+                log.error("Postgres thread store: %s", exc)
+                raise ThreadStoreError("the Postgres thread store failed (connection lost?)") from exc
             raise
 
     def close(self) -> None:

@@ -1,0 +1,374 @@
+"""The web page end to end in a real headless Chromium (Debian's `chromium`, driven by Playwright).
+
+A real server (uvicorn in a thread, the tiny profile, a SQLite thread store) serves the page; the browser uploads
+an image, draws marks with the mouse (and a finger), asks, watches the answer stream in, opens the explain panel,
+reloads and finds the thread. Every request the page makes is checked to stay on loopback. Each test saves a
+screenshot under $VQAGRAPH_SCREENSHOTS (default: the test's tmp_path).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from PIL import Image, ImageDraw
+
+uvicorn = pytest.importorskip("uvicorn")
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+from vqagraph.agents.openai_server import create_app  # noqa: E402
+
+KEY = "web-test-key"
+MAX_PIXELS = 3_000_000
+CHROMIUM = os.environ.get("VQAGRAPH_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None and os.environ.get("VQAGRAPH_REQUIRE_BROWSER") != "1":
+    pytest.skip("no chromium here (scripts/chromium.sh installs Debian's)", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def scene() -> Image.Image:
+    """A 900x600 picture: shown scaled down in the page, so display and image pixels differ."""
+    image = Image.new("RGB", (900, 600), (235, 235, 235))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((120, 140, 320, 340), fill=(220, 30, 30))
+    draw.rectangle((520, 200, 720, 400), fill=(30, 60, 220))
+    return image
+
+
+@pytest.fixture(scope="module")
+def server(engine: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    store = str(tmp_path_factory.mktemp("web-threads") / "threads.sqlite")
+    app = create_app(engine, api_key=KEY, store=store, max_image_pixels=MAX_PIXELS)
+    port = free_port()
+    runner = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not runner.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    runner.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    assert CHROMIUM is not None, "VQAGRAPH_REQUIRE_BROWSER=1 but no chromium: run scripts/chromium.sh"
+    with playwright_api.sync_playwright() as driver:
+        launched = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+class Page:
+    """A browser tab on the page, with every request it makes recorded (anything off loopback is aborted)."""
+
+    def __init__(self, browser: Any, base: str, shots: Path, touch: bool = False) -> None:
+        # bypass_csp: Playwright's own waits evaluate strings, which the page's CSP (rightly) forbids.
+        self.context = browser.new_context(viewport={"width": 1400, "height": 900}, bypass_csp=True, has_touch=touch)
+        self.page = self.context.new_page()
+        self.base, self.shots = base, shots
+        self.requests: list[str] = []
+        self.bodies: list[dict[str, Any]] = []
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        self.context.route("**/*", self._route)
+
+    def _route(self, route: Any) -> None:
+        request = route.request
+        self.requests.append(request.url)
+        if request.url.startswith(("data:", "blob:")) or urlsplit(request.url).hostname == "127.0.0.1":
+            if request.method == "POST" and request.url.endswith("/v1/chat/completions"):
+                self.bodies.append(json.loads(request.post_data))
+            route.continue_()
+        else:
+            route.abort()
+
+    def open(self, key: str = KEY) -> Any:
+        self.page.goto(self.base + "/")
+        self.page.wait_for_selector("body[data-ready=true]")
+        if key is not None and self.page.input_value("#api-key") != key:
+            self.page.fill("#api-key", key)
+            self.page.dispatch_event("#api-key", "change")
+        return self.page
+
+    def upload(self, image: Image.Image, tmp: Path) -> None:
+        path = tmp / "scene.png"
+        image.save(path)
+        self.page.set_input_files("#file", str(path))
+        self.page.wait_for_selector("#stage:not([hidden])")
+        self.page.wait_for_function("document.getElementById('picture').dataset.rendered === 'plain'")
+
+    def to_screen(self, x: float, y: float, size: tuple[int, int]) -> tuple[float, float]:
+        """Image pixels to the page's CSS pixels, from where the picture is shown and how large."""
+        rect = self.page.locator("#overlay").bounding_box()
+        return rect["x"] + x * rect["width"] / size[0], rect["y"] + y * rect["height"] / size[1]
+
+    def drag(self, points: list[tuple[float, float]], size: tuple[int, int]) -> None:
+        mouse = self.page.mouse
+        mouse.move(*self.to_screen(*points[0], size))
+        mouse.down()
+        for point in points[1:]:
+            mouse.move(*self.to_screen(*point, size), steps=4)
+        mouse.up()
+
+    def tool(self, name: str) -> None:
+        self.page.click(f"#tools [data-tool={name}]")
+
+    def rendered(self, marks: int) -> Image.Image:
+        """The picture the page shows once the server has drawn `marks` marks on it."""
+        expected = str(marks) if marks else "plain"
+        self.page.wait_for_function(f"document.getElementById('picture').dataset.rendered === '{expected}'")
+        data = self.page.evaluate("""async () => {
+            const blob = await (await fetch(document.getElementById('picture').src)).blob();
+            return await new Promise((ok) => { const r = new FileReader(); r.onload = () => ok(r.result);
+                                               r.readAsDataURL(blob); });
+        }""")
+        return Image.open(io.BytesIO(base64.b64decode(data.split(",", 1)[1]))).convert("RGB")
+
+    def marks(self) -> list[dict[str, Any]]:
+        return self.page.evaluate("() => JSON.parse(JSON.stringify(window.vqagraph.state.marks))")
+
+    def shot(self, name: str) -> None:
+        self.page.screenshot(path=str(self.shots / f"{name}.png"), full_page=True)
+
+    def off_loopback(self) -> list[str]:
+        return [u for u in self.requests
+                if not u.startswith(("data:", "blob:")) and urlsplit(u).hostname != "127.0.0.1"]
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    root = Path(os.environ.get("VQAGRAPH_SCREENSHOTS") or tmp_path)
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@pytest.fixture
+def tab(browser: Any, server: str, shots: Path) -> Iterator[Page]:
+    opened = Page(browser, server, shots)
+    yield opened
+    assert not opened.errors, f"script errors in the page: {opened.errors}"
+    assert not opened.off_loopback(), f"requests left the machine: {opened.off_loopback()}"
+    opened.close()
+
+
+def near(got: list[float], want: list[float], tolerance: float = 2.0) -> bool:
+    return len(got) == len(want) and all(abs(a - b) <= tolerance for a, b in zip(got, want, strict=True))
+
+
+def test_draw_ask_stream_explain_reload(tab: Page, engine: Any, server: str, tmp_path: Path) -> None:
+    picture = scene()
+    page = tab.open()
+    tab.upload(picture, tmp_path)
+    shown = page.locator("#overlay").bounding_box()
+    assert shown["width"] < picture.width  # shown scaled: the page must map display pixels to image pixels
+    assert abs(shown["width"] / shown["height"] - picture.width / picture.height) < 0.01  # its own aspect ratio
+
+    tab.tool("rectangle")
+    tab.drag([(100, 120), (340, 360)], picture.size)
+    tab.tool("arrow")
+    tab.drag([(820, 520), (640, 320)], picture.size)
+    drawn = tab.rendered(2)
+    marks = tab.marks()
+    assert [m["shape"] for m in marks] == ["rectangle", "arrow"]
+    assert near(marks[0]["box"], [100, 120, 340, 360])
+    assert near(marks[1]["path"][0], [820, 520]) and near(marks[1]["path"][-1], [640, 320])
+    # What the user sees is what the routes see: the page's picture is the engine's rendering, pixel for pixel.
+    assert drawn.tobytes() == engine.render(picture, marks).tobytes()
+    tab.shot("web-marks")
+
+    page.select_option("#route", "img2llm")
+    page.fill("#question", "What colour is the shape within the red rectangle?")
+    # Count the answer's text changes as it arrives: streamed means several, not one at the end.
+    page.evaluate("""() => { window.vqagraphUpdates = 0;
+        new MutationObserver(() => window.vqagraphUpdates++).observe(document.getElementById('turns'),
+            {subtree: true, characterData: true, childList: true}); }""")
+    page.click("#send")
+    page.wait_for_selector("#turns li .meta .route", timeout=120_000)
+    answer = page.locator("#turns li").last.get_attribute("data-answer")
+    assert answer and page.locator("#turns li .a").last.inner_text() == answer
+    assert page.evaluate("window.vqagraphUpdates") > 3
+    assert page.locator("#turns li .route").last.inner_text() == "img2llm"
+    assert page.is_hidden("#error")
+
+    # The marks that reached the server: the request carried them, and the thread kept them in image pixels.
+    sent = tab.bodies[-1]["vqagraph"]
+    assert sent["marks"] == marks and sent["route"] == "img2llm"
+    thread = sent["thread"]
+    headers = {"Authorization": f"Bearer {KEY}"}
+    kept = httpx.get(f"{server}/v1/threads/{thread}", headers=headers).json()
+    assert [m["shape"] for m in kept["turns"][0]["marks"]] == ["rectangle", "arrow"]
+    assert near(kept["turns"][0]["marks"][0]["box"], [100, 120, 340, 360])
+
+    page.click("#turns li .explain")
+    page.wait_for_selector("#explain-picture:not([hidden])")
+    assert page.evaluate("document.getElementById('explain-picture').naturalWidth") > picture.width
+    assert "gradcam" in page.inner_text("#explain-trace")
+    tab.shot("web-explain")
+
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    page.wait_for_selector(f"#threads li[data-thread='{thread}'].current")
+    page.wait_for_selector("#turns li .route")
+    assert page.locator("#turns li").count() == 1
+    assert page.locator("#turns li").first.get_attribute("data-answer") == answer
+    tab.rendered(0)  # the thread's image is back on the stage
+    assert page.evaluate("window.vqagraph.state.image.width") == picture.width
+    tab.shot("web-reloaded")
+
+    # A follow-up without a new image is about the thread's image.
+    page.fill("#question", "what shape is it?")
+    page.click("#send")
+    page.wait_for_function("document.querySelectorAll('#turns li .route').length === 2", timeout=120_000)
+    follow_up = tab.bodies[-1]
+    assert not any(part.get("type") == "image_url" for part in follow_up["messages"][0]["content"])
+    assert len(httpx.get(f"{server}/v1/threads/{thread}", headers=headers).json()["turns"]) == 2
+
+
+def test_all_shapes_by_mouse_and_touch(browser: Any, server: str, shots: Path, engine: Any, tmp_path: Path) -> None:
+    tab = Page(browser, server, shots, touch=True)
+    try:
+        picture = scene()
+        page = tab.open()
+        tab.upload(picture, tmp_path)
+        size = picture.size
+        tab.tool("rectangle")
+        tab.drag([(50, 50), (200, 150)], size)
+        tab.tool("ellipse")
+        tab.drag([(500, 180), (740, 420)], size)
+        tab.tool("triangle")
+        for corner in [(400, 450), (480, 560), (330, 560)]:
+            page.mouse.click(*tab.to_screen(*corner, size))
+        tab.tool("point")
+        page.mouse.click(*tab.to_screen(220, 240, size))
+        tab.tool("arrow")
+        tab.drag([(850, 100), (700, 250)], size)
+        tab.tool("scribble")
+        tab.drag([(600, 60), (650, 90), (700, 60), (750, 90)], size)
+        tab.tool("mask")
+        tab.drag([(120, 400), (260, 400), (260, 540), (120, 540), (120, 410)], size)
+        # The mask contour with a finger: touch events through the browser's own input pipeline.
+        tab.tool("mask_contour")
+        cdp = tab.context.new_cdp_session(page)
+        ring = [(560, 450), (700, 450), (700, 580), (560, 580), (560, 460)]
+        for kind, point in [("touchStart", ring[0]), *[("touchMove", p) for p in ring[1:]], ("touchEnd", None)]:
+            touches = [] if point is None else [dict(zip(("x", "y"), tab.to_screen(*point, size), strict=True))]
+            cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": touches})
+        drawn = tab.rendered(8)
+        marks = tab.marks()
+        assert [m["shape"] for m in marks] == ["rectangle", "ellipse", "triangle", "point", "arrow", "scribble",
+                                               "mask", "mask_contour"]
+        assert near(marks[1]["box"], [500, 180, 740, 420])
+        assert near(marks[2]["path"][0], [400, 450]) and len(marks[2]["path"]) == 3
+        assert near(marks[3]["point"], [220, 240])
+        assert len(marks[5]["path"]) >= 4 and len(marks[6]["polygon"]) >= 4
+        xs = [p[0] for p in marks[7]["polygon"]]
+        assert near([min(xs), max(xs)], [560, 700])
+        assert drawn.tobytes() == engine.render(picture, marks).tobytes()
+        tab.shot("web-all-shapes")
+
+        # Select, move, delete, undo.
+        tab.tool("select")
+        page.mouse.click(*tab.to_screen(125, 100, size))
+        assert page.evaluate("window.vqagraph.state.selected") == 0
+        tab.drag([(125, 100), (165, 130)], size)
+        assert near(tab.marks()[0]["box"], [90, 80, 240, 180])
+        page.keyboard.press("Delete")
+        assert [m["shape"] for m in tab.marks()][0] == "ellipse"
+        page.click("#undo")
+        page.click("#undo")
+        assert near(tab.marks()[0]["box"], [50, 50, 200, 150])
+        assert not tab.errors and not tab.off_loopback()
+    finally:
+        tab.close()
+
+
+def test_errors_are_one_line_and_the_server_stays_up(tab: Page, server: str, tmp_path: Path) -> None:
+    page = tab.open()
+    # A file that is not an image: the browser cannot read it.
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    page.set_input_files("#file", str(broken))
+    page.wait_for_selector("#error:not([hidden])")
+    assert "cannot read this image" in page.inner_text("#error")
+    # An image the server refuses (over its pixel limit): the server's message, one line.
+    big = Image.new("RGB", (2000, 2000), "white")
+    tab.upload(big, tmp_path)
+    page.fill("#question", "what is this?")
+    page.click("#send")
+    page.wait_for_selector("#error:not([hidden])")
+    message = page.inner_text("#error")
+    assert "pixels" in message and "\n" not in message and "Traceback" not in message
+    assert page.locator("#turns li").count() == 0
+    tab.shot("web-error")
+    # A wrong key: said in the page.
+    page.fill("#api-key", "wrong")
+    page.dispatch_event("#api-key", "change")
+    page.wait_for_function("document.getElementById('error').textContent.includes('API key')")
+    assert httpx.get(f"{server}/health").status_code == 200
+
+
+def test_threads_rename_and_delete(tab: Page, server: str, tmp_path: Path) -> None:
+    page = tab.open()
+    tab.upload(scene(), tmp_path)
+    page.fill("#question", "how many shapes are there?")
+    page.click("#send")
+    page.wait_for_selector("#turns li .route", timeout=120_000)
+    thread = tab.bodies[-1]["vqagraph"]["thread"]
+    item = f"#threads li[data-thread='{thread}']"
+    page.wait_for_selector(item)
+    page.once("dialog", lambda dialog: dialog.accept("Two shapes"))
+    page.click(f"{item} .rename")
+    page.wait_for_function(f"document.querySelector(\"{item} .title\").textContent === 'Two shapes'")
+    page.click("#new-thread")
+    assert page.locator("#turns li").count() == 0 and page.is_visible("#drop-hint")
+    page.click(f"{item} .title")
+    page.wait_for_selector("#turns li .route")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click(f"{item} .delete")
+    page.wait_for_selector(item, state="detached")
+    gone = httpx.get(f"{server}/v1/threads/{thread}", headers={"Authorization": f"Bearer {KEY}"})
+    assert gone.status_code == 404
+    tab.shot("web-threads")
+
+
+def test_threads_belong_to_their_key(server: str, engine: Any) -> None:
+    """With keys on, another key's threads are neither listed nor readable (the page lists the caller's)."""
+    headers = {"Authorization": f"Bearer {KEY}"}
+    mine = httpx.get(f"{server}/v1/threads", headers=headers).json()["data"]
+    assert httpx.get(f"{server}/v1/threads", headers={"Authorization": "Bearer other"}).status_code == 401
+    for listed in mine:
+        assert set(listed) == {"thread_id", "title", "created", "updated", "turns"}
+
+
+def test_page_assets_are_served_locally(server: str) -> None:
+    page = httpx.get(server + "/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    for asset in ("app.js", "style.css"):
+        assert httpx.get(f"{server}/static/{asset}").status_code == 200
+    assert httpx.get(f"{server}/static/../web.py").status_code == 404
+    text = page.text + httpx.get(f"{server}/static/app.js").text + httpx.get(f"{server}/static/style.css").text
+    assert "http://" not in text and "https://" not in text  # nothing to fetch from elsewhere

@@ -15,7 +15,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from vqagraph import Engine
-from vqagraph.engine.threads import ThreadStore, ThreadStoreError
+from vqagraph.request import AskRequest
+from vqagraph.engine.threads import ThreadAccessError, ThreadStore, ThreadStoreError
 
 PROFILE = {"llm": {"id": "builtin:tiny-llama"}, "qformer": {"id": "builtin:tiny-blip2"}}
 
@@ -142,8 +143,9 @@ def test_corrupt_and_locked_databases_are_clear_errors(engine: Engine, tmp_path:
         from vqagraph.engine.conversation import Conversation
 
         chat = Conversation(engine, store, "locked")
-        with pytest.raises(ThreadStoreError, match="unavailable: database is locked"):
+        with pytest.raises(ThreadStoreError, match="unavailable") as raised:
             chat.ask("What colour is the circle?", image=scene("red", 7), route="bridge")
+        assert str(path) not in str(raised.value)  # a client may read it: the path goes to the log only
     finally:
         holder.rollback()
         holder.close()
@@ -174,3 +176,37 @@ def test_postgres_thread_continued_by_another_process(engine: Engine, tmp_path: 
 def test_unreachable_postgres_is_a_clear_error() -> None:
     with pytest.raises(ThreadStoreError, match="cannot use the Postgres thread store"):
         ThreadStore("postgresql://nobody@127.0.0.1:9/none?connect_timeout=2")
+
+
+def stores(tmp_path: Path) -> list[str]:
+    urls = ["memory", str(tmp_path / "catalogue.sqlite")]
+    if os.environ.get("VQAGRAPH_TEST_POSTGRES_URL"):
+        urls.append(os.environ["VQAGRAPH_TEST_POSTGRES_URL"])
+    return urls
+
+
+def test_thread_catalogue_lists_renames_deletes_and_keeps_owners_apart(engine: Engine, tmp_path: Path) -> None:
+    """The thread list the web page shows: titled by the first question, most recent first, one owner's only."""
+    for url in stores(tmp_path):
+        suffix = f"{os.getpid()}-{len(url)}"
+        first, second = f"cat-a-{suffix}", f"cat-b-{suffix}"
+        engine.conversation(first, store=url).answer(AskRequest(
+            question="What colour is the circle?", image=scene("red", 9), route="bridge", owner="alice"))
+        engine.conversation(first, store=url).answer(AskRequest(question="Is it big?", route="bridge", owner="alice"))
+        engine.conversation(second, store=url).answer(AskRequest(
+            question="What shape is it?", image=scene("blue", 10), route="bridge", owner="bob"))
+        store = engine.thread_store(url)
+        mine = [t for t in store.threads("alice") if t.thread_id.endswith(suffix)]
+        assert [(t.thread_id, t.title, t.turns) for t in mine] == [(first, "What colour is the circle?", 2)]
+        assert second not in [t.thread_id for t in store.threads("alice")]
+        # Another owner can neither continue, read, rename nor delete it; the error does not say it exists.
+        with pytest.raises(ThreadAccessError, match="no thread"):
+            engine.conversation(first, store=url).answer(AskRequest(question="and?", route="bridge", owner="bob"))
+        for attempt in (lambda: store.thread(first, "bob"), lambda: store.rename(first, "bob", "x"),
+                        lambda: store.delete(first, "bob")):
+            with pytest.raises(ThreadAccessError):
+                attempt()
+        assert store.rename(first, "alice", "  Red   circle ").title == "Red circle"
+        store.delete(first, "alice")
+        assert first not in [t.thread_id for t in store.threads("alice")]
+        assert engine.conversation(first, store=url).history() == []  # its checkpoints are gone too

@@ -76,26 +76,30 @@ def cli_server(tiny_dir: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         [sys.executable, "-m", "vqagraph", "llm", "serve", "--profile", str(profile), "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
-    url = None
-    lines = []
-    deadline = time.monotonic() + 600
-    assert process.stdout is not None
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if line.startswith("ready: "):
-            url = line.split()[1]
-            break
-    assert url == f"http://127.0.0.1:{port}", "".join(lines)
-    yield url
-    process.send_signal(signal.SIGINT)
     try:
-        process.wait(60)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
+        url = None
+        lines = []
+        deadline = time.monotonic() + 600
+        assert process.stdout is not None
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("ready: "):
+                url = line.split()[1]
+                break
+        assert url == f"http://127.0.0.1:{port}", "".join(lines)
+        yield url
+    finally:
+        # SIGINT, then SIGTERM: either makes `llm serve` stop vLLM's own process group (a SIGKILL would orphan it).
+        for stop in (signal.SIGINT, signal.SIGTERM):
+            if process.poll() is None:
+                process.send_signal(stop)
+                try:
+                    process.wait(60)
+                except subprocess.TimeoutExpired:
+                    continue
 
 
 @pytest.fixture(scope="module")

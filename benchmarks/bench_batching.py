@@ -222,4 +222,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    import signal
+    import sys
+
+    # SIGTERM unwinds like Ctrl-C, so the vLLM servers started here stop their process groups on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     main()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -351,3 +352,103 @@ def test_parse_mark_bad_specs(spec: str, fragment: str) -> None:
     message = str(caught.value)
     assert message.startswith(f"mark {spec!r}: ") and fragment in message
     assert "SHAPE:COORDS[:COLOUR]" in message  # every error shows the syntax
+
+
+# -- limits: what a caller may ask to draw ------------------------------------------------------------------------
+
+def region_for(shape: str, value: float) -> list[dict[str, Any]]:
+    """Every way a shape takes a region, with `value` as one of its coordinates."""
+    from vqagraph.tools.visual_prompt import REGIONS
+
+    kinds = {"box": {"box": (10.0, 10.0, value, 60.0)}, "point": {"point": (value, 10.0)},
+             "polygon": {"polygon": [(10.0, 10.0), (value, 20.0), (30.0, 90.0)]},
+             "path": {"path": [(10.0, 10.0), (value, 20.0), (30.0, 90.0)][: 2 if shape == "arrow" else 3]}}
+    return [kinds[kind] for kind in REGIONS[shape] if kind in kinds]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_every_coordinate_is_finite_and_near_the_image(shape: str) -> None:
+    """Huge, infinite and NaN coordinates are refused for every shape and region (the model refuses NaN and inf
+    before any image is known; check_mark refuses what lies beyond ±10 × the image's larger side)."""
+    for value in (1e9, -1e9, 1e308, -1e308, 3361.0):
+        for region in region_for(shape, value):
+            with pytest.raises(MarkError, match=r"beyond the limit of ±3360 pixels \(10 × the larger side"):
+                render_marks(grey(), [Mark.create(shape=shape, **region)])
+    for value in (math.nan, math.inf, -math.inf):
+        for region in region_for(shape, value):
+            with pytest.raises(MarkError, match="finite number"):
+                Mark.create(shape=shape, **region)
+    for region in region_for(shape, 3360.0):  # at the limit: clipped to the image and drawn (a point must be on it)
+        if "point" not in region:
+            render_marks(grey(), [Mark.create(shape=shape, **region)])
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_widths_are_capped_by_the_image(shape: str) -> None:
+    from vqagraph.tools.visual_prompt import MAX_WIDTH, max_width
+
+    image = grey(336, 252)
+    assert max_width(image.size) == 42 and max_width((5, 3)) == 1
+    _, [drawn] = render_marks(image, [Mark(shape=shape, box=BOX, width=42)])
+    assert drawn.width == 42
+    what = "radius" if shape == "point" else "width"
+    with pytest.raises(MarkError, match=f"{what} 43 is over the limit of 42 pixels for the 336x252 image"):
+        render_marks(image, [Mark(shape=shape, box=BOX, width=43)])
+    for width in (MAX_WIDTH + 1, 30_000, 10**9):
+        with pytest.raises(MarkError, match=f"width: {width} is over the limit of {MAX_WIDTH} pixels"):
+            Mark.create(shape=shape, box=BOX, width=width)
+
+
+def test_points_marks_and_colours_are_counted() -> None:
+    from vqagraph.tools.visual_prompt import MAX_MARKS, MAX_POINTS
+
+    ring = [(168 + 80 * math.cos(i / 100), 126 + 80 * math.sin(i / 100)) for i in range(MAX_POINTS)]
+    render_marks(grey(), [Mark(shape="mask_contour", polygon=ring, width=42)])
+    render_marks(grey(), [Mark(shape="scribble", path=ring, width=42)])
+    for kind in ("polygon", "path"):
+        with pytest.raises(MarkError, match=f"{kind}: {MAX_POINTS + 1} points, over the limit of {MAX_POINTS}"):
+            Mark.create(shape="scribble", **{kind: [*ring, (1.0, 1.0)]})
+    with pytest.raises(MarkError, match=f"{MAX_MARKS + 1} marks given; at most {MAX_MARKS}"):
+        render_marks(grey(), [Mark(shape="point", point=(5, 5))] * (MAX_MARKS + 1))
+    with pytest.raises(MarkError, match="a colour of 33 characters is no name"):
+        Mark.create(shape="point", point=(5, 5), colour="x" * 33)
+
+
+def test_dilation_is_the_square_window_at_any_radius() -> None:
+    from vqagraph.tools.visual_prompt import _dilate
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        height, width = (int(v) for v in rng.integers(1, 30, 2))
+        mask = rng.random((height, width)) < 0.05
+        radius = int(rng.integers(0, 40))
+        ys, xs = np.nonzero(mask)
+        rows, cols = np.mgrid[0:height, 0:width]
+        expected = np.zeros_like(mask)
+        for y, x in zip(ys, xs, strict=True):
+            expected |= (np.abs(rows - y) <= radius) & (np.abs(cols - x) <= radius)
+        assert (_dilate(mask, radius) == expected).all()
+
+
+def test_mask_files_are_regular_files_of_the_image_size(tmp_path: Path) -> None:
+    """A FIFO, a device or a directory is refused without being read (a FIFO would block for ever); a file
+    claiming a huge picture is refused before it is decoded."""
+    import os
+    import struct
+    import zlib
+
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + b"".join(
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        for kind, data in ((b"IHDR", header), (b"IDAT", zlib.compress(b"\0" * 64)), (b"IEND", b""))))
+    text = tmp_path / "notes.png"
+    text.write_text("hello")
+    for path, fragment in [(fifo, "is not a regular file"), ("/dev/zero", "is not a regular file"),
+                           (tmp_path, "is not a regular file"), (bomb, "far more pixels than the 336x252 image"),
+                           (text, "cannot be read (not an image"), ("/no/such.png", "cannot be read"),
+                           ("mask\0.png", "cannot be read")]:
+        with pytest.raises(MarkError, match=re.escape(fragment)):
+            render_marks(grey(), [Mark(shape="mask", mask_path=str(path))])

@@ -38,3 +38,17 @@ class LLMError(VQAGraphError):
 class MarkError(VQAGraphError):
     """A visual-prompt mark is malformed: outside the image, degenerate, an unknown colour, a mask of the wrong
     size, or too many marks."""
+
+
+def describe_validation_error(exc: Exception, limit: int = 300) -> str:
+    """A pydantic ValidationError as one short line (`where: what`, and how many more faults), for front ends that
+    hand input errors back to a caller who fixes them: pydantic's own text spans lines and quotes the input."""
+    errors = exc.errors() if callable(getattr(exc, "errors", None)) else []  # type: ignore[attr-defined]
+    if not errors:
+        return " ".join(str(exc).split())[:limit]
+    first = errors[0]
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    what = " ".join(str(first.get("msg", "invalid")).removeprefix("Value error, ").split())
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    text = f"{where}: {what}{more}" if where else f"{what}{more}"
+    return text if len(text) <= limit else text[: limit - 1] + "…"

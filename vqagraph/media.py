@@ -11,11 +11,13 @@ import hashlib
 import io
 import os
 import re
+import stat
 import threading
 import urllib.parse
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, NewType
 
@@ -72,12 +74,38 @@ def image_from_string(text: str, store: ImageStore | None, *, root: str | Path |
         if fetch is None:
             raise ImageError("remote image URLs are not fetched here: send a data: URL or a local path")
         return fetch(text)
-    path = Path(text).expanduser()
-    if root is not None:
-        folder = Path(root).expanduser().resolve()
-        if not path.resolve().is_relative_to(folder):
-            raise ImageError("the image is outside the folder this tool may read")
+    if root is None:
+        return Path(text).expanduser()
+    path = under_root(text, root)
+    if path is None:
+        raise ImageError("the image is outside the folder this tool may read")
     return path
+
+
+def under_root(text: str | Path, root: str | Path) -> Path | None:
+    """`text` as a path under `root` (a relative one is taken from `root`), or None when it leads elsewhere once
+    resolved (symlinks followed, `..` gone) or is no valid path at all."""
+    try:
+        folder = Path(root).expanduser().resolve()
+        path = Path(text).expanduser()
+        path = path if path.is_absolute() else folder / path
+        return path if path.resolve().is_relative_to(folder) else None
+    except (OSError, ValueError, RuntimeError):  # a NUL or an unencodable character; a symlink loop
+        return None
+
+
+def _open_regular(path: Path) -> Any:
+    """A regular file opened for reading. A FIFO or device (or a file swapped for one after the caller's check)
+    is refused, never waited on: O_NONBLOCK makes opening a FIFO return at once, and fstat says what it is."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except (OSError, ValueError) as exc:
+        raise ImageError(f"image file cannot be opened: {path} ({getattr(exc, 'strerror', None) or exc})") from exc
+    file = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        file.close()
+        raise ImageError(f"not a regular file: {path}")
+    return file
 
 
 def load_image(source: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -97,13 +125,17 @@ def load_image(source: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> I
         stream: Any = io.BytesIO(source)
     else:
         path = Path(source).expanduser()
-        if not path.is_file():
+        if not path.exists():
             raise ImageError(f"image file not found: {path}")
+        if not path.is_file():  # a directory, FIFO or device
+            raise ImageError(f"image file not found: {path} (not a regular file)")
         if path.stat().st_size == 0:
             raise ImageError(f"image file is empty: {path}")
-        stream = path
+        stream = None
     # ImageFile.LOAD_TRUNCATED_IMAGES stays False: a truncated file is an error, not a half-grey picture.
-    with warnings.catch_warnings():
+    with ExitStack() as files, warnings.catch_warnings():
+        if stream is None:
+            stream = files.enter_context(_open_regular(path))
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             with Image.open(stream) as opened:
@@ -247,6 +279,8 @@ class ImageStore:
         return ref
 
     def get(self, ref: str) -> Image.Image:
+        if not isinstance(ref, str) or not IMAGE_REF.match(ref):  # also keeps a reference from naming a file path
+            raise ImageError("an image reference is `sha256:` and 64 lowercase hex digits")
         image = self._store.get(ref)
         if image is None and self.root is not None and self._path(ref).exists():
             with Image.open(self._path(ref)) as stored:

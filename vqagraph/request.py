@@ -3,28 +3,68 @@ on the image. Every front end and the graph's own intake use these (one validati
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from vqagraph.errors import MarkError, QuestionError
-from vqagraph.tools.visual_prompt import Mark
+from vqagraph.tools.visual_prompt import MAX_MARKS, Mark
+
+# C0 and C1 control characters other than the whitespace a question may wrap on (tab, newlines, form feed).
+CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
+SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
-def validate_marks(marks: Sequence[Mark | dict[str, Any]]) -> list[Mark]:
-    """Marks as `Mark`s; a malformed one is a MarkError that names its index."""
+def validate_marks(marks: Sequence[Mark | dict[str, Any]], *, allow_files: bool = True) -> list[Mark]:
+    """Marks as `Mark`s; a malformed one is a MarkError that names its index. At most MAX_MARKS, counted before
+    any is parsed. `allow_files=False` (callers on another machine: the HTTP and MCP servers) refuses `mask_path`,
+    a file on this machine that only a local caller may name."""
+    if isinstance(marks, str | bytes) or not isinstance(marks, Sequence):
+        raise MarkError(f"marks must be a list of marks, not {type(marks).__name__}")
+    if len(marks) > MAX_MARKS:
+        raise MarkError(f"{len(marks)} marks given; at most {MAX_MARKS} can be drawn on one image")
     checked = []
     for index, mark in enumerate(marks):
         try:
-            checked.append(mark if isinstance(mark, Mark) else Mark.create(**mark))
+            checked.append(_mark(mark))
         except MarkError as exc:
             raise MarkError(f"mark {index}{str(exc).removeprefix('mark')}") from exc
+        if not allow_files and checked[-1].mask_path is not None:
+            raise MarkError(f"mark {index}: mask_path is not accepted here (it names a file on the server); send "
+                            "the region as a polygon or a box instead")
     return checked
 
 
-def validate_question(question: str, max_chars: int) -> str:
-    if not isinstance(question, str) or not question.strip():
+def _mark(value: Any) -> Mark:
+    if isinstance(value, Mark):
+        return value
+    if not isinstance(value, dict):
+        raise MarkError(f"mark: expected an object with a shape and a region, not {type(value).__name__}")
+    if not all(isinstance(key, str) for key in value):
+        raise MarkError("mark: its field names must be strings")
+    return Mark.create(**value)
+
+
+def validate_question(question: Any, max_chars: int) -> str:
+    """The question as the models read it, whitespace tidied; text that is not a question (not a string, not
+    valid UTF-8, control characters, empty, over `max_chars`) is a QuestionError that says which."""
+    if question is None:
+        raise QuestionError("the question is empty")
+    if not isinstance(question, str):
+        raise QuestionError(f"the question must be text, not {type(question).__name__}")
+    bad = SURROGATE.search(question)
+    if bad:  # surrogateescape (argv, file names) turns each undecodable byte into U+DC80..U+DCFF
+        code = ord(bad.group())
+        what = (f"undecodable byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF
+                else f"lone surrogate U+{code:04X}")
+        raise QuestionError(f"the question is not valid UTF-8 text ({what} at character {bad.start() + 1})")
+    bad = CONTROL.search(question)
+    if bad:
+        raise QuestionError(f"the question has a control character (U+{ord(bad.group()):04X}) at character "
+                            f"{bad.start() + 1}; send plain text")
+    if not question.strip():
         raise QuestionError("the question is empty")
     question = " ".join(question.split())
     if len(question) > max_chars:

@@ -137,9 +137,15 @@ def _llm_prepare(args: argparse.Namespace) -> int:
 
 
 def _llm_serve(args: argparse.Namespace) -> int:
-    """Start vLLM for the profile's LLM, print its URL, and keep it up until interrupted."""
+    """Start vLLM for the profile's LLM, print its URL, and keep it up until a signal stops it (SIGINT, SIGTERM,
+    SIGHUP), stopping vLLM's whole process group however this process ends."""
+    import contextlib
+    import signal
+    import threading
+
     from vqagraph import hub
     from vqagraph.config import load_profile
+    from vqagraph.errors import LLMError
     from vqagraph.tools.llm.vllm_server import VLLMServer
 
     profile = load_profile(args.profile)
@@ -149,16 +155,45 @@ def _llm_serve(args: argparse.Namespace) -> int:
                         max_model_len=args.max_model_len or backend.max_model_len,
                         extra_args=tuple(backend.serve_args) + tuple(a for a in args.vllm_args if a != "--"),
                         work_dir=hub.cache_root() / "vllm")
+    server.check_port()  # before saying "starting"
     print(f"starting vLLM for {profile.llm.id} ({model_dir}); log: {server.log_path}", flush=True)
     print(" ".join(server.command()), flush=True)
-    with server:
+
+    stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    class StopRequested(BaseException):
+        """A stop signal arrived: unwind to the code that stops vLLM (no `except Exception` may swallow it)."""
+
+    def hurry(_signum: int, _frame: object) -> None:
+        server.kill()  # a second signal while vLLM stops: no more grace
+
+    def handle(handler: Any) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():  # handlers can only be set there
+            return {}
+        return {each: signal.signal(each, handler) for each in stop_signals}
+
+    def request_stop(signum: int, _frame: object) -> None:
+        handle(hurry)
+        raise StopRequested(signum)
+
+    previous: dict[int, Any] = {}
+    try:
+        previous.update(handle(request_stop))
+        server.start()
         print(f"ready: {server.url}  (use: vqagraph ask IMAGE QUESTION --llm-url {server.url})", flush=True)
-        try:
-            assert server.process is not None
-            server.process.wait()
-        except KeyboardInterrupt:
-            print("stopping", flush=True)
-    return 0
+        assert server.process is not None
+        status = server.process.wait()
+        how = f"was killed by {signal.Signals(-status).name}" if status < 0 else f"exited with status {status}"
+        raise LLMError(f"the vLLM server on port {server.port} {how} on its own; its log: {server.log_path}")
+    except StopRequested as stop:
+        with contextlib.suppress(OSError):  # SIGHUP: the terminal may be gone
+            print(f"stopping vLLM ({signal.Signals(stop.args[0]).name})", flush=True)
+        return 0
+    finally:
+        handle(hurry)  # a signal now must not cut the stop short
+        server.stop()  # also registered with atexit by start(), for an exit that skips this
+        for each, handler in previous.items():
+            signal.signal(each, handler)
 
 
 def _profiles(_args: argparse.Namespace) -> int:

@@ -8,23 +8,27 @@
 
 The tool's content is the short answer (what the agent's LLM reads); its artifact is the whole `Answer` with its
 trace (route, captions, exemplars, prompt, timings) as a dict, kept on the `ToolMessage` for the application but
-never sent to the LLM. Errors the caller can fix (a missing image, an empty question, a bad mark) come back as
-the tool's content so the agent can try again.
+never sent to the LLM. Errors the caller can fix (a missing image, an empty question, a bad mark, arguments that
+do not fit the schema) come back as the tool's content, one line, so the agent can try again; they never print
+`image_root`. With `image_root`, image paths and marks' `mask_path` must lie under it (relative ones are taken
+from it); without it, they may be any local file, as for any local caller.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.tools import BaseTool, ToolException
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.v1 import ValidationError as ValidationErrorV1
 
 from vqagraph.config import RequestedRoute
-from vqagraph.errors import ImageError, VQAGraphError
-from vqagraph.media import image_from_string
-from vqagraph.request import AskRequest
+from vqagraph.errors import ImageError, MarkError, VQAGraphError, describe_validation_error
+from vqagraph.media import image_from_string, under_root
+from vqagraph.request import AskRequest, validate_marks
 
 if TYPE_CHECKING:
     from langchain_core.callbacks import AsyncCallbackManagerForToolRun, CallbackManagerForToolRun
@@ -59,6 +63,11 @@ class VisualQuestionInput(BaseModel):
         "projection (LLaVA projection route), or both (every route the profile has)")
 
 
+def validation_message(exc: ValidationError | ValidationErrorV1) -> str:
+    """The tool's content when the agent's arguments do not fit the schema: one line it can act on."""
+    return f"invalid arguments: {describe_validation_error(exc)}"
+
+
 class VisualQuestionTool(BaseTool):
     """Answers questions about images with a frozen LLM through vqagraph's graph."""
 
@@ -70,6 +79,8 @@ class VisualQuestionTool(BaseTool):
     args_schema: type[BaseModel] = VisualQuestionInput
     response_format: Literal["content", "content_and_artifact"] = "content_and_artifact"
     handle_tool_error: bool = True
+    handle_validation_error: bool | str | Callable[[ValidationError | ValidationErrorV1], str] | None = (
+        validation_message)
 
     engine: Any = Field(description="a vqagraph Engine")
     store: str | None = Field(None, description="thread store for `thread` (default: the SQLite file under the "
@@ -77,24 +88,44 @@ class VisualQuestionTool(BaseTool):
     image_root: Path | None = Field(None, description="when set, image paths must lie under this folder")
     include_trace: bool = Field(True, description="put the full trace in the artifact")
 
-
     def _image(self, engine: Engine, image: str | None) -> ImageInput | None:
         if image is None or not image.strip():
             return None
         return image_from_string(image, engine.tools.images, root=self.image_root)
 
+    def _marks(self, marks: list[Any] | None) -> list[Any]:
+        """The marks checked; a `mask_path` confined to `image_root` like an image path."""
+        given = [m.model_dump(exclude_none=True) if isinstance(m, BaseModel) else m for m in marks or []]
+        checked = validate_marks(given)
+        for index, mark in enumerate(checked):
+            if mark.mask_path is not None and self.image_root is not None:
+                inside = under_root(mark.mask_path, self.image_root)
+                if inside is None:
+                    raise MarkError(f"mark {index}: the mask_path is outside the folder this tool may read")
+                checked[index] = mark.model_copy(update={"mask_path": str(inside)})
+        return checked
+
+    def _redact(self, message: str) -> str:
+        """The message without `image_root` (the agent's LLM, and whoever reads its transcript, need not know it)."""
+        if self.image_root is None:
+            return message
+        folder = Path(self.image_root).expanduser()
+        for spelling in sorted({str(folder), str(folder.resolve()), str(self.image_root)}, key=len, reverse=True):
+            message = message.replace(spelling, "<image folder>")
+        return message
+
     def _answer(self, image: str | None, question: str, marks: list[Any] | None, thread: str | None,
                 route: str) -> tuple[str, dict[str, Any]]:
         engine: Engine = self.engine
-        checked = [m.model_dump(exclude_none=True) if isinstance(m, BaseModel) else dict(m) for m in marks or []]
         try:
+            checked = self._marks(marks)
             source = self._image(engine, image)
             if source is None and not thread:
                 raise ImageError("give the image (a file path or an image reference)")
             answer = engine.answer(AskRequest(question=question, image=source, marks=checked, route=route,
                                               thread=thread, store=self.store))
         except VQAGraphError as exc:
-            raise ToolException(str(exc)) from exc
+            raise ToolException(self._redact(" ".join(str(exc).split()))) from exc
         artifact = answer.model_dump(mode="json", exclude=None if self.include_trace else {"trace"})
         artifact["thread"] = thread
         return answer.answer, artifact

@@ -6,6 +6,9 @@ Tools:
   then be left out: the thread's current one);
 - `render_marks(image, marks)`: the picture with the marks drawn, exactly as the routes would see it (PNG).
 
+Marks may not name files (`mask_path`): the client may run elsewhere, so a mask is sent as a polygon or a box.
+Every error, arguments that do not fit the schema included, comes back as a one-line tool error.
+
 Run standalone with `python -m vqagraph.agents.mcp_server [--profile P]`. A desktop agent's configuration:
 
     {"mcpServers": {"vqagraph": {"command": "vqagraph", "args": ["mcp", "--profile", "tiny"]}}}
@@ -21,12 +24,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio.to_thread
 from mcp.server.mcpserver import Image, MCPServer  # at run time: the SDK reads the tools' annotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from vqagraph.config import RequestedRoute
-from vqagraph.errors import VQAGraphError
+from vqagraph.errors import ImageError, VQAGraphError, describe_validation_error
 from vqagraph.media import image_from_string
-from vqagraph.request import AskRequest
+from vqagraph.request import AskRequest, validate_marks
 
 if TYPE_CHECKING:
     from vqagraph.engine import Engine
@@ -47,6 +50,23 @@ class AskResult(BaseModel):
     mark_notes: list[str] = Field(default_factory=list)
 
 
+class _OneLineErrors(MCPServer):
+    """The SDK reports arguments that do not fit a tool's schema in pydantic's many-line text; this says the first
+    fault in one line (`question: Field required`), as the tools' own errors are."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(exc, UnexpectedToolError) or not isinstance(cause, ValidationError):
+                raise
+            raise ToolError(f"Error executing tool {name}: invalid arguments: "
+                            f"{describe_validation_error(cause)}") from cause
+
+
 def build_server(engine: Engine, store: str | None = None) -> MCPServer:
     """An MCP server with `ask_image` and `render_marks` over `engine` (its models load on first use)."""
     from mcp.server.mcpserver.exceptions import ToolError
@@ -58,9 +78,9 @@ def build_server(engine: Engine, store: str | None = None) -> MCPServer:
         try:
             return await anyio.to_thread.run_sync(call)
         except VQAGraphError as exc:
-            raise ToolError(str(exc)) from exc
+            raise ToolError(" ".join(str(exc).split())) from exc
 
-    server: MCPServer = MCPServer(
+    server: MCPServer = _OneLineErrors(
         "vqagraph",
         instructions="Answers questions about images with a frozen LLM (vqagraph). Give a local image path or a "
         "data: URL and a short question; the answer is a few words.",
@@ -73,12 +93,11 @@ def build_server(engine: Engine, store: str | None = None) -> MCPServer:
                         route: RequestedRoute = "auto",
                         marks: list[dict[str, Any]] | None = None, thread: str | None = None) -> AskResult:
         def ask(engine: Engine) -> AskResult:
+            checked = validate_marks(marks or [], allow_files=False)
             source = image_from_string(image, engine.tools.images) if image else None
             if source is None and not thread:
-                from vqagraph.errors import ImageError
-
                 raise ImageError("give an image (a local path or a data: URL), or a thread to continue")
-            answer = engine.answer(AskRequest(question=question, image=source, marks=marks or [], route=route,
+            answer = engine.answer(AskRequest(question=question, image=source, marks=checked, route=route,
                                               thread=thread, store=store))
             return AskResult(answer=answer.answer, route=answer.route, route_reason=answer.trace.route_reason,
                              question=answer.question, image_ref=answer.image_ref, thread=thread,
@@ -92,7 +111,8 @@ def build_server(engine: Engine, store: str | None = None) -> MCPServer:
     async def render_marks(image: str, marks: list[dict[str, Any]]) -> Image:
         def render(engine: Engine) -> bytes:
             buffer = io.BytesIO()
-            engine.render(image_from_string(image, engine.tools.images), marks).save(buffer, format="PNG")
+            checked = validate_marks(marks, allow_files=False)
+            engine.render(image_from_string(image, engine.tools.images), checked).save(buffer, format="PNG")
             return buffer.getvalue()
 
         return Image(data=await run(render), format="png")

@@ -53,7 +53,7 @@ def run_command(command: Callable[[argparse.Namespace], int], args: argparse.Nam
     try:
         return int(command(args))
     except VQAGraphError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, even quoting a library
         return 2
     except BrokenPipeError:
         sys.stderr.close()

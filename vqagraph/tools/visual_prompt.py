@@ -8,8 +8,12 @@ Random details (triangle corners, scribble control points, arrow angle, length a
 
 from __future__ import annotations
 
+import io
 import math
+import os
 import re
+import stat
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -42,11 +46,21 @@ SIZE_AT_336 = {"rectangle": 3, "ellipse": 3, "triangle": 3, "arrow": 3, "scribbl
 ELLIPSE_RATIO = 1.2  # ViP enlarges the box 1–1.5× about its centre
 MAX_ANGLE = 150.0  # degrees; ViP rejects flatter triangles
 ARROW_MAX_LENGTH = 50  # pixels at 336
+# Limits on what a caller may ask to draw, so no mark costs more than the image itself (drawing cost grows with a
+# width's square, and a scribble or mask contour pays it at every point of its stroke).
+MAX_MARKS = 8  # marks on one image
+MAX_POINTS = 1000  # points in a polygon or a path
+MAX_WIDTH = 1024  # pixels: any width (a point's radius), checked before the image is known
+WIDTH_DIVISOR = 8  # a width (a point's radius) is at most max(W, H) / 8 of the image it is drawn on (and 1 always)
+COORD_FACTOR = 10  # coordinates lie within ±10 × max(W, H): far enough off the picture to be clipped, no further
+MAX_MASK_BYTES = 64 * 2**20  # a mask image file
 REGIONS: dict[str, tuple[str, ...]] = {
     "point": ("point", "box"), "mask": ("polygon", "mask_path", "box"), "mask_contour": ("polygon", "mask_path", "box"),
-    "scribble": ("polygon", "mask_path", "box"), "rectangle": ("box", "polygon"), "ellipse": ("box", "polygon"),
-    "triangle": ("box", "polygon"), "arrow": ("box", "polygon"),
+    "scribble": ("polygon", "mask_path", "box", "path"), "rectangle": ("box", "polygon"), "ellipse": ("box", "polygon"),
+    "triangle": ("box", "polygon", "path"), "arrow": ("box", "polygon", "path"),
 }
+# A `path` is a stroke the user drew (the web page): drawn as given instead of ViP's random one in a region.
+PATH_POINTS = {"arrow": (2, 2), "triangle": (3, 3), "scribble": (2, None)}  # (fewest, most) points
 SYNTAX = (f"expected SHAPE:COORDS[:COLOUR], e.g. rectangle:20,30,120,90:red or point:0.5,0.5:#00ff00 (SHAPE one of "
           f"{', '.join(SHAPES)}; COORDS 4 numbers = box x0,y0,x1,y1, 2 = point, 6 or more = polygon x,y,x,y,..., all "
           "in [0, 1] = fractions of the image, or @PATH = a mask image; COLOUR a name or #rrggbb)")
@@ -57,13 +71,14 @@ Point = tuple[float, float]
 class Mark(BaseModel):
     """One visual prompt: a shape, the region it points at (one of box, point, polygon, mask), and its look."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     shape: Shape
     box: tuple[float, float, float, float] | None = None  # x0, y0, x1, y1 in pixels, x1 and y1 exclusive
     point: tuple[float, float] | None = None
     polygon: list[tuple[float, float]] | None = None
     mask_path: str | None = None  # a mask image the size of the picture; non-zero = inside
+    path: list[tuple[float, float]] | None = None  # an arrow's tail and tip, a triangle's corners, a scribble's stroke
     colour: str | tuple[int, int, int] = "red"
     width: int | None = None  # line width, a point's radius; None = ViP's constant scaled to the image
     alpha: int = 128  # 1..255; docs/methods.md §4: 128 at evaluation
@@ -76,10 +91,32 @@ class Mark(BaseModel):
             return SHAPE_ALIASES.get(value, value)
         return value
 
+    @field_validator("polygon", "path", mode="before")
+    @classmethod
+    def _few_points(cls, value: Any) -> Any:
+        """Counted before the points are parsed, so a million of them cost nothing."""
+        if isinstance(value, list | tuple) and len(value) > MAX_POINTS:
+            raise ValueError(f"{len(value)} points, over the limit of {MAX_POINTS}")
+        return value
+
+    @field_validator("colour", mode="before")
+    @classmethod
+    def _short_colour(cls, value: Any) -> Any:
+        if isinstance(value, str) and len(value) > 32:  # no colour's name is longer; keeps error messages short
+            raise ValueError(f"a colour of {len(value)} characters is no name or #rrggbb")
+        return value
+
+    @field_validator("width")
+    @classmethod
+    def _not_too_wide(cls, value: int | None) -> int | None:
+        if value is not None and value > MAX_WIDTH:
+            raise ValueError(f"{value} is over the limit of {MAX_WIDTH} pixels")
+        return value
+
     @model_validator(mode="after")
     def _one_region(self) -> Mark:
         allowed = REGIONS[self.shape]
-        given = [k for k in ("box", "point", "polygon", "mask_path") if getattr(self, k) is not None]
+        given = [k for k in ("box", "point", "polygon", "mask_path", "path") if getattr(self, k) is not None]
         for kind in given:
             if kind not in allowed:
                 raise ValueError(f"a {self.shape} takes a {' or a '.join(allowed)}, not a {kind}")
@@ -123,6 +160,7 @@ class Region:
     polygon: list[Point] | None = None
     mask: np.ndarray | None = None
     point: Point | None = None
+    path: list[Point] | None = None
 
 
 def resolve_colour(colour: str | tuple[int, int, int]) -> tuple[tuple[int, int, int], str | None]:
@@ -154,13 +192,43 @@ def _fmt(values: tuple[float, ...] | list[float]) -> str:
     return "(" + ", ".join(str(int(v)) if float(v).is_integer() else f"{v:.1f}" for v in values) + ")"
 
 
+def _read_mask_file(path: str, size: tuple[int, int], where: str) -> Image.Image:
+    """A mask image from a file: only a regular file (a FIFO or a device would block or never end) of at most
+    MAX_MASK_BYTES, its size checked against the picture's before a pixel is decoded."""
+    shown = repr(path) if len(path) <= 200 else repr(path[:200]) + "…"
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise MarkError(f"{where}: mask image {shown} is not a regular file")
+        # O_NONBLOCK: should the path become a FIFO after the check above, opening it still does not wait.
+        with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as file:
+            info = os.fstat(file.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise MarkError(f"{where}: mask image {shown} is not a regular file")
+            if info.st_size > MAX_MASK_BYTES:
+                raise MarkError(f"{where}: mask image {shown} has {info.st_size:,} bytes, over the limit of "
+                                f"{MAX_MASK_BYTES:,}")
+            data = file.read(MAX_MASK_BYTES + 1)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise MarkError(f"{where}: mask image {shown} cannot be read ({reason})") from exc
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below
+            with Image.open(io.BytesIO(data)) as opened:
+                if opened.size != size:
+                    raise MarkError(f"{where}: the mask is {opened.size[0]}x{opened.size[1]} but must be the "
+                                    f"image's size, {size[0]}x{size[1]}")
+                return opened.convert("L")
+    except Image.DecompressionBombError as exc:
+        raise MarkError(f"{where}: mask image {shown} has far more pixels than the {size[0]}x{size[1]} "
+                        "image") from exc
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+        raise MarkError(f"{where}: mask image {shown} cannot be read (not an image Pillow can decode)") from exc
+
+
 def _as_mask(value: Any, size: tuple[int, int], where: str) -> np.ndarray:
     if isinstance(value, str):
-        try:
-            with Image.open(value) as opened:
-                value = opened.convert("L")
-        except (OSError, UnidentifiedImageError) as exc:
-            raise MarkError(f"{where}: mask image {value!r} cannot be read ({exc})") from exc
+        value = _read_mask_file(value, size, where)
     array: np.ndarray = np.asarray(value.convert("L") if isinstance(value, Image.Image) else value)
     if array.ndim == 3:
         array = np.asarray(array.any(axis=-1))
@@ -172,6 +240,27 @@ def _as_mask(value: Any, size: tuple[int, int], where: str) -> np.ndarray:
     return array != 0
 
 
+def max_width(size: tuple[int, int]) -> int:
+    """The widest line (a point's largest radius) a mark may ask for on an image of this size."""
+    return max(1, max(size) // WIDTH_DIVISOR)
+
+
+def _check_coordinates(mark: Mark, size: tuple[int, int], where: str) -> None:
+    """Every coordinate finite and within ±COORD_FACTOR × max(W, H): drawing and clipping stay cheap and exact."""
+    limit = COORD_FACTOR * max(size)
+    for kind in ("box", "point", "polygon", "path"):
+        value = getattr(mark, kind)
+        if value is None:
+            continue
+        numbers = [v for pair in value for v in pair] if kind in ("polygon", "path") else list(value)
+        for number in numbers:
+            if not math.isfinite(number):
+                raise MarkError(f"{where}: the {kind}'s coordinate {number} is not a finite number")
+            if abs(number) > limit:
+                raise MarkError(f"{where}: the {kind}'s coordinate {number:g} is beyond the limit of ±{limit} pixels "
+                                f"({COORD_FACTOR} × the larger side of the {size[0]}x{size[1]} image)")
+
+
 def check_mark(mark: Mark, size: tuple[int, int], *, index: int = 0, mask: Any = None) -> Region:
     """Everything a mark can get wrong against an image, as MarkError naming the mark; returns the clipped region."""
     width, height = size
@@ -180,6 +269,11 @@ def check_mark(mark: Mark, size: tuple[int, int], *, index: int = 0, mask: Any =
         raise MarkError(f"{where}: alpha {mark.alpha} is outside 1..255")
     if mark.width is not None and mark.width < 1:
         raise MarkError(f"{where}: width {mark.width} must be at least 1")
+    widest = max_width(size)
+    if mark.width is not None and mark.width > widest:
+        raise MarkError(f"{where}: {'radius' if mark.shape == 'point' else 'width'} {mark.width} is over the limit "
+                        f"of {widest} pixels for the {width}x{height} image (max(W, H) / {WIDTH_DIVISOR})")
+    _check_coordinates(mark, size, where)
     try:
         resolve_colour(mark.colour)
     except MarkError as exc:
@@ -188,7 +282,7 @@ def check_mark(mark: Mark, size: tuple[int, int], *, index: int = 0, mask: Any =
         if "mask_path" not in REGIONS[mark.shape]:
             raise MarkError(f"{where}: a {mark.shape} takes a {' or a '.join(REGIONS[mark.shape])}, not a mask")
         if mask is not None and any(
-                getattr(mark, k) is not None for k in ("box", "point", "polygon", "mask_path")):
+                getattr(mark, k) is not None for k in ("box", "point", "polygon", "mask_path", "path")):
             raise MarkError(f"{where}: give either a mask or a region in the mark, not both")
         pixels = _as_mask(mask if mask is not None else mark.mask_path, size, where)
         ys, xs = np.nonzero(pixels)
@@ -198,8 +292,19 @@ def check_mark(mark: Mark, size: tuple[int, int], *, index: int = 0, mask: Any =
         if not (math.isfinite(x) and math.isfinite(y) and 0 <= x < width and 0 <= y < height):
             raise MarkError(f"{where}: point {_fmt(mark.point)} lies outside the {width}x{height} image")
         return Region((x, y, x + 1, y + 1), point=(x, y))
-    polygon = None
-    if mark.polygon is not None:
+    polygon = path = None
+    if mark.path is not None:
+        path = [(float(x), float(y)) for x, y in mark.path]
+        fewest, most = PATH_POINTS[mark.shape]
+        if len(path) < fewest or (most is not None and len(path) > most):
+            count = f"{fewest}" if fewest == most else f"at least {fewest}"
+            raise MarkError(f"{where}: a {mark.shape}'s path has {count} points, not {len(path)}")
+        if not all(math.isfinite(v) for point in path for v in point):
+            raise MarkError(f"{where}: the path's points must be finite numbers")
+        path_xs, path_ys = [x for x, _ in path], [y for _, y in path]
+        # Half a pixel round the stroke: a straight horizontal arrow still has a region.
+        box, kind = (min(path_xs) - 0.5, min(path_ys) - 0.5, max(path_xs) + 0.5, max(path_ys) + 0.5), "the path's box"
+    elif mark.polygon is not None:
         polygon = [(float(x), float(y)) for x, y in mark.polygon]
         xs_, ys_ = np.array([p[0] for p in polygon]), np.array([p[1] for p in polygon])
         area = 0.5 * abs(float(np.dot(xs_, np.roll(ys_, 1)) - np.dot(ys_, np.roll(xs_, 1))))
@@ -220,7 +325,7 @@ def check_mark(mark: Mark, size: tuple[int, int], *, index: int = 0, mask: Any =
     clipped = inside != tuple(box)
     note = (f"{where}: {kind} {_fmt(box)} was partly outside the {width}x{height} image and was clipped to "
             f"{_fmt(inside)}") if clipped else ""
-    return Region(inside, clipped, note, polygon=polygon)
+    return Region(inside, clipped, note, polygon=polygon, path=path)
 
 
 def _inside_polygon(xs: np.ndarray, ys: np.ndarray, polygon: list[Point]) -> np.ndarray:
@@ -295,6 +400,10 @@ def _ellipse(pen: _Pen, region: Region) -> Drawn:
 
 def _triangle(pen: _Pen, region: Region) -> Drawn:
     x0, y0, x1, y1 = region.box
+    if region.path:  # the user's own corners
+        corners = list(region.path)
+        ImageDraw.Draw(pen.layer).line([*corners, corners[0]], fill=pen.rgba, width=pen.width, joint="curve")
+        return None, corners
     for _ in range(500):
         xs, ys = pen.rng.uniform(x0, x1, 3), pen.rng.uniform(y0, y1, 3)
         corners = [(float(x), float(y)) for x, y in zip(xs, ys, strict=True)]
@@ -318,16 +427,22 @@ def _arrow(pen: _Pen, region: Region) -> Drawn:
     """The tip at the region's centre; the tail out along a random angle, preferably off the region and on the
     picture; ViP's length ≤ 50·scale with a head 0.2–0.5 of it, the head a filled triangle (docs/methods.md §4)."""
     x0, y0, x1, y1 = region.box
-    tip = ((x0 + x1) / 2, (y0 + y1) / 2)
-    longest = max(ARROW_MAX_LENGTH * pen.scale, 2.0)
-    length = float(pen.rng.uniform(min(max(0.8 * min(x1 - x0, y1 - y0), 0.5 * longest), longest), longest))
-    head = float(pen.rng.uniform(0.2, 0.5)) * length
-    angles = pen.rng.uniform(0, 2 * math.pi, 32)
-    tails = [(tip[0] + length * math.cos(a), tip[1] + length * math.sin(a)) for a in angles]
-    on_image = [0 <= x < pen.layer.width and 0 <= y < pen.layer.height for x, y in tails]
-    off_region = [not (x0 <= x <= x1 and y0 <= y <= y1) for x, y in tails]
-    ranked = [i for i in range(32) if on_image[i] and off_region[i]] + [i for i in range(32) if on_image[i]] + [0]
-    dx, dy = math.cos(angles[ranked[0]]), math.sin(angles[ranked[0]])
+    if region.path:  # the user's own stroke, tail to tip; the head as ViP draws it
+        (tx, ty), tip = region.path[0], region.path[-1]
+        length = max(math.hypot(tx - tip[0], ty - tip[1]), 1.0)
+        dx, dy = (tx - tip[0]) / length, (ty - tip[1]) / length
+        head = float(pen.rng.uniform(0.2, 0.5)) * min(length, ARROW_MAX_LENGTH * pen.scale)
+    else:
+        tip = ((x0 + x1) / 2, (y0 + y1) / 2)
+        longest = max(ARROW_MAX_LENGTH * pen.scale, 2.0)
+        length = float(pen.rng.uniform(min(max(0.8 * min(x1 - x0, y1 - y0), 0.5 * longest), longest), longest))
+        head = float(pen.rng.uniform(0.2, 0.5)) * length
+        angles = pen.rng.uniform(0, 2 * math.pi, 32)
+        tails = [(tip[0] + length * math.cos(a), tip[1] + length * math.sin(a)) for a in angles]
+        on_image = [0 <= x < pen.layer.width and 0 <= y < pen.layer.height for x, y in tails]
+        off_region = [not (x0 <= x <= x1 and y0 <= y <= y1) for x, y in tails]
+        ranked = [i for i in range(32) if on_image[i] and off_region[i]] + [i for i in range(32) if on_image[i]] + [0]
+        dx, dy = math.cos(angles[ranked[0]]), math.sin(angles[ranked[0]])
     tail, base = (tip[0] + length * dx, tip[1] + length * dy), (tip[0] + head * dx, tip[1] + head * dy)
     half = head * math.tan(math.radians(30))  # a 60° head; ViP's fans out 120°
     left, right = (base[0] - half * dy, base[1] + half * dx), (base[0] + half * dy, base[1] - half * dx)
@@ -338,7 +453,11 @@ def _arrow(pen: _Pen, region: Region) -> Drawn:
 
 
 def _scribble(pen: _Pen, region: Region) -> Drawn:
-    """A cubic Bézier whose 4 control points lie inside the region, as a polyline of ~1000·scale samples."""
+    """A cubic Bézier whose 4 control points lie inside the region, as a polyline of ~1000·scale samples (or the
+    user's own stroke, as drawn)."""
+    if region.path:
+        ImageDraw.Draw(pen.layer).line(list(region.path), fill=pen.rgba, width=pen.width, joint="curve")
+        return None, list(region.path)
     controls = _sample_inside(region, pen.rng, 4)
     p = np.array(controls)
     t = np.linspace(0.0, 1.0, max(100, int(1000 * pen.scale)))[:, None]
@@ -355,17 +474,22 @@ def _outline_polygon(region: Region, layer: Image.Image) -> list[Point]:
     return [(x0, y0), (x0, y1), (x1, y1), (x1, y0)]
 
 
+def _window_any(array: np.ndarray, length: int) -> np.ndarray:
+    """out[i] = any(array[i : i + length]) along the first axis, in log2(length) passes: windows doubling in span,
+    then two overlapping ones, so a wide mark costs a few passes over the image, not one per pixel of width."""
+    span = 1
+    while span * 2 <= length:
+        array = array[:-span] | array[span:]  # now array[i] = any over span * 2 rows
+        span *= 2
+    return array[: len(array) - (length - span)] | array[length - span :]
+
+
 def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Square dilation by `radius` pixels: OR of shifted copies, rows then columns (memory stays two arrays)."""
-    height, width = mask.shape
-    padded = np.pad(mask, radius)
-    rows = np.zeros((height, width + 2 * radius), dtype=bool)
-    for k in range(2 * radius + 1):
-        rows |= padded[k : k + height]
-    out = np.zeros((height, width), dtype=bool)
-    for k in range(2 * radius + 1):
-        out |= rows[:, k : k + width]
-    return out
+    """Square dilation by `radius` pixels: a window of 2·radius + 1 along the rows, then along the columns."""
+    if radius <= 0:
+        return mask.copy()
+    rows = _window_any(np.pad(mask, radius), 2 * radius + 1)  # (height, width + 2·radius)
+    return np.ascontiguousarray(_window_any(rows.T, 2 * radius + 1).T)
 
 
 def _paint(pen: _Pen, pixels: np.ndarray) -> None:
@@ -398,7 +522,8 @@ DRAWERS: dict[str, Callable[[_Pen, Region], Drawn]] = {
 
 
 def render_marks(
-    image: Image.Image, marks: list[Mark], *, seed: int = 0, max_marks: int = 8, masks: dict[int, Any] | None = None
+    image: Image.Image, marks: list[Mark], *, seed: int = 0, max_marks: int = MAX_MARKS,
+    masks: dict[int, Any] | None = None,
 ) -> tuple[Image.Image, list[RenderedMark]]:
     """Draw the marks in order onto a new RGB copy of the image; every mark is checked before any is drawn."""
     if len(marks) > max_marks:

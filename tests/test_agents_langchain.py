@@ -169,6 +169,14 @@ def test_langgraph_json_app_is_a_conversation(engine: Any, monkeypatch: pytest.M
         assert any(namespace and mode == "updates" for namespace, mode, _chunk in events)
         tokens = "".join(chunk["token"] for _namespace, mode, chunk in events if mode == "custom")
         assert tokens.strip() and events[-1][2]["ask"]["answer"] in tokens.lower()
+        # Its clients are remote: no file of this machine is read, as an image or as a mask.
+        from vqagraph.errors import ImageError, MarkError
+
+        with pytest.raises(ImageError, match="data: URL"):
+            app.invoke({"question": "What is it?", "image": "/etc/hostname"}, {"configurable": {"thread_id": "s-2"}})
+        with pytest.raises(MarkError, match="mask_path is not accepted"):
+            app.invoke({"question": "What is this?", "marks": [{"shape": "mask", "mask_path": "/etc/hostname"}]},
+                       thread)
     finally:
         langgraph_app.set_engine(None)
 

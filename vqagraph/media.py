@@ -64,7 +64,7 @@ def image_from_string(text: str, store: ImageStore | None, *, root: str | Path |
         return decode_data_url(text)
     if store is None:  # a remote client: its URL goes to the caller's fetch, which refuses what it may not get
         if fetch is None:
-            raise ImageError("the image must be a data: URL or an http(s) URL")
+            raise ImageError("the image must be a data: URL here")
         return fetch(text)
     if text.lower().startswith("sha256:"):
         if not IMAGE_REF.match(text):

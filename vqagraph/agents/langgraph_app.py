@@ -101,14 +101,15 @@ def ask(state: AppState) -> dict[str, Any]:
     if not question:
         raise QuestionError("no question: send a user message (or set `question`)")
     image = state.get("image") or part_image
-    ref = engine.add_image(image_from_string(image, engine.tools.images)) if image else state.get("image_ref")
+    # A LangGraph server's clients are remote: images come as data: URLs only, never as files of this machine.
+    ref = engine.add_image(image_from_string(image, None)) if image else state.get("image_ref")
     if not ref:
         raise ImageError("no image yet: put an image in the user message (image_url data URL) or set `image`")
     route = state.get("route") or "auto"
     router = state.get("router") or None
     engine.check_route(route, router)
     history = history_on(state.get("turns", []), ref)
-    inputs = engine.graph_inputs(ref, question, route, validate_marks(state.get("marks") or []), router, history)
+    inputs = engine.graph_inputs(ref, question, route, validate_marks(state.get("marks") or [], allow_files=False), router, history)
     intake = time.perf_counter() - start
     # Nested in this run; tokens go out as custom stream events (a no-op unless the caller streams "custom").
     # Runs of other threads may ask at the same time: the engine batches their model calls.

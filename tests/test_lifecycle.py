@@ -231,3 +231,66 @@ def test_a_port_already_listening_is_a_clear_error_before_vllm_starts(llm_profil
         assert done.returncode == 2, done.stdout + done.stderr
         assert done.stderr.strip().splitlines()[-1] == f"vqagraph: error: {expected}"
         assert "Traceback" not in done.stderr and "starting vLLM" not in done.stdout
+
+
+def test_a_cli_killed_mid_turn_leaves_its_thread_consistent(engine: Engine, tmp_path: Path) -> None:
+    """`vqagraph ask --thread` killed while its LLM call is in flight: the thread keeps exactly its earlier turns
+    (no half-written turn), and the next turn continues it."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from PIL import Image, ImageDraw
+
+    picture = Image.new("RGB", (160, 120), "white")
+    ImageDraw.Draw(picture).ellipse((20, 20, 90, 90), fill="red")
+    store = str(tmp_path / "threads.sqlite")
+    engine.conversation("killed", store=store).ask("What colour is the circle?", image=picture, route="img2llm")
+    engine.close()
+
+    in_call = threading.Event()
+    release = threading.Event()
+
+    class StuckLLM(BaseHTTPRequestHandler):
+        """Answers what it serves, then holds every completion request: the turn stops inside its LLM call."""
+
+        def do_GET(self) -> None:
+            body = json.dumps({"data": [{"id": "stuck", "max_model_len": 2048}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            in_call.set()
+            release.wait(60)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    llm = ThreadingHTTPServer(("127.0.0.1", 0), StuckLLM)
+    threading.Thread(target=llm.serve_forever, daemon=True).start()
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "vqagraph", "ask", "--thread", "killed", "--store", store, "--profile", "tiny",
+         "--route", "img2llm", "--llm-url", f"http://127.0.0.1:{llm.server_address[1]}", "Is it big?"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert in_call.wait(300), cli.communicate(timeout=30)[1][-2000:]
+        os.killpg(cli.pid, signal.SIGKILL)  # mid-turn: the CLI is waiting for the LLM's answer
+        cli.wait(30)
+    finally:
+        release.set()
+        if cli.poll() is None:
+            os.killpg(cli.pid, signal.SIGKILL)
+            cli.wait(30)
+        llm.shutdown()
+        llm.server_close()
+    reopened = Engine.from_profile("tiny", llm={"id": "builtin:tiny-llama"}, qformer={"id": "builtin:tiny-blip2"})
+    try:
+        chat = reopened.conversation("killed", store=store)
+        assert [t.question for t in chat.history()] == ["What colour is the circle?"]
+        chat.ask("Where is it?", route="img2llm")
+        assert [t.question for t in chat.history()] == ["What colour is the circle?", "Where is it?"]
+        assert chat.history()[1].history_turns == 1
+    finally:
+        reopened.close()

@@ -372,3 +372,39 @@ def test_page_assets_are_served_locally(server: str) -> None:
     assert httpx.get(f"{server}/static/../web.py").status_code == 404
     text = page.text + httpx.get(f"{server}/static/app.js").text + httpx.get(f"{server}/static/style.css").text
     assert "http://" not in text and "https://" not in text  # nothing to fetch from elsewhere
+
+
+def test_ui_command_prints_the_page_and_serves_it() -> None:
+    """`vqagraph ui` listens on loopback, says where the page is, serves it, and stops on Ctrl-C."""
+    import signal
+    import subprocess
+    import sys
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "vqagraph", "ui", "--port", str(port), "--profile", "tiny"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("vqagraph ui: open"):
+                break
+        assert lines and lines[-1].split()[3] == f"http://127.0.0.1:{port}/", "".join(lines)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and process.poll() is None, "".join(lines)
+                time.sleep(0.2)
+        assert page.status_code == 200 and "<title>vqagraph</title>" in page.text
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+    assert process.returncode in (0, 130)  # 130: stopped by Ctrl-C, as a shell reports it

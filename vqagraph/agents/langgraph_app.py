@@ -109,7 +109,8 @@ def ask(state: AppState) -> dict[str, Any]:
     router = state.get("router") or None
     engine.check_route(route, router)
     history = history_on(state.get("turns", []), ref)
-    inputs = engine.graph_inputs(ref, question, route, validate_marks(state.get("marks") or [], allow_files=False), router, history)
+    marks = validate_marks(state.get("marks") or [], allow_files=False)
+    inputs = engine.graph_inputs(ref, question, route, marks, router, history)
     intake = time.perf_counter() - start
     # Nested in this run; tokens go out as custom stream events (a no-op unless the caller streams "custom").
     # Runs of other threads may ask at the same time: the engine batches their model calls.

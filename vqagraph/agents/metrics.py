@@ -1,6 +1,6 @@
 """The server's Prometheus metrics (`GET /metrics`): HTTP requests and latency from
 prometheus-fastapi-instrumentator, and the engine's own: answers and their latency by route and status, batch
-sizes per model stage, requests in progress, 429s, feature-cache hits and misses, LLM tokens in and out.
+sizes per model stage, requests in progress, 429s, time-outs, feature-cache hits and misses, LLM tokens in and out.
 
 Each server keeps its own registry, so two apps in one process (tests, replicas) never share counters.
 """
@@ -47,6 +47,7 @@ class ServerMetrics:
     queue: Gauge
     rejected: Counter
     tokens: Counter
+    timed_out: Counter
 
     @classmethod
     def for_engine(cls, engine: Engine) -> ServerMetrics:
@@ -64,6 +65,8 @@ class ServerMetrics:
                              registry=registry),
             tokens=Counter("vqagraph_llm_tokens", "LLM tokens read (prompt) and written (completion)", ["kind"],
                            registry=registry),
+            timed_out=Counter("vqagraph_requests_timed_out", "requests answered 504 (or a stream ended) at the "
+                              "request deadline; their work may still be running", registry=registry),
         )
         registry.register(FeatureCacheCollector(engine))
         engine.tools.batch_observers.append(lambda stage, size: metrics.batch_size.labels(stage).observe(size))

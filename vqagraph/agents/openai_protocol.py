@@ -1,14 +1,32 @@
 """The OpenAI chat-completions wire format that `vqagraph serve` speaks: requests, responses, errors, and the
 intake of `image_url` parts (data URLs; allow-listed remote URLs, fetched only from public addresses).
 
-Only what a visual question needs is read; OpenAI fields that do not apply to a frozen LLM answering briefly
-(temperature, tools, logprobs…) are accepted and ignored, so unmodified clients work. vqagraph's own knobs
-travel in the extension field `vqagraph` (the openai client sends it with `extra_body={"vqagraph": {...}}`).
+Fields are type-checked as OpenAI checks them (`stream: "yes"` or `temperature: "hot"` is a 400), and every
+request parameter is either honoured or refused with a 400 that names it; none is silently ignored:
+
+- read: `model`, `messages`, `stream`, `stream_options.include_usage` (only with `stream: true`), `user` (the
+  thread id when `vqagraph.thread` is absent), `n` (1 only), and vqagraph's own knobs in the extension field
+  `vqagraph` (the openai client sends it with `extra_body={"vqagraph": {...}}`);
+- honoured when they ask for what the engine does anyway, refused otherwise: `max_tokens` and
+  `max_completion_tokens` (at least the profile's answer cap, since answers never exceed it; a smaller cap would
+  need the engine to take per-request generation settings), `temperature` 0 (greedy decoding), `top_p` 1,
+  `frequency_penalty` and `presence_penalty` 0, `logprobs` false, `response_format` `{"type": "text"}`,
+  `modalities` `["text"]`, `store` false, `stream_options` `{"include_usage": bool}`;
+- refused whatever their value (null counts as absent): `tools`, `tool_choice`, `parallel_tool_calls`,
+  `functions`, `function_call`, `top_logprobs`, `logit_bias`, `stop`, `seed` (answers are deterministic
+  already), `audio`, `prediction`, `metadata`, `service_tier`, `reasoning_effort`, `verbosity`,
+  `web_search_options`, and any field OpenAI does not define.
+
+In messages: `system` and `developer` messages are accepted and not given to the LLM (each route's prompt is
+fixed by its method); `tool` and `function` messages, assistant `tool_calls` and content parts other than `text`
+and `image_url` are refused; an `image_url`'s `detail` is accepted and has no effect (the image goes in at the
+model's own resolution).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import re
 import socket
@@ -18,7 +36,17 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
 
 from vqagraph.config import RequestedRoute
 from vqagraph.tools.llm.postprocess import postprocess_answer
@@ -29,13 +57,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("vqagraph.serve")
 
 THREAD_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
+PARAM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # a field name echoed in an error as it is; else not echoed
+MAX_MESSAGES = 1000  # messages in one request (a chat a client resends whole)
 
 
 class ImageURL(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
-    url: str
-    detail: str | None = None
+    url: StrictStr
+    detail: Literal["auto", "low", "high"] | None = None
 
 
 class ContentPart(BaseModel):
@@ -43,8 +73,8 @@ class ContentPart(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    type: str
-    text: str | None = None
+    type: StrictStr
+    text: StrictStr | None = None
     image_url: ImageURL | None = None
 
 
@@ -52,8 +82,8 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[ContentPart] | None = None
-    name: str | None = None
+    content: StrictStr | list[ContentPart] | None = None
+    name: StrictStr | None = None
 
     def text(self) -> str:
         """The message's text parts joined by spaces (images left out)."""
@@ -68,13 +98,29 @@ class Message(BaseModel):
             return []
         return [part.image_url.url for part in self.content if part.type == "image_url" and part.image_url]
 
+    def refusal(self) -> str | None:
+        """Why this message cannot be answered here (tool traffic, parts that are neither text nor an image)."""
+        if self.role in ("tool", "function"):
+            return f"{self.role} messages are not supported: this server has no tool calling"
+        extra = self.model_extra or {}
+        for name in ("tool_calls", "function_call"):
+            if extra.get(name):
+                return f"assistant `{name}` are not supported: this server has no tool calling"
+        if isinstance(self.content, list):
+            for part in self.content:
+                if part.type not in ("text", "image_url"):
+                    return f"content parts of type {part.type[:40]!r} are not supported (only text and image_url)"
+                if part.type == "image_url" and part.image_url is None:
+                    return "an image_url part needs `image_url: {\"url\": ...}`"
+        return None
+
 
 class VQAOptions(BaseModel):
     """The `vqagraph` extension field of a request."""
 
     model_config = ConfigDict(extra="forbid")
 
-    thread: str | None = Field(None, description="a conversation thread id: continued if it exists, else created")
+    thread: StrictStr | None = Field(None, description="a conversation thread id: continued if it exists, else created")
     route: RequestedRoute = "auto"
     router: Literal["rules", "cascade", "both"] | None = None
     marks: list[dict[str, Any]] = Field(default_factory=list, description="visual prompts (Mark fields), pixels")
@@ -88,20 +134,47 @@ class VQAOptions(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
-    include_usage: bool = False
+    include_usage: StrictBool = False
+
+
+# Parameters accepted only at these values (what the engine does anyway); None is always "not given".
+DEFAULT_ONLY: dict[str, tuple[Any, str]] = {
+    "logprobs": (False, "log-probabilities are not returned"),
+    "response_format": ({"type": "text"}, "answers are plain text"),
+    "modalities": (["text"], "answers are text"),
+    "store": (False, "completions are not stored"),
+}
+# Parameters refused whatever their value (other than null), with the reason the client sees.
+REFUSED: dict[str, str] = {
+    "tools": "this server has no tool calling", "tool_choice": "this server has no tool calling",
+    "parallel_tool_calls": "this server has no tool calling", "functions": "this server has no tool calling",
+    "function_call": "this server has no tool calling", "top_logprobs": "log-probabilities are not returned",
+    "logit_bias": "the LLM's logits cannot be biased per request", "stop": "answers end where the route cuts them",
+    "seed": "answers are deterministic already (greedy decoding, seeded sampling)",
+    "audio": "answers are text", "prediction": "predicted outputs are not supported",
+    "metadata": "completions are not stored", "service_tier": "there are no service tiers",
+    "reasoning_effort": "the frozen LLM does not reason", "verbosity": "the answer's length is the route's",
+    "web_search_options": "there is no web search",
+}
 
 
 class ChatCompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow")  # kept to name them in the 400 (`refusal`), never used
 
-    model: str
-    messages: list[Message] = Field(min_length=1)
-    stream: bool = False
+    model: StrictStr
+    messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    n: int | None = None
-    user: str | None = Field(None, description="names the conversation thread when `vqagraph.thread` does not")
+    n: StrictInt | None = None
+    user: StrictStr | None = Field(None, description="names the conversation thread when `vqagraph.thread` does not")
+    max_tokens: StrictInt | None = None
+    max_completion_tokens: StrictInt | None = None
+    temperature: StrictFloat | None = Field(None, ge=0, le=2)
+    top_p: StrictFloat | None = Field(None, ge=0, le=1)
+    frequency_penalty: StrictFloat | None = Field(None, ge=-2, le=2)
+    presence_penalty: StrictFloat | None = Field(None, ge=-2, le=2)
     vqagraph: VQAOptions = Field(default_factory=VQAOptions)
 
     def thread_id(self) -> str | None:
@@ -109,6 +182,46 @@ class ChatCompletionRequest(BaseModel):
         if thread is not None and not THREAD_ID.match(thread):
             raise ValueError("`user`, used as the thread id, must be 1-128 characters of letters, digits and _ . : @ -")
         return thread
+
+    def refusal(self, answer_cap: int) -> APIError | None:
+        """The 400 for the first parameter this server cannot honour (None when all can be): what the engine does
+        anyway is accepted, anything else is named. `answer_cap`: the most tokens an answer can have."""
+        def refuse(param: str, message: str) -> APIError:
+            return APIError(400, message, code="unsupported_parameter", param=param)
+
+        if self.stream_options is not None and not self.stream:
+            return refuse("stream_options", "stream_options is only allowed when stream is true")
+        if self.n not in (None, 1):
+            return refuse("n", "only n=1 is supported (one answer per question)")
+        for name in ("max_tokens", "max_completion_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < answer_cap:
+                return refuse(name, f"{name} must be at least {answer_cap}: answers are at most {answer_cap} tokens "
+                              "(the profile's cap) and a smaller cap per request is not supported")
+        for name, default, why in (("temperature", 0.0, "decoding is greedy"), ("top_p", 1.0, "decoding is greedy"),
+                                   ("frequency_penalty", 0.0, "no penalties are applied"),
+                                   ("presence_penalty", 0.0, "no penalties are applied")):
+            value = getattr(self, name)
+            if value is not None and value != default:
+                return refuse(name, f"{name} {value:g} is not supported: only {default:g} ({why})")
+        extra = {k: v for k, v in (self.model_extra or {}).items() if v is not None}
+        for name, value in extra.items():
+            if name in DEFAULT_ONLY:
+                default, why = DEFAULT_ONLY[name]
+                if value != default:
+                    return refuse(name, f"{name} is only accepted as {json.dumps(default)} ({why})")
+            elif name in REFUSED:
+                return refuse(name, f"{name} is not supported: {REFUSED[name]}")
+            else:
+                if not PARAM_NAME.match(name):
+                    return APIError(400, "unknown parameter (a field whose name is not shown: odd characters)",
+                                    code="unsupported_parameter")
+                return refuse(name, f"unknown parameter: {name}")
+        for index, message in enumerate(self.messages):
+            reason = message.refusal()
+            if reason is not None:
+                return refuse(f"messages.{index}", f"messages[{index}]: {reason}")
+        return None
 
 
 class Usage(BaseModel):
@@ -155,6 +268,25 @@ class APIError(Exception):
         self.headers = headers or {}
 
 
+UNION_TAGS = re.compile(r"^(str|int|float|bool|list|dict|none|function-.*|.*\[.*\].*)$")
+
+
+def validation_error(exc: ValidationError) -> APIError:
+    """pydantic's complaint as one 400 line: the most specific error (the deepest location), its path in the
+    request without pydantic's union tags, and no input echoed."""
+    errors = exc.errors(include_url=False, include_input=False)
+    first = max(errors, key=lambda e: len(e["loc"]))
+    if first["type"] == "json_invalid":
+        return APIError(400, "the request body is not valid JSON", code="invalid_json")
+    parts = [str(p) for p in first["loc"] if isinstance(p, int) or not UNION_TAGS.match(str(p))]
+    where = ".".join(parts)
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown field"
+    return APIError(400, f"invalid request: {where}: {message}" if where else f"invalid request: {message}",
+                    param=where or None)
+
+
 # ---------------------------------------------------------------------------------------------- remote images
 
 
@@ -174,8 +306,8 @@ def resolve_public(host: str, port: int) -> str:
     """Resolve `host`; every address it resolves to must be public. Returns the one to connect to."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise APIError(400, f"image URL host {host!r} does not resolve", code="invalid_image_url",
+    except (OSError, UnicodeError, ValueError) as exc:
+        raise APIError(400, f"image URL host {host[:100]!r} does not resolve", code="invalid_image_url",
                        param="messages") from exc
     addresses = []
     for info in infos:
@@ -191,34 +323,43 @@ def resolve_public(host: str, port: int) -> str:
     return addresses[0]
 
 
+def bad_url(message: str) -> APIError:
+    return APIError(400, message, code="invalid_image_url", param="messages")
+
+
 def check_remote_url(url: str, allow_hosts: Sequence[str]) -> urllib.parse.SplitResult:
     """The URL's parts, when its scheme is http(s) and its host is allow-listed; else a 400."""
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = (parts.hostname or "").lower().rstrip(".")
+        _ = parts.port  # a bad port raises here, not later
+    except ValueError as exc:  # "http://[::1", a port that is not a number…
+        raise bad_url("image_url is not a valid URL") from exc
     if parts.scheme not in ("http", "https"):
-        raise APIError(400, "image_url must be a data: URL, or an http(s) URL from an allow-listed host",
-                       code="invalid_image_url", param="messages")
-    host = (parts.hostname or "").lower().rstrip(".")
+        raise bad_url("image_url must be a data: URL, or an http(s) URL from an allow-listed host")
     if not allow_hosts:
         raise APIError(400, "remote image URLs are disabled on this server; send the image as a data: URL",
                        code="image_url_forbidden", param="messages")
+    if not host or any(c.isspace() or ord(c) < 32 for c in url):
+        raise bad_url("image_url is not a valid URL")
     if host not in {h.lower().rstrip(".") for h in allow_hosts}:
-        raise APIError(400, f"image URL host {host!r} is not allow-listed on this server",
+        raise APIError(400, f"image URL host {host[:100]!r} is not allow-listed on this server",
                        code="image_url_forbidden", param="messages")
     if parts.username or parts.password:
-        raise APIError(400, "image URLs with credentials are refused", code="invalid_image_url", param="messages")
+        raise bad_url("image URLs with credentials are refused")
     return parts
 
 
-def fetch_image(url: str, allow_hosts: Sequence[str], max_bytes: int, timeout: float = 10.0) -> bytes:
-    """Download an allow-listed image: no redirects, at most `max_bytes`, connected to the checked address."""
+def fetch_image(url: str, allow_hosts: Sequence[str], max_bytes: int, timeout: float = 10.0,
+                deadline: float = 30.0) -> bytes:
+    """Download an allow-listed image: no redirects, at most `max_bytes`, connected to the checked address, each
+    step within `timeout` seconds and the whole download within `deadline` (a server that drips bytes is cut off)."""
     import httpcore
 
+    end = time.monotonic() + deadline
     parts = check_remote_url(url, allow_hosts)
     host = parts.hostname or ""
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError as exc:
-        raise APIError(400, "image URL has an invalid port", code="invalid_image_url", param="messages") from exc
+    port = parts.port or (443 if parts.scheme == "https" else 80)
     address = resolve_public(host, port)
 
     class PinnedBackend(httpcore.SyncBackend):
@@ -229,29 +370,31 @@ def fetch_image(url: str, allow_hosts: Sequence[str], max_bytes: int, timeout: f
             return super().connect_tcp(address, port, timeout=timeout, local_address=local_address,
                                        socket_options=socket_options)
 
-    timeouts = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+    step = max(min(timeout, end - time.monotonic()), 0.01)
+    timeouts = {"connect": step, "read": step, "write": step, "pool": step}
+    too_large = APIError(413, f"the remote image is over the download limit of {max_bytes:,} bytes",
+                         code="image_too_large", param="messages")
     try:
         with httpcore.ConnectionPool(network_backend=PinnedBackend(), retries=0) as pool, \
                 pool.stream("GET", url, headers={"Accept": "image/*"}, extensions={"timeout": timeouts}) as response:
             if response.status != 200:
-                raise APIError(400, f"image URL answered HTTP {response.status} (redirects are not followed)",
-                               code="invalid_image_url", param="messages")
+                raise bad_url(f"image URL answered HTTP {response.status} (redirects are not followed)")
             length = dict((k.lower(), v) for k, v in response.headers).get(b"content-length")
             if length is not None and length.isdigit() and int(length) > max_bytes:
-                raise APIError(413, f"the remote image is over the download limit of {max_bytes:,} bytes",
-                               code="image_too_large", param="messages")
+                raise too_large
             data = bytearray()
             for piece in response.iter_stream():
                 data += piece
                 if len(data) > max_bytes:
-                    raise APIError(413, f"the remote image is over the download limit of {max_bytes:,} bytes",
-                                   code="image_too_large", param="messages")
+                    raise too_large
+                if time.monotonic() > end:
+                    raise bad_url(f"image URL took longer than {deadline:g} s to download")
     except httpcore.TimeoutException as exc:
-        raise APIError(400, f"image URL timed out after {timeout:g} s", code="invalid_image_url",
-                       param="messages") from exc
+        raise bad_url(f"image URL timed out after {step:g} s") from exc
     except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol) as exc:
-        raise APIError(400, f"image URL could not be fetched ({type(exc).__name__})", code="invalid_image_url",
-                       param="messages") from exc
+        raise bad_url(f"image URL could not be fetched ({type(exc).__name__})") from exc
+    except (ValueError, UnicodeError) as exc:  # a URL urllib took and httpcore does not
+        raise bad_url("image_url is not a valid URL") from exc
     return bytes(data)
 
 

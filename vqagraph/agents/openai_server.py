@@ -2,31 +2,53 @@
 
     POST /v1/chat/completions   the last user message's text is the question, its `image_url` part the image
     GET  /v1/models             the served profile (also answers to the model name `vqagraph`)
-    GET  /health                no auth; for load balancers
+    GET  /health                no auth, no Host check; for load balancers
     GET  /metrics               Prometheus: requests and latency by route and status, batch sizes, queue depth,
-                                feature-cache hits and misses, LLM tokens in and out
+                                feature-cache hits and misses, LLM tokens in and out, time-outs
 
 Images come as data URLs; remote `http(s)` URLs only from hosts the operator allow-lists, and never from a
 private, loopback, link-local or reserved address (checked after DNS resolution, and the connection is made to
 the address that was checked). Threads: `vqagraph.thread` (extension field) or `user` names a conversation in
 the thread store; without one, earlier user/assistant turns of the request about the same image are given to
-the routes as history (a stateless client's multi-turn).
+the routes as history (a stateless client's multi-turn). With API keys on, a thread answers only the key that
+started it (each key is its own owner).
 
 Concurrent requests run in worker threads side by side, and the engine gathers their model calls into batches
 (the profile's `batching`: a batch waits at most `window_ms` for more calls). At most `max_pending` requests are
 admitted at once; past that a request gets 429 with `Retry-After` at once, so a flood never hangs the server.
+
+Deadlines, so that no request can hold the others up:
+- request headers and then the body must each arrive within `body_timeout` seconds (slow headers: the
+  connection is closed; a slow body: 408);
+- a request is answered within `request_timeout` seconds, or gets 504 `timeout` (a stream: an error event,
+  then `[DONE]`). A model call cannot be interrupted, so the worker thread finishes its work; the request keeps
+  its place among `max_pending` until that work really ends. Timed-out requests therefore cannot pile up more
+  work than `max_pending` allows: the 504 frees the client, not the capacity;
+- a remote image download has a per-step timeout and an overall `fetch_timeout`.
+
+Browser safety: the Host header must name this server (loopback names, the bound host, `trusted_hosts`), which
+defeats DNS rebinding; a POST must be `Content-Type: application/json`, which a cross-site page cannot send
+without a CORS preflight; CORS is off unless `cors_origins` lists origins.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
+import hashlib
 import hmac
+import ipaddress
 import json
 import logging
+import math
+import socket
+import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 import anyio.from_thread
@@ -49,6 +71,7 @@ from vqagraph.agents.openai_protocol import (
     fetch_image,
     new_id,
     usage_of,
+    validation_error,
 )
 from vqagraph.errors import (
     ImageError,
@@ -76,11 +99,22 @@ T = TypeVar("T")
 
 DEFAULT_MAX_BODY = 20 * 1024 * 1024
 DEFAULT_MAX_DOWNLOAD = 20 * 1024 * 1024
+DEFAULT_REQUEST_TIMEOUT = 120.0  # seconds from the request's arrival to its answer (or a stream's end)
+DEFAULT_BODY_TIMEOUT = 30.0  # seconds for the request headers, and again for the body, to arrive
+DEFAULT_FETCH_TIMEOUT = 30.0  # seconds for a whole remote image download
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+LLM_DOWN = "the LLM server is unavailable"
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def api_error(exc: VQAGraphError) -> APIError:
-    """vqagraph's errors as HTTP statuses: the caller's fault is 4xx, the LLM's or the store's 5xx."""
-    from vqagraph.engine.threads import ThreadStoreError
+    """vqagraph's errors as HTTP statuses: the caller's fault is 4xx, the LLM's or the store's 5xx. A server-side
+    failure's message may name a backend URL or a path: the client gets a fixed line, the log the details."""
+    from vqagraph.engine.threads import ThreadAccessError, ThreadStoreError
 
     message = str(exc)
     if isinstance(exc, ImageTooLargeError):
@@ -93,13 +127,156 @@ def api_error(exc: VQAGraphError) -> APIError:
         return APIError(400, message, code="invalid_mark", param="vqagraph.marks")
     if isinstance(exc, ProfileError):
         return APIError(400, message, code="unsupported_route", param="vqagraph.route")
+    if isinstance(exc, ThreadAccessError):
+        return APIError(404, message, code="thread_not_found", param="vqagraph.thread")
     if isinstance(exc, LLMError):
-        return APIError(502, message, "api_error", code="llm_unavailable")
+        log.warning("LLM failure: %s", message)
+        return APIError(502, LLM_DOWN, "api_error", code="llm_unavailable")
     if isinstance(exc, ThreadStoreError):
         return APIError(503, message, "api_error", code="thread_store_unavailable")
     if isinstance(exc, ModelNotAvailableError | ModelMismatchError):
-        return APIError(503, message, "api_error", code="model_unavailable")
-    return APIError(500, message, "api_error", code="internal_error")
+        log.warning("model unavailable: %s", message)
+        return APIError(503, "a model this server needs is unavailable", "api_error", code="model_unavailable")
+    log.error("unexpected vqagraph error: %s", message)
+    return APIError(500, "internal error", "api_error", code="internal_error")
+
+
+def timeout_error(seconds: float) -> APIError:
+    return APIError(504, f"the request took longer than the server's limit of {seconds:g} s", "api_error",
+                    code="timeout")
+
+
+def host_name(header: str) -> str:
+    """The host of a Host header or an allow-list entry, without port or IPv6 brackets, lower-case."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    if header.count(":") > 1:  # a bare IPv6 address (an allow-list entry)
+        return header
+    return header.partition(":")[0].rstrip(".")
+
+
+def bound_host_names(host: str) -> list[str]:
+    """The Host names a server bound to `host` answers to besides loopback: the address itself, or for a
+    wildcard bind (0.0.0.0, ::) the machine's host name."""
+    try:
+        if ipaddress.ip_address(host).is_unspecified:
+            return [socket.gethostname()]
+    except ValueError:
+        pass
+    return [host]
+
+
+# ---------------------------------------------------------------------------------------------- middleware
+
+
+async def send_error(send: Send, error: APIError) -> None:
+    """An APIError as a whole response, from ASGI middleware (where FastAPI's handlers do not reach)."""
+    body = json.dumps(error_body(error.message, error.type, error.code, error.param)).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+class HostCheck:
+    """Answer only requests whose Host header names this server: a page on another site that rebinds its DNS
+    name to 127.0.0.1 sends its own name as Host, and gets 400. `/health` is exempt (it tells nothing)."""
+
+    def __init__(self, app: ASGIApp, hosts: Sequence[str]) -> None:
+        self.app = app
+        self.any = "*" in hosts
+        self.hosts = {host_name(h) for h in hosts if h != "*"}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self.any and scope.get("path") != "/health":
+            given = header(scope, b"host")
+            if given is None or host_name(given) not in self.hosts:
+                await send_error(send, APIError(400, "this server does not answer to that Host header (add the "
+                                                "name with --trusted-host)", code="invalid_host"))
+                return
+        await self.app(scope, receive, send)
+
+
+class JSONOnly:
+    """A POST, PUT or PATCH must say `Content-Type: application/json` (415 otherwise). Browsers send a cross-site
+    form or `text/plain` POST without asking; JSON needs a CORS preflight, which this server does not grant by
+    default."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method") in ("POST", "PUT", "PATCH"):
+            media = (header(scope, b"content-type") or "").partition(";")[0].strip().lower()
+            if media != "application/json":
+                await send_error(send, APIError(415, "the request body must be JSON, sent with `Content-Type: "
+                                                "application/json`", code="unsupported_media_type",
+                                                headers={"Connection": "close"}))
+                return
+        await self.app(scope, receive, send)
+
+
+class Deadline:
+    """Every request is answered within the server's `request_timeout`: past it, a request whose response has not
+    started gets 504 (its worker thread finishes on its own, holding its admission until then). A stream that has
+    started keeps its own clock (`OpenAIServer.sse`), read from `scope["state"]["deadline"]`."""
+
+    def __init__(self, app: ASGIApp, server: OpenAIServer) -> None:
+        self.app = app
+        self.server = server
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        seconds = self.server.request_timeout
+        if scope["type"] != "http" or seconds is None:
+            await self.app(scope, receive, send)
+            return
+        deadline = anyio.current_time() + seconds
+        scope.setdefault("state", {})["deadline"] = deadline
+        started = False
+
+        with anyio.CancelScope(deadline=deadline) as clock:
+            async def guarded(message: MutableMapping[str, Any]) -> None:
+                nonlocal started
+                if not started:
+                    if clock.cancel_called:
+                        return  # too late: the 504 goes out instead
+                    if message["type"] == "http.response.start":
+                        started = True
+                        clock.deadline = math.inf  # a started response (a stream) keeps its own clock
+                await send(message)
+
+            await self.app(scope, receive, guarded)
+        if clock.cancel_called and not started:
+            self.server.metrics.timed_out.inc()
+            log.warning("%s %s timed out after %g s", scope.get("method"), scope.get("path"), seconds)
+            await send_error(send, timeout_error(seconds))
+
+
+def cors_middleware() -> type:
+    """Starlette's CORS middleware, whose refused preflight answers in OpenAI's error format."""
+    from starlette.datastructures import Headers
+    from starlette.middleware.cors import CORSMiddleware
+    from starlette.responses import JSONResponse, Response
+
+    class CORS(CORSMiddleware):
+        def preflight_response(self, request_headers: Headers) -> Response:
+            response = super().preflight_response(request_headers)
+            if response.status_code == 200:
+                return response
+            text = bytes(response.body).decode()
+            headers = {k: v for k, v in response.headers.items() if k.lower().startswith("access-control-")}
+            return JSONResponse(error_body(f"cross-origin request refused ({text.lower()})", "invalid_request_error",
+                                           "cors_refused"), status_code=400, headers=headers)
+
+    return CORS
 
 
 # ---------------------------------------------------------------------------------------------- requests
@@ -116,17 +293,52 @@ class Plan:
     router: str | None
     thread: str | None
     history: list[dict[str, str]] = field(default_factory=list)
+    owner: str = ""  # who asks (OpenAIServer.owner): a thread answers only its owner
+
+
+class Slot:
+    """A request's place among `max_pending`: held by the request itself and by each worker thread running for it,
+    and given back when the last of them lets go (a timed-out request's thread still counts while it works)."""
+
+    def __init__(self, server: OpenAIServer) -> None:
+        self.server = server
+        self.refs = 1
+        self.answered = False
+
+    def hold(self) -> None:
+        with self.server.lock:
+            self.refs += 1
+
+    def drop(self) -> None:
+        with self.server.lock:
+            self.refs -= 1
+            if self.refs == 0:
+                self.server.pending -= 1
+                self.server.metrics.queue.set(self.server.pending)
+
+    def __call__(self) -> None:
+        """The request's own part, let go once however often this is called."""
+        with self.server.lock:
+            if self.answered:
+                return
+            self.answered = True
+        self.drop()
 
 
 class OpenAIServer:
-    """The engine behind the HTTP API: request parsing, image intake, one engine call at a time."""
+    """The engine behind the HTTP API: request parsing, image intake, admission, deadlines, auth."""
 
-    def __init__(self, engine: Engine, *, api_key: str | None = None, allow_hosts: Sequence[str] = (),
-                 store: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY,
+    def __init__(self, engine: Engine, *, api_key: str | None = None, api_keys: Sequence[str] = (),
+                 allow_hosts: Sequence[str] = (), store: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY,
                  max_download_bytes: int = DEFAULT_MAX_DOWNLOAD, max_image_pixels: int | None = None,
-                 model_names: Sequence[str] | None = None, max_pending: int = 64) -> None:
+                 model_names: Sequence[str] | None = None, max_pending: int = 64,
+                 request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT, body_timeout: float = DEFAULT_BODY_TIMEOUT,
+                 fetch_timeout: float = DEFAULT_FETCH_TIMEOUT, trusted_hosts: Sequence[str] = (),
+                 cors_origins: Sequence[str] = ()) -> None:
         self.engine = engine
-        self.api_key = api_key or None
+        keys = [k for k in ([api_key] if api_key else []) + list(api_keys) if k]
+        self.api_keys = tuple(dict.fromkeys(keys))  # each key is its own thread owner
+        self.api_key = self.api_keys[0] if self.api_keys else None
         self.allow_hosts = tuple(allow_hosts)
         self.store = store
         self.max_body_bytes = max_body_bytes
@@ -134,88 +346,161 @@ class OpenAIServer:
         self.max_image_pixels = max_image_pixels or engine.profile.limits.max_image_pixels
         self.models = list(model_names or [engine.profile.name])
         self.max_pending = max_pending
-        self.pending = 0  # requests admitted and not yet answered (read and written on the event loop only)
+        self.request_timeout = request_timeout
+        self.body_timeout = body_timeout
+        self.fetch_timeout = fetch_timeout
+        self.trusted_hosts = (*LOOPBACK_HOSTS, *trusted_hosts)
+        self.cors_origins = tuple(cors_origins)
+        self.lock = threading.Lock()  # `pending`: worker threads give their places back when their work ends
+        self.pending = 0  # requests admitted whose answer or work has not ended
         # As many worker threads as questions that can share a batch; more requests wait for a thread.
         self.threads = anyio.CapacityLimiter(max(engine.profile.batching.max_batch, 1))
         self.metrics = ServerMetrics.for_engine(engine)
         self.created = int(time.time())
+        profile = engine.profile
+        # The most tokens an answer can have: each answering route's cap.
+        self.answer_cap = max(profile.img2llm.answer_max_new_tokens, profile.bridge.max_new_tokens,
+                              profile.projection.max_new_tokens)
+        # Recent answers by completion id (the web page's explain picture), each with its owner; the oldest go.
+        self.recent: OrderedDict[str, tuple[str, Answer]] = OrderedDict()
+        self.max_recent = 64
 
     # -- HTTP plumbing
 
+    def owner(self, request: Request) -> str:
+        """Who asks, for the thread store: a hash of the API key the request carries ("" when keys are off), so
+        a thread answers only the key that started it. Call after `check_auth`."""
+        if self.api_key is None:
+            return ""
+        given = request.headers.get("authorization", "").partition(" ")[2].strip()
+        return hashlib.sha256(given.encode()).hexdigest()[:32]
+
     def check_auth(self, request: Request) -> None:
+        """401 unless the request carries one of the keys (each compared in constant time); nothing when keys
+        are off."""
         if self.api_key is None:
             return
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        ok = scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.api_key.encode())
-        if not ok:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        candidate = given.strip().encode()
+        matches = [hmac.compare_digest(candidate, key.encode()) for key in self.api_keys]
+        if scheme.lower() != "bearer" or not any(matches):
             raise APIError(401, "Incorrect or missing API key: send `Authorization: Bearer KEY`",
                            code="invalid_api_key")
 
     async def read_body(self, request: Request) -> bytes:
+        """The body, at most `max_body_bytes` (413) and arrived within `body_timeout` seconds (408)."""
         limit = self.max_body_bytes
-        too_large = APIError(413, f"the request body is over the limit of {limit:,} bytes", code="request_too_large")
+        close = {"Connection": "close"}  # the rest of the body is not read: the connection cannot be reused
+        too_large = APIError(413, f"the request body is over the limit of {limit:,} bytes", code="request_too_large",
+                             headers=close)
         length = request.headers.get("content-length")
         if length is not None:
             if not length.strip().isdigit():
-                raise APIError(400, "invalid Content-Length")
+                raise APIError(400, "invalid Content-Length", headers=close)
             if int(length) > limit:
                 raise too_large
         body = bytearray()
-        async for piece in request.stream():
-            body += piece
-            if len(body) > limit:
-                raise too_large
+        with anyio.move_on_after(self.body_timeout) as scope:
+            async for piece in request.stream():
+                body += piece
+                if len(body) > limit:
+                    raise too_large
+        if scope.cancelled_caught:
+            raise APIError(408, f"the request body did not arrive within {self.body_timeout:g} s",
+                           code="request_timeout", headers=close)
         return bytes(body)
 
     def parse(self, body: bytes) -> ChatCompletionRequest:
+        """The request, type-checked; a parameter the engine cannot honour is a 400 that names it."""
         try:
             request = ChatCompletionRequest.model_validate_json(body)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise APIError(400, f"invalid request: {where}: {first['msg']}", param=where or None) from exc
+            raise validation_error(exc) from exc
         if request.model not in self.models and request.model != "vqagraph":
-            raise APIError(404, f"The model {request.model!r} does not exist; this server serves "
+            shown = request.model[:100]
+            raise APIError(404, f"The model {shown!r} does not exist; this server serves "
                            f"{', '.join(self.models)}", code="model_not_found", param="model")
-        if request.n not in (None, 1):
-            raise APIError(400, "only n=1 is supported", param="n")
+        refusal = request.refusal(self.answer_cap)
+        if refusal is not None:
+            raise refusal
         return request
 
-    async def in_thread(self, fn: Callable[[], T]) -> T:
-        return await anyio.to_thread.run_sync(fn, limiter=self.threads)
+    async def in_thread(self, fn: Callable[[], T], *, slot: Slot | None = None) -> T:
+        """Run `fn` in a worker thread. The caller may stop waiting (a deadline): the thread then finishes on its
+        own, and keeps the request's place among `max_pending` (`slot`; without one, its own, or 429) until it
+        does."""
+        if slot is None:
+            slot = self.admit()
+        else:
+            slot.hold()
+        state = ["waiting"]  # -> running (the thread gives the place back) or abandoned (the caller does)
 
-    def admit(self) -> Callable[[], None]:
-        """Count the request in (or answer 429 at once when `max_pending` are in already); the returned function
-        counts it out, once however often it is called."""
-        if self.pending >= self.max_pending:
-            self.metrics.rejected.inc()
-            raise APIError(429, f"the server is busy ({self.pending} requests in progress); retry shortly",
-                           "rate_limit_error", code="server_busy", headers={"Retry-After": "1"})
-        self.pending += 1
-        self.metrics.queue.set(self.pending)
-        released = False
+        def work() -> T:
+            with self.lock:
+                if state[0] == "abandoned":
+                    raise RuntimeError("abandoned before it started")  # nobody waits for this result
+                state[0] = "running"
+            try:
+                return fn()
+            finally:
+                slot.drop()
 
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                self.pending -= 1
+        try:
+            return await anyio.to_thread.run_sync(work, limiter=self.threads, abandon_on_cancel=True)
+        except BaseException:
+            with self.lock:
+                never_ran = state[0] == "waiting"
+                if never_ran:
+                    state[0] = "abandoned"
+            if never_ran:
+                slot.drop()
+            raise
+
+    def admit(self) -> Slot:
+        """Count the request in (or answer 429 at once when `max_pending` are in already); calling the returned
+        slot counts the request's own part out, once however often it is called."""
+        with self.lock:
+            if self.pending >= self.max_pending:
+                busy = self.pending
+            else:
+                busy = -1
+                self.pending += 1
                 self.metrics.queue.set(self.pending)
+        if busy >= 0:
+            self.metrics.rejected.inc()
+            raise APIError(429, f"the server is busy ({busy} requests in progress); retry shortly",
+                           "rate_limit_error", code="server_busy", headers={"Retry-After": "1"})
+        return Slot(self)
 
-        return release
+    def remember(self, cid: str, owner: str, answer: Answer) -> None:
+        """Keep a recent answer for `recalled` (a bounded number, the oldest dropped)."""
+        with self.lock:
+            self.recent[cid] = (owner, answer)
+            while len(self.recent) > self.max_recent:
+                self.recent.popitem(last=False)
+
+    def recalled(self, cid: str, owner: str) -> Answer:
+        """A recent answer of this owner's (404 when it is unknown, gone, or another owner's)."""
+        with self.lock:
+            kept = self.recent.get(cid)
+        if kept is None or not hmac.compare_digest(kept[0], owner):
+            raise APIError(404, "no such recent answer here", code="not_found")
+        return kept[1]
 
     # -- requests into plans
 
     def load(self, url: str) -> Image.Image:
         from vqagraph.media import image_from_string, load_image
 
-        data = image_from_string(url, None, fetch=lambda u: fetch_image(u, self.allow_hosts, self.max_download_bytes))
+        def fetch(u: str) -> bytes:
+            return fetch_image(u, self.allow_hosts, self.max_download_bytes, deadline=self.fetch_timeout)
+
+        data = image_from_string(url, None, fetch=fetch)
         return load_image(data, max_pixels=self.max_image_pixels)
 
     def plan(self, request: ChatCompletionRequest) -> Plan:
         """Question, image, marks, thread and history from the messages; every check that needs no model."""
-        from vqagraph.engine import validate_marks, validate_question
+        from vqagraph.engine import validate_question
 
         options = request.vqagraph
         try:
@@ -226,9 +511,10 @@ class OpenAIServer:
         last = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
         if last is None:
             raise APIError(400, "no user message: the last user message holds the question", param="messages")
-        question = validate_question(messages[last].text(), self.engine.profile.limits.max_question_chars)
+        limit = self.engine.profile.limits.max_question_chars
+        question = validate_question(messages[last].text(), limit)
         self.engine.check_route(options.route, options.router)
-        marks = validate_marks(options.marks)
+        marks = self.marks(options.marks)
         # The image: the last user message that carries one (the question may be a follow-up about it).
         at = max((i for i, m in enumerate(messages[:last + 1]) if m.role == "user" and m.image_urls()), default=None)
         if at is not None and thread is not None and at != last:
@@ -236,29 +522,50 @@ class OpenAIServer:
         if at is not None and len(messages[at].image_urls()) > 1:
             raise APIError(400, "one image per message: the question is about one picture", code="invalid_image",
                            param="messages")
+        history = [] if thread is not None or at is None else self.fold(messages[at:last], limit)
         image = self.load(messages[at].image_urls()[0]) if at is not None else None
         if image is None and thread is None:
             raise ImageError("no image: put an image_url part in the user message (or continue a thread)")
-        history = [] if thread is not None or at is None else self.fold(messages[at:last])
         return Plan(question, image, marks, options.route, options.router, thread, history)
 
     @staticmethod
-    def fold(messages: Sequence[Message]) -> list[dict[str, str]]:
-        """Earlier user/assistant turns (about the current image) as the routes' history."""
+    def marks(marks: Sequence[dict[str, Any]]) -> list[Mark]:
+        """The request's marks, checked; a mask file is refused before anything is opened (a remote client names
+        no file on this machine)."""
+        from vqagraph.engine import validate_marks
+
+        return validate_marks(marks, allow_files=False)
+
+    @staticmethod
+    def fold(messages: Sequence[Message], max_chars: int) -> list[dict[str, str]]:
+        """Earlier user/assistant turns (about the current image) as the routes' history, each text held to the
+        question's rules (they reach the LLM's prompt too)."""
+        from vqagraph.engine import validate_question
+
+        def checked(text: str) -> str:
+            try:
+                return validate_question(text, max_chars)
+            except QuestionError as exc:
+                raise QuestionError(f"an earlier message: {exc}") from exc
+
         history: list[dict[str, str]] = []
         pending: str | None = None
         for message in messages:
             if message.role == "user":
                 pending = message.text()
             elif pending is not None and message.text():
-                history.append({"question": pending, "answer": message.text()})
+                if pending.strip():
+                    history.append({"question": checked(pending), "answer": checked(message.text())})
                 pending = None
         return history
 
     # -- running the engine (in a worker thread)
 
     def check_thread_image(self, plan: Plan) -> None:
-        if self.engine.conversation(plan.thread, store=self.store).image_ref is None:
+        assert plan.thread is not None
+        conversation = self.engine.conversation(plan.thread, store=self.store)
+        conversation.store.check_owner(plan.thread, plan.owner)
+        if conversation.image_ref is None:
             raise ImageError(f"thread {plan.thread!r} has no image yet: send one with this question")
 
     def live(self, plan: Plan) -> bool:
@@ -276,7 +583,7 @@ class OpenAIServer:
         """The engine's one entry point: a thread's turn, or the request's own earlier turns as history."""
         request = AskRequest(question=plan.question, image=plan.image, marks=list(plan.marks), route=plan.route,
                              router=plan.router, history=[] if plan.thread else list(plan.history),
-                             thread=plan.thread, store=self.store)
+                             thread=plan.thread, store=self.store, owner=plan.owner)
         on_event = None if on_token is None else (lambda kind, value: on_token(value) if kind == "token" else None)
         return self.engine.answer(request, on_event)
 
@@ -287,27 +594,31 @@ class OpenAIServer:
         from starlette.responses import JSONResponse, StreamingResponse
 
         self.check_auth(request)
+        parsed = self.parse(await self.read_body(request))  # before admission: a slow body holds no place
         release = self.admit()
         streaming = False  # once the stream is handed out, it counts the request out when it ends
         try:
-            parsed = self.parse(await self.read_body(request))
-            plan = await self.in_thread(lambda: self.plan(parsed))  # may download a remote image
+            plan = await self.in_thread(lambda: self.plan(parsed), slot=release)  # may download a remote image
+            plan.owner = self.owner(request)
             cid = new_id()
             if not parsed.stream:
-                answer = await self.in_thread(lambda: self.answer(plan))
+                answer = await self.in_thread(lambda: self.answer(plan), slot=release)
+                self.remember(cid, plan.owner, answer)
                 body = completion(cid, parsed.model, answer.answer, self.count(answer), extension(answer, plan.thread))
                 return JSONResponse(body)
             if plan.thread is not None and plan.image is None:
-                await self.in_thread(lambda: self.check_thread_image(plan))  # a 400 now, not an error mid-stream
+                await self.in_thread(lambda: self.check_thread_image(plan), slot=release)  # a 400 now, not mid-stream
             streaming = True
         except BaseException as exc:
-            self.metrics.failed(self.status_of(exc))
+            if not isinstance(exc, anyio.get_cancelled_exc_class()):  # a deadline: counted by `Deadline`
+                self.metrics.failed(self.status_of(exc))
             raise
         finally:
             if not streaming:
                 release()
         include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
-        events = self.sse(plan, cid, parsed.model, include_usage, release)
+        deadline = request.scope.get("state", {}).get("deadline")
+        events = self.sse(plan, cid, parsed.model, include_usage, release, deadline)
         # The stream releases its place when it ends; the background task when it never started (client gone).
         return StreamingResponse(events, media_type="text/event-stream", background=BackgroundTask(release),
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -327,9 +638,10 @@ class OpenAIServer:
                  "yes" if answer.trace.history_turns else "no")
         return usage
 
-    async def sse(self, plan: Plan, cid: str, model: str, include_usage: bool,
-                  release: Callable[[], None]) -> AsyncIterator[str]:
-        """`chat.completion.chunk` events: the role, content deltas as the LLM writes, the end, `[DONE]`."""
+    async def sse(self, plan: Plan, cid: str, model: str, include_usage: bool, release: Slot,
+                  deadline: float | None = None) -> AsyncIterator[str]:
+        """`chat.completion.chunk` events: the role, content deltas as the LLM writes, the end, `[DONE]`. Past
+        `deadline` (anyio's clock) the stream ends with a `timeout` error event and `[DONE]`."""
         created = int(time.time())
         shaper = AnswerStream(self.live(plan))
         send, receive = anyio.create_memory_object_stream[tuple[str, Any]](max_buffer_size=1024)
@@ -345,7 +657,7 @@ class OpenAIServer:
         async def work() -> None:
             async with send:
                 try:
-                    answer = await self.in_thread(lambda: self.answer(plan, on_token))
+                    answer = await self.in_thread(lambda: self.answer(plan, on_token), slot=release)
                     await send.send(("answer", answer))
                 except VQAGraphError as exc:
                     self.metrics.failed(self.status_of(exc))
@@ -361,22 +673,29 @@ class OpenAIServer:
             return f"data: {json.dumps(data)}\n\n"
 
         yield event(chunk(cid, model, created, {"role": "assistant", "content": ""}))
-        async with anyio.create_task_group() as group:
-            group.start_soon(work)
-            async with receive:
-                async for kind, value in receive:
-                    if kind == "delta":
-                        yield event(chunk(cid, model, created, {"content": value}))
-                    elif kind == "error":
-                        yield event(error_body(value.message, value.type, value.code, value.param))
-                    else:
-                        usage = self.count(value)
-                        rest = shaper.finish(value.answer)
-                        if rest:
-                            yield event(chunk(cid, model, created, {"content": rest}))
-                        yield event(chunk(cid, model, created, {}, "stop", vqagraph=extension(value, plan.thread)))
-                        if include_usage:
-                            yield event(chunk(cid, model, created, {}, usage=usage.model_dump()))
+        with anyio.CancelScope(deadline=math.inf if deadline is None else deadline) as clock:
+            async with anyio.create_task_group() as group:
+                group.start_soon(work)
+                async with receive:
+                    async for kind, value in receive:
+                        if kind == "delta":
+                            yield event(chunk(cid, model, created, {"content": value}))
+                        elif kind == "error":
+                            yield event(error_body(value.message, value.type, value.code, value.param))
+                        else:
+                            usage = self.count(value)
+                            self.remember(cid, plan.owner, value)
+                            rest = shaper.finish(value.answer)
+                            if rest:
+                                yield event(chunk(cid, model, created, {"content": rest}))
+                            yield event(chunk(cid, model, created, {}, "stop", vqagraph=extension(value, plan.thread)))
+                            if include_usage:
+                                yield event(chunk(cid, model, created, {}, usage=usage.model_dump()))
+        if clock.cancelled_caught:
+            self.metrics.timed_out.inc()
+            error = timeout_error(self.request_timeout or 0.0)
+            log.warning("a stream timed out after %g s", self.request_timeout or 0.0)
+            yield event(error_body(error.message, error.type, error.code, error.param))
         yield "data: [DONE]\n\n"
 
     def models_list(self) -> dict[str, Any]:
@@ -384,8 +703,9 @@ class OpenAIServer:
                                             "owned_by": "vqagraph"} for name in self.models]}
 
 
-def create_app(engine: Engine, **settings: Any) -> FastAPI:
-    """The FastAPI app serving `engine`; `settings` are `OpenAIServer`'s (api_key, allow_hosts, store, limits)."""
+def create_app(engine: Engine, *, web_page: bool = True, **settings: Any) -> FastAPI:
+    """The FastAPI app serving `engine` (and the web page, unless `web_page` is False); `settings` are
+    `OpenAIServer`'s (api_key(s), allow_hosts, store, limits, deadlines, trusted_hosts, cors_origins)."""
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException
@@ -443,19 +763,112 @@ def create_app(engine: Engine, **settings: Any) -> FastAPI:
         for entry in server.models_list()["data"]:
             if entry["id"] == model:
                 return entry  # type: ignore[no-any-return]
-        raise APIError(404, f"The model {model!r} does not exist", code="model_not_found", param="model")
+        raise APIError(404, f"The model {model[:100]!r} does not exist", code="model_not_found", param="model")
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
         return await server.chat(request)
 
+    if web_page:
+        from vqagraph.agents.web import add_web_page
+
+        add_web_page(app, server)  # the web page at / and its thread and explain endpoints
+    # Outermost last: the Host check, then CORS (when configured), the JSON rule, the deadline.
+    app.add_middleware(Deadline, server=server)
+    app.add_middleware(JSONOnly)
+    if server.cors_origins:
+        app.add_middleware(cast(Any, cors_middleware()), allow_origins=list(server.cors_origins),
+                           allow_methods=["GET", "POST", "PATCH", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type"], max_age=600)
+    app.add_middleware(HostCheck, hosts=server.trusted_hosts)
     return app
 
 
+class PortInUseError(VQAGraphError):
+    """The address to listen on is taken (another server on the port) or cannot be had."""
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, or a PortInUseError that says so in one line (bound before the models
+    load, so a taken port is known at once)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        raise PortInUseError(f"cannot listen on {host!r}: the address does not resolve") from exc
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if host == "::" else 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUseError(f"port {port} on {host} is already in use (another server running?); choose "
+                                 "another with --port") from exc
+        raise PortInUseError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def http_protocol(header_timeout: float) -> type[asyncio.Protocol]:
+    """uvicorn's h11 protocol, closing a connection whose request headers do not arrive within `header_timeout`
+    seconds (uvicorn bounds only the idle time between requests; a client sending a byte now and then would keep
+    a connection forever)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadline(H11Protocol):
+        timer: asyncio.TimerHandle | None = None
+
+        def arm(self) -> None:
+            if self.timer is not None:
+                self.timer.cancel()
+            waiting_for = self.cycle  # a new request replaces the cycle: then its headers came in time
+
+            def late() -> None:
+                if self.cycle is waiting_for and not self.transport.is_closing():
+                    self.transport.close()
+
+            self.timer = self.loop.call_later(header_timeout, late)
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)  # type: ignore[arg-type]
+            self.arm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self.arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.timer is not None:
+                self.timer.cancel()
+            super().connection_lost(exc)
+
+    return HeaderDeadline
+
+
+def uvicorn_config(app: FastAPI, host: str, port: int, log_level: str = "info",
+                   body_timeout: float = DEFAULT_BODY_TIMEOUT) -> Any:
+    """uvicorn's settings for the app: h11 with a header deadline, a short keep-alive, small header limits."""
+    import uvicorn
+
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, http=http_protocol(body_timeout),
+                          timeout_keep_alive=5, h11_max_incomplete_event_size=64 * 1024, server_header=False,
+                          timeout_graceful_shutdown=10)
+
+
 def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info",
-          **settings: Any) -> None:
-    """Run the server with uvicorn until interrupted; at INFO, one log line per answered request."""
+          sock: socket.socket | None = None, **settings: Any) -> None:
+    """Run the server with uvicorn until interrupted; at INFO, one log line per answered request. `sock`: an
+    already listening socket (`listen`), else one is bound here. The bound host joins the Host allow-list."""
     import uvicorn
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(engine, **settings), host=host, port=port, log_level=log_level)
+    settings["trusted_hosts"] = [*settings.get("trusted_hosts", ()), *bound_host_names(host)]
+    sock = sock or listen(host, port)
+    app = create_app(engine, **settings)
+    config = uvicorn_config(app, host, port, log_level, settings.get("body_timeout", DEFAULT_BODY_TIMEOUT))
+    with sock:
+        uvicorn.Server(config).run(sockets=[sock])

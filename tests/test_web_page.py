@@ -31,6 +31,7 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 from vqagraph.agents.openai_server import create_app  # noqa: E402
 
 KEY = "web-test-key"
+OTHER = "another-users-key"
 MAX_PIXELS = 3_000_000
 CHROMIUM = os.environ.get("VQAGRAPH_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None and os.environ.get("VQAGRAPH_REQUIRE_BROWSER") != "1":
@@ -55,7 +56,7 @@ def scene() -> Image.Image:
 @pytest.fixture(scope="module")
 def server(engine: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     store = str(tmp_path_factory.mktemp("web-threads") / "threads.sqlite")
-    app = create_app(engine, api_key=KEY, store=store, max_image_pixels=MAX_PIXELS)
+    app = create_app(engine, api_keys=[KEY, OTHER], store=store, max_image_pixels=MAX_PIXELS)
     port = free_port()
     runner = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=runner.run, daemon=True)
@@ -355,12 +356,35 @@ def test_threads_rename_and_delete(tab: Page, server: str, tmp_path: Path) -> No
 
 
 def test_threads_belong_to_their_key(server: str, engine: Any) -> None:
-    """With keys on, another key's threads are neither listed nor readable (the page lists the caller's)."""
-    headers = {"Authorization": f"Bearer {KEY}"}
-    mine = httpx.get(f"{server}/v1/threads", headers=headers).json()["data"]
-    assert httpx.get(f"{server}/v1/threads", headers={"Authorization": "Bearer other"}).status_code == 401
-    for listed in mine:
-        assert set(listed) == {"thread_id", "title", "created", "updated", "turns"}
+    """Each key sees only the threads it started: another key's are neither listed, read, renamed, deleted,
+    continued nor explained (all 404, as for a thread that does not exist)."""
+    mine, theirs = {"Authorization": f"Bearer {KEY}"}, {"Authorization": f"Bearer {OTHER}"}
+    buffer = io.BytesIO()
+    scene().save(buffer, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    asked = httpx.post(f"{server}/v1/chat/completions", headers=mine, timeout=120, json={
+        "model": "vqagraph", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "What colour is the circle?"}, {"type": "image_url", "image_url": {"url": url}}]}],
+        "vqagraph": {"thread": "owned-by-key-1", "route": "img2llm"}})
+    assert asked.status_code == 200, asked.text
+    listed = httpx.get(f"{server}/v1/threads", headers=mine).json()["data"]
+    assert "owned-by-key-1" in [t["thread_id"] for t in listed]
+    assert set(listed[0]) == {"thread_id", "title", "created", "updated", "turns"}
+    assert "owned-by-key-1" not in [t["thread_id"] for t in httpx.get(f"{server}/v1/threads", headers=theirs)
+                                    .json()["data"]]
+    base = f"{server}/v1/threads/owned-by-key-1"
+    for response in (httpx.get(base, headers=theirs), httpx.get(base + "/image", headers=theirs),
+                     httpx.patch(base, headers=theirs, json={"title": "mine now"}),
+                     httpx.delete(base, headers=theirs),
+                     httpx.get(f"{server}/v1/answers/{asked.json()['id']}/explain.png", headers=theirs),
+                     httpx.post(f"{server}/v1/chat/completions", headers=theirs, timeout=120, json={
+                         "model": "vqagraph", "messages": [{"role": "user", "content": "and its shape?"}],
+                         "vqagraph": {"thread": "owned-by-key-1"}})):
+        assert response.status_code == 404, response.text
+    assert httpx.get(base, headers=mine).json()["turns"][0]["question"] == "What colour is the circle?"
+    explained = httpx.get(f"{server}/v1/answers/{asked.json()['id']}/explain.png", headers=mine)
+    assert explained.status_code == 200 and explained.content[:4] == b"\x89PNG"
+    assert httpx.get(f"{server}/v1/threads", headers={"Authorization": "Bearer wrong"}).status_code == 401
 
 
 def test_page_assets_are_served_locally(server: str) -> None:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -51,3 +55,34 @@ def red_circle_path(tmp_path: Path, red_circle: Image.Image) -> Path:
     path = tmp_path / "red.png"
     red_circle.save(path)
     return path
+
+
+@contextmanager
+def served(app: Any, body_timeout: float | None = None) -> Iterator[str]:
+    """The app on a free loopback port, run by uvicorn in a thread with `vqagraph serve`'s settings; yields its
+    base URL and stops it on exit."""
+    import uvicorn
+
+    from vqagraph.agents.openai_server import DEFAULT_BODY_TIMEOUT, listen, uvicorn_config
+
+    sock = listen("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, "warning", body_timeout or DEFAULT_BODY_TIMEOUT))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+@pytest.fixture(scope="session")
+def serve_app() -> Any:
+    """`served`, for the tests' server fixtures."""
+    return served

@@ -70,20 +70,11 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def base_url(engine: Any) -> Iterator[str]:
+def base_url(engine: Any, serve_app: Any) -> Iterator[str]:
     app = create_app(engine, api_key=KEY, allow_hosts=["localhost"], store="memory", max_body_bytes=MAX_BODY,
                      max_image_pixels=MAX_PIXELS)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_app(app) as url:
+        yield url + "/v1"
 
 
 @pytest.fixture(scope="module")

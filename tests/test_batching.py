@@ -213,28 +213,14 @@ def test_ask_batch_errors_are_clear(tmp_path: Path) -> None:
 # --- the server --------------------------------------------------------------------------------------------------
 
 @pytest.fixture
-def served(engine: Any) -> Iterator[tuple[str, Any]]:
-    import socket
+def served(engine: Any, serve_app: Any) -> Iterator[tuple[str, Any]]:
 
-    import uvicorn
 
     from vqagraph.agents.openai_server import create_app
 
     app = create_app(engine, store="memory", max_pending=2)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}", app.state.vqagraph
-    finally:
-        server.should_exit = True
-        thread.join(30)
+    with serve_app(app) as url:
+        yield url, app.state.vqagraph
 
 
 def body(image: Image.Image | None, question: str = "What colour is it?") -> dict[str, Any]:

@@ -24,7 +24,7 @@ from PIL import Image
 pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")
 
-from vqagraph.agents.openai_server import create_app, listen, uvicorn_config
+from vqagraph.agents.openai_server import create_app, listen
 from vqagraph.errors import LLMError
 
 KEY, OTHER_KEY = "sk-hostile-0123456789", "sk-hostile-other-9876543210"
@@ -95,22 +95,11 @@ class Live:
 
 
 @pytest.fixture(scope="module")
-def live(engine: Any) -> Iterator[Live]:
+def live(engine: Any, serve_app: Any) -> Iterator[Live]:
     app = create_app(engine, web_page=False, api_keys=[KEY, OTHER_KEY], store="memory", max_body_bytes=MAX_BODY,
                      allow_hosts=["localhost", "10.1.2.3"], body_timeout=BODY_TIMEOUT, max_pending=8)
-    sock = listen("127.0.0.1", 0)
-    port = sock.getsockname()[1]
-    server = __import__("uvicorn").Server(uvicorn_config(app, "127.0.0.1", port, "warning", BODY_TIMEOUT))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield Live(f"http://127.0.0.1:{port}", app.state.vqagraph)
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    with serve_app(app, BODY_TIMEOUT) as url:
+        yield Live(url, app.state.vqagraph)
 
 
 def assert_error(response: httpx.Response, status: int, code: str | None = None, param: str | None = None) -> dict:

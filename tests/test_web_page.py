@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,20 +53,11 @@ def scene() -> Image.Image:
 
 
 @pytest.fixture(scope="module")
-def server(engine: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(engine: Any, tmp_path_factory: pytest.TempPathFactory, serve_app: Any) -> Iterator[str]:
     store = str(tmp_path_factory.mktemp("web-threads") / "threads.sqlite")
     app = create_app(engine, api_keys=[KEY, OTHER], store=store, max_image_pixels=MAX_PIXELS)
-    port = free_port()
-    runner = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=runner.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not runner.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    runner.should_exit = True
-    thread.join(timeout=10)
+    with serve_app(app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -63,7 +63,7 @@ def served(app: Any, body_timeout: float | None = None) -> Iterator[str]:
     base URL and stops it on exit."""
     import uvicorn
 
-    from vqagraph.agents.openai_server import DEFAULT_BODY_TIMEOUT, listen, uvicorn_config
+    from vqagraph.agents.http_guards import DEFAULT_BODY_TIMEOUT, listen, uvicorn_config
 
     sock = listen("127.0.0.1", 0)
     port = sock.getsockname()[1]

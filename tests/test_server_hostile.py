@@ -24,7 +24,8 @@ from PIL import Image
 pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")
 
-from vqagraph.agents.openai_server import create_app, listen
+from vqagraph.agents.http_guards import listen
+from vqagraph.agents.openai_server import create_app
 from vqagraph.errors import LLMError
 
 KEY, OTHER_KEY = "sk-hostile-0123456789", "sk-hostile-other-9876543210"

@@ -33,12 +33,9 @@ without a CORS preflight; CORS is off unless `cors_origins` lists origins.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import errno
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import math
@@ -46,7 +43,7 @@ import socket
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -57,6 +54,21 @@ import anyio.to_thread
 from pydantic import ValidationError
 from starlette.requests import Request  # at run time: FastAPI reads the endpoints' annotations
 
+from vqagraph.agents.http_guards import (
+    DEFAULT_BODY_TIMEOUT,
+    LOOPBACK_HOSTS,
+    ASGIApp,
+    HostCheck,
+    JSONOnly,
+    Receive,
+    Scope,
+    Send,
+    bound_host_names,
+    cors_middleware,
+    listen,
+    send_error,
+    uvicorn_config,
+)
 from vqagraph.agents.metrics import ServerMetrics
 from vqagraph.agents.openai_protocol import (
     AnswerStream,
@@ -100,15 +112,9 @@ T = TypeVar("T")
 DEFAULT_MAX_BODY = 20 * 1024 * 1024
 DEFAULT_MAX_DOWNLOAD = 20 * 1024 * 1024
 DEFAULT_REQUEST_TIMEOUT = 120.0  # seconds from the request's arrival to its answer (or a stream's end)
-DEFAULT_BODY_TIMEOUT = 30.0  # seconds for the request headers, and again for the body, to arrive
 DEFAULT_FETCH_TIMEOUT = 30.0  # seconds for a whole remote image download
-LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 LLM_DOWN = "the LLM server is unavailable"
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def api_error(exc: VQAGraphError) -> APIError:
@@ -146,82 +152,7 @@ def timeout_error(seconds: float) -> APIError:
                     code="timeout")
 
 
-def host_name(header: str) -> str:
-    """The host of a Host header or an allow-list entry, without port or IPv6 brackets, lower-case."""
-    header = header.strip().lower()
-    if header.startswith("["):
-        return header[1:].partition("]")[0]
-    if header.count(":") > 1:  # a bare IPv6 address (an allow-list entry)
-        return header
-    return header.partition(":")[0].rstrip(".")
-
-
-def bound_host_names(host: str) -> list[str]:
-    """The Host names a server bound to `host` answers to besides loopback: the address itself, or for a
-    wildcard bind (0.0.0.0, ::) the machine's host name."""
-    try:
-        if ipaddress.ip_address(host).is_unspecified:
-            return [socket.gethostname()]
-    except ValueError:
-        pass
-    return [host]
-
-
 # ---------------------------------------------------------------------------------------------- middleware
-
-
-async def send_error(send: Send, error: APIError) -> None:
-    """An APIError as a whole response, from ASGI middleware (where FastAPI's handlers do not reach)."""
-    body = json.dumps(error_body(error.message, error.type, error.code, error.param)).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-def header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            return bytes(value).decode("latin-1")
-    return None
-
-
-class HostCheck:
-    """Answer only requests whose Host header names this server: a page on another site that rebinds its DNS
-    name to 127.0.0.1 sends its own name as Host, and gets 400. `/health` is exempt (it tells nothing)."""
-
-    def __init__(self, app: ASGIApp, hosts: Sequence[str]) -> None:
-        self.app = app
-        self.any = "*" in hosts
-        self.hosts = {host_name(h) for h in hosts if h != "*"}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not self.any and scope.get("path") != "/health":
-            given = header(scope, b"host")
-            if given is None or host_name(given) not in self.hosts:
-                await send_error(send, APIError(400, "this server does not answer to that Host header (add the "
-                                                "name with --trusted-host)", code="invalid_host"))
-                return
-        await self.app(scope, receive, send)
-
-
-class JSONOnly:
-    """A POST, PUT or PATCH must say `Content-Type: application/json` (415 otherwise). Browsers send a cross-site
-    form or `text/plain` POST without asking; JSON needs a CORS preflight, which this server does not grant by
-    default."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope.get("method") in ("POST", "PUT", "PATCH"):
-            media = (header(scope, b"content-type") or "").partition(";")[0].strip().lower()
-            if media != "application/json":
-                await send_error(send, APIError(415, "the request body must be JSON, sent with `Content-Type: "
-                                                "application/json`", code="unsupported_media_type",
-                                                headers={"Connection": "close"}))
-                return
-        await self.app(scope, receive, send)
 
 
 class Deadline:
@@ -258,25 +189,6 @@ class Deadline:
             self.server.metrics.timed_out.inc()
             log.warning("%s %s timed out after %g s", scope.get("method"), scope.get("path"), seconds)
             await send_error(send, timeout_error(seconds))
-
-
-def cors_middleware() -> type:
-    """Starlette's CORS middleware, whose refused preflight answers in OpenAI's error format."""
-    from starlette.datastructures import Headers
-    from starlette.middleware.cors import CORSMiddleware
-    from starlette.responses import JSONResponse, Response
-
-    class CORS(CORSMiddleware):
-        def preflight_response(self, request_headers: Headers) -> Response:
-            response = super().preflight_response(request_headers)
-            if response.status_code == 200:
-                return response
-            text = bytes(response.body).decode()
-            headers = {k: v for k, v in response.headers.items() if k.lower().startswith("access-control-")}
-            return JSONResponse(error_body(f"cross-origin request refused ({text.lower()})", "invalid_request_error",
-                                           "cors_refused"), status_code=400, headers=headers)
-
-    return CORS
 
 
 # ---------------------------------------------------------------------------------------------- requests
@@ -782,81 +694,6 @@ def create_app(engine: Engine, *, web_page: bool = True, **settings: Any) -> Fas
                            allow_headers=["Authorization", "Content-Type"], max_age=600)
     app.add_middleware(HostCheck, hosts=server.trusted_hosts)
     return app
-
-
-class PortInUseError(VQAGraphError):
-    """The address to listen on is taken (another server on the port) or cannot be had."""
-
-
-def listen(host: str, port: int) -> socket.socket:
-    """A listening socket on host:port, or a PortInUseError that says so in one line (bound before the models
-    load, so a taken port is known at once)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except (OSError, UnicodeError) as exc:
-        raise PortInUseError(f"cannot listen on {host!r}: the address does not resolve") from exc
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if host == "::" else 1)
-        sock.bind(address)
-        sock.listen(2048)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise PortInUseError(f"port {port} on {host} is already in use (another server running?); choose "
-                                 "another with --port") from exc
-        raise PortInUseError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-    sock.set_inheritable(True)
-    return sock
-
-
-def http_protocol(header_timeout: float) -> type[asyncio.Protocol]:
-    """uvicorn's h11 protocol, closing a connection whose request headers do not arrive within `header_timeout`
-    seconds (uvicorn bounds only the idle time between requests; a client sending a byte now and then would keep
-    a connection forever)."""
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    class HeaderDeadline(H11Protocol):
-        timer: asyncio.TimerHandle | None = None
-
-        def arm(self) -> None:
-            if self.timer is not None:
-                self.timer.cancel()
-            waiting_for = self.cycle  # a new request replaces the cycle: then its headers came in time
-
-            def late() -> None:
-                if self.cycle is waiting_for and not self.transport.is_closing():
-                    self.transport.close()
-
-            self.timer = self.loop.call_later(header_timeout, late)
-
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            super().connection_made(transport)  # type: ignore[arg-type]
-            self.arm()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            self.arm()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            if self.timer is not None:
-                self.timer.cancel()
-            super().connection_lost(exc)
-
-    return HeaderDeadline
-
-
-def uvicorn_config(app: FastAPI, host: str, port: int, log_level: str = "info",
-                   body_timeout: float = DEFAULT_BODY_TIMEOUT) -> Any:
-    """uvicorn's settings for the app: h11 with a header deadline, a short keep-alive, small header limits."""
-    import uvicorn
-
-    return uvicorn.Config(app, host=host, port=port, log_level=log_level, http=http_protocol(body_timeout),
-                          timeout_keep_alive=5, h11_max_incomplete_event_size=64 * 1024, server_header=False,
-                          timeout_graceful_shutdown=10)
 
 
 def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info",

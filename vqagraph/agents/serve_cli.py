@@ -31,7 +31,8 @@ def api_keys(given: Sequence[str]) -> list[str]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from vqagraph.agents.openai_server import LOOPBACK_HOSTS, bound_host_names, listen, serve
+    from vqagraph.agents.http_guards import LOOPBACK_HOSTS, bound_host_names, listen
+    from vqagraph.agents.openai_server import serve
 
     if args.max_body_mb <= 0:
         raise VQAGraphError("--max-body-mb must be positive")

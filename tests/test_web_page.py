@@ -422,3 +422,31 @@ def test_ui_command_prints_the_page_and_serves_it() -> None:
             process.kill()
             process.wait(10)
     assert process.returncode in (0, 130)  # 130: stopped by Ctrl-C, as a shell reports it
+
+
+def test_an_unreachable_llm_server_is_one_line_in_the_page(browser: Any, shots: Path, serve_app: Any,
+                                                           model_cache: Path, tmp_path: Path) -> None:
+    """The LLM server down: the page says so in one line (no backend URL), and the server stays up."""
+    from vqagraph import Engine
+
+    down = Engine.from_profile("tiny", llm_backend={"kind": "vllm-server", "url": f"http://127.0.0.1:{free_port()}"})
+    try:
+        with serve_app(create_app(down, store="memory")) as url:
+            tab = Page(browser, url, shots)
+            try:
+                page = tab.open(key=None)
+                tab.upload(scene(), tmp_path)
+                page.select_option("#route", "img2llm")
+                page.fill("#question", "What colour is the circle?")
+                page.click("#send")
+                page.wait_for_selector("#error:not([hidden])", timeout=120_000)
+                message = page.inner_text("#error")
+                assert "LLM server is unavailable" in message and "127.0.0.1" not in message and "\n" not in message
+                assert page.locator("#turns li").count() == 0
+                tab.shot("web-llm-down")
+                assert httpx.get(f"{url}/health").status_code == 200
+                assert not tab.errors and not tab.off_loopback()
+            finally:
+                tab.close()
+    finally:
+        down.close()

@@ -1,4 +1,5 @@
-"""The web page end to end in a real headless Chromium (Debian's `chromium`, driven by Playwright).
+"""The web page end to end in a real headless Chromium (Debian's `chromium`, driven by Playwright), and its main
+path in Firefox (Debian's `firefox-esr`, driven by Mozilla's own Marionette client).
 
 A real server (uvicorn in a thread, the tiny profile, a SQLite thread store) serves the page; the browser uploads
 an image, draws marks with the mouse (and a finger), asks, watches the answer stream in, opens the explain panel,
@@ -33,8 +34,9 @@ KEY = "web-test-key"
 OTHER = "another-users-key"
 MAX_PIXELS = 3_000_000
 CHROMIUM = os.environ.get("VQAGRAPH_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+FIREFOX = os.environ.get("VQAGRAPH_FIREFOX") or shutil.which("firefox-esr") or shutil.which("firefox")
 if CHROMIUM is None and os.environ.get("VQAGRAPH_REQUIRE_BROWSER") != "1":
-    pytest.skip("no chromium here (scripts/chromium.sh installs Debian's)", allow_module_level=True)
+    pytest.skip("no chromium here (scripts/browsers.sh installs Debian's)", allow_module_level=True)
 
 
 def free_port() -> int:
@@ -62,7 +64,7 @@ def server(engine: Any, tmp_path_factory: pytest.TempPathFactory, serve_app: Any
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    assert CHROMIUM is not None, "VQAGRAPH_REQUIRE_BROWSER=1 but no chromium: run scripts/chromium.sh"
+    assert CHROMIUM is not None, "VQAGRAPH_REQUIRE_BROWSER=1 but no chromium: run scripts/browsers.sh"
     with playwright_api.sync_playwright() as driver:
         launched = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield launched
@@ -450,3 +452,62 @@ def test_an_unreachable_llm_server_is_one_line_in_the_page(browser: Any, shots: 
                 tab.close()
     finally:
         down.close()
+
+
+@pytest.mark.skipif(FIREFOX is None and os.environ.get("VQAGRAPH_REQUIRE_BROWSER") != "1",
+                    reason="no firefox here (scripts/browsers.sh installs Debian's firefox-esr)")
+def test_firefox_draws_asks_and_streams(server: str, shots: Path, tmp_path: Path) -> None:
+    """The same page in Firefox: upload, a rectangle and an arrow dragged with the mouse (in image pixels), a
+    streamed answer with its route."""
+    assert FIREFOX is not None, "VQAGRAPH_REQUIRE_BROWSER=1 but no firefox: run scripts/browsers.sh"
+    from marionette_driver.by import By
+    from marionette_driver.marionette import Marionette
+
+    picture = scene()
+    picture.save(tmp_path / "scene.png")
+    firefox = Marionette(host="127.0.0.1", port=free_port(), bin=FIREFOX, headless=True)
+    firefox.start_session()
+
+    def until(script: str, seconds: float = 60) -> None:
+        deadline = time.monotonic() + seconds
+        while not firefox.execute_script(f"return {script}"):
+            assert time.monotonic() < deadline, f"timed out waiting for {script}"
+            time.sleep(0.1)
+
+    try:
+        firefox.set_window_rect(width=1400, height=900)
+        firefox.navigate(server + "/")
+        until("document.body.dataset.ready === 'true'")
+        firefox.find_element(By.ID, "api-key").send_keys(KEY)
+        firefox.execute_script("document.getElementById('api-key').dispatchEvent(new Event('change'))")
+        firefox.find_element(By.ID, "file").send_keys(str(tmp_path / "scene.png"))
+        until("document.getElementById('picture').dataset.rendered === 'plain'")
+        left, top, width, height = firefox.execute_script(
+            "const r = document.getElementById('overlay').getBoundingClientRect(); "
+            "return [r.left, r.top, r.width, r.height]")
+        assert width < picture.width
+
+        def drag(start: tuple[int, int], end: tuple[int, int]) -> None:
+            x0, y0 = (round(left + start[0] * width / picture.width), round(top + start[1] * height / picture.height))
+            x1, y1 = (round(left + end[0] * width / picture.width), round(top + end[1] * height / picture.height))
+            firefox.actions.sequence("pointer", "mouse", {"pointerType": "mouse"}).pointer_move(x0, y0) \
+                .pointer_down().pointer_move(x1, y1, duration=200).pointer_up().perform()
+
+        drag((100, 120), (340, 360))
+        firefox.find_element(By.CSS_SELECTOR, "#tools [data-tool=arrow]").click()
+        drag((820, 520), (640, 320))
+        until("document.getElementById('picture').dataset.rendered === '2'")
+        marks = json.loads(firefox.execute_script("return JSON.stringify(window.wrappedJSObject.vqagraph.state.marks)"))
+        assert [m["shape"] for m in marks] == ["rectangle", "arrow"]
+        assert near(marks[0]["box"], [100, 120, 340, 360])
+        assert near(marks[1]["path"][0], [820, 520]) and near(marks[1]["path"][-1], [640, 320])
+        firefox.find_element(By.ID, "question").send_keys("What colour is the shape within the red rectangle?")
+        firefox.find_element(By.ID, "send").click()
+        until("document.querySelectorAll('#turns li .route').length === 1", 120)
+        answer = firefox.execute_script("return document.querySelector('#turns li').dataset.answer")
+        assert answer and firefox.execute_script("return document.querySelector('#turns li .a').textContent") == answer
+        assert firefox.execute_script("return document.getElementById('error').hidden")
+        (shots / "web-firefox.png").write_bytes(firefox.screenshot(format="binary"))
+    finally:
+        firefox.delete_session()
+        firefox.cleanup()

@@ -275,7 +275,9 @@ def test_a_cli_killed_mid_turn_leaves_its_thread_consistent(engine: Engine, tmp_
          "--route", "img2llm", "--llm-url", f"http://127.0.0.1:{llm.server_address[1]}", "Is it big?"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        assert in_call.wait(300), cli.communicate(timeout=30)[1][-2000:]
+        deadline = time.monotonic() + 300
+        while not in_call.wait(0.5):  # the CLI reaches its LLM call (or fails before it: then say why)
+            assert cli.poll() is None and time.monotonic() < deadline, cli.communicate(timeout=30)[1][-2000:]
         os.killpg(cli.pid, signal.SIGKILL)  # mid-turn: the CLI is waiting for the LLM's answer
         cli.wait(30)
     finally:

@@ -420,8 +420,25 @@ def test_image_store_round_trip(red_circle: Image.Image) -> None:
 
 def test_image_store_unknown_ref() -> None:
     store = ImageStore()
-    with _raises_exactly(ImageError, "not in this process's image store"):
+    with _raises_exactly(ImageError, "neither in this process's memory nor in its threads' image folders"):
         store.get("sha256:" + "0" * 64)
+
+
+def test_image_store_writes_each_thread_stores_images_to_its_folder(red_circle: Image.Image, tmp_path: Path) -> None:
+    """An engine with two thread stores: a thread's image goes to its own store's folder (where another process
+    continuing that thread looks), and a fresh store finds it in any attached folder; errors name no folder."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    store = ImageStore(root=first)
+    store.attach(second)
+    ref = store.add(load_image(red_circle), second)
+    assert (second / f"{ref.removeprefix('sha256:')}.png").exists() and not first.exists()
+    fresh = ImageStore()
+    fresh.attach(first)
+    fresh.attach(second)
+    assert fresh.get(ref).tobytes() == load_image(red_circle).tobytes()
+    with pytest.raises(ImageError) as raised:
+        ImageStore(root=first).get(ref)
+    assert str(first) not in str(raised.value)
 
 
 def test_image_store_evicts_beyond_capacity() -> None:
@@ -520,7 +537,7 @@ def test_one_parser_for_image_strings(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="not fetched here"):
         image_from_string("https://example.com/a.png", store)
     assert image_from_string("https://example.com/a.png", None, fetch=lambda u: b"x" + u.encode()).startswith(b"x")
-    with pytest.raises(ImageError, match="data: URL or an http"):
+    with pytest.raises(ImageError, match="must be a data: URL"):
         image_from_string("/etc/passwd", None)  # a remote client never names a file on this machine
     with pytest.raises(ValueError, match="refused"):  # the caller's fetch decides which URLs it may get
         image_from_string("ftp://example.com/a.png", None, fetch=lambda u: (_ for _ in ()).throw(ValueError("refused")))

@@ -255,24 +255,39 @@ class LRUStore:
 class ImageStore:
     """Images by reference, so graph nodes receive an `ImageRef` and fetch pixels here.
 
-    With a `root`, every image is also written there as `<sha256>.png` (content-addressed, lossless), so a
-    conversation continued by another process finds its images; checkpoints only ever hold the reference."""
+    With folders attached (each thread store's), a thread's image is also written to its store's folder as
+    `<sha256>.png` (content-addressed, lossless), so a conversation continued by another process finds its
+    images; checkpoints only ever hold the reference. `get` looks in memory, then in every attached folder."""
 
     def __init__(self, capacity: int = 256, root: str | Path | None = None) -> None:
         self._store = LRUStore(capacity)
-        self.root = Path(root) if root is not None else None
+        self.folders: list[Path] = []
+        if root is not None:
+            self.attach(root)
 
-    def _path(self, ref: str) -> Path:
-        assert self.root is not None
-        return self.root / f"{ref.removeprefix('sha256:')}.png"
+    @property
+    def root(self) -> Path | None:
+        """The folder images go to when no other is named (the first attached)."""
+        return self.folders[0] if self.folders else None
 
-    def add(self, image: Image.Image) -> ImageRef:
+    def attach(self, folder: str | Path) -> None:
+        """Also keep (and look for) images in `folder`: a thread store's image folder."""
+        if Path(folder) not in self.folders:
+            self.folders.append(Path(folder))
+
+    @staticmethod
+    def _path(folder: Path, ref: str) -> Path:
+        return folder / f"{ref.removeprefix('sha256:')}.png"
+
+    def add(self, image: Image.Image, folder: str | Path | None = None) -> ImageRef:
+        """Keep the image; write it to `folder` (default: the first attached) unless it is there already."""
         ref = image_ref(image)
         self._store.put(ref, image)
-        if self.root is not None:
-            path = self._path(ref)
+        target = Path(folder) if folder is not None else self.root
+        if target is not None:
+            path = self._path(target, ref)
             if not path.exists():
-                self.root.mkdir(parents=True, exist_ok=True)
+                target.mkdir(parents=True, exist_ok=True)
                 partial = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
                 image.save(partial, format="PNG")
                 partial.replace(path)  # atomic: another process never reads half a file
@@ -282,13 +297,15 @@ class ImageStore:
         if not isinstance(ref, str) or not IMAGE_REF.match(ref):  # also keeps a reference from naming a file path
             raise ImageError("an image reference is `sha256:` and 64 lowercase hex digits")
         image = self._store.get(ref)
-        if image is None and self.root is not None and self._path(ref).exists():
-            with Image.open(self._path(ref)) as stored:
-                image = stored.convert("RGB")
-            self._store.put(ref, image)
-        if image is None:
-            where = f"this process's image store or {self.root}" if self.root else "this process's image store"
-            raise ImageError(f"image {ref} is not in {where}; take it in again")
+        for folder in self.folders if image is None else []:
+            if self._path(folder, ref).exists():
+                with Image.open(self._path(folder, ref)) as stored:
+                    image = stored.convert("RGB")
+                self._store.put(ref, image)
+                break
+        if image is None:  # the message names no folder: a remote client may read it
+            raise ImageError(f"image {ref} is neither in this process's memory nor in its threads' image folders; "
+                             "take it in again")
         return image  # type: ignore[no-any-return]
 
 

@@ -134,7 +134,7 @@ class Conversation:
         question = validate_question(request.question, self.engine.profile.limits.max_question_chars)
         self.engine.check_route(request.route, request.router)
         checked = validate_marks(request.marks)
-        ref = self.engine.add_image(request.image) if request.image is not None else None
+        ref = self.engine.add_image(request.image, self.store.images) if request.image is not None else None
         turn = {"question": question, "image_ref": ref, "marks": [m.model_dump(mode="json") for m in checked],
                 "route": request.route, "router": request.router, "intake": time.perf_counter() - start}
         return TurnContext(engine=self.engine, request=turn)

@@ -69,9 +69,10 @@ class Engine:
         encoder = self.profile.image_encoder
         return encoder is not None and encoder.resize == "letterbox"
 
-    def add_image(self, image: ImageInput) -> str:
-        """Take an image in (validated) and return its content reference."""
-        return self.tools.images.add(load_image(image, max_pixels=self.profile.limits.max_image_pixels))
+    def add_image(self, image: ImageInput, folder: str | Path | None = None) -> str:
+        """Take an image in (validated) and return its content reference; `folder`: also write it there (a thread
+        store's image folder), so another process continuing the thread finds it."""
+        return self.tools.images.add(load_image(image, max_pixels=self.profile.limits.max_image_pixels), folder)
 
     def render(self, image: ImageInput, marks: Sequence[Mark | dict[str, Any]]) -> Image.Image:
         """The image exactly as the routes will see it with these marks drawn on it."""
@@ -109,8 +110,7 @@ class Engine:
         if key not in self._stores:
             self._stores[key] = ThreadStore(key)
         opened = self._stores[key]
-        if self.tools.images.root is None:
-            self.tools.images.root = opened.images  # images of threads go to disk, content-addressed
+        self.tools.images.attach(opened.images)  # images of its threads go to disk there, content-addressed
         return opened
 
     def close(self) -> None:

@@ -511,3 +511,33 @@ def test_firefox_draws_asks_and_streams(server: str, shots: Path, tmp_path: Path
     finally:
         firefox.delete_session()
         firefox.cleanup()
+
+
+def test_the_page_endpoints_refuse_bad_input_in_one_line(server: str) -> None:
+    """The page's own endpoints hold the server's rules: no files named by a client, strict JSON bodies, one-line
+    errors, and the server still answers afterwards."""
+    headers = {"Authorization": f"Bearer {KEY}"}
+    buffer = io.BytesIO()
+    scene().save(buffer, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    cases = [
+        (httpx.post(f"{server}/v1/render", headers=headers, json={
+            "image": url, "marks": [{"shape": "mask", "mask_path": "/etc/passwd"}]}), 400, "mask_path"),
+        (httpx.post(f"{server}/v1/render", headers=headers, json={
+            "image": url, "marks": [{"shape": "rectangle", "box": [0, 0, 50, 50], "width": 10**9}]}), 400, "width"),
+        (httpx.post(f"{server}/v1/render", headers=headers, json={"image": "/etc/passwd", "marks": []}), 400, "URL"),
+        (httpx.post(f"{server}/v1/render", headers=headers, json={"image": url, "marks": [], "x": 1}), 400, "x"),
+        (httpx.post(f"{server}/v1/render", headers={**headers, "Content-Type": "text/plain"},
+                    content=b'{"image": "", "marks": []}'), 415, "JSON"),
+        (httpx.patch(f"{server}/v1/threads/nothing-here", headers=headers, json={"title": 5}), 400, "title"),
+        (httpx.get(f"{server}/v1/threads/bad%20id", headers=headers), 404, "no such thread"),
+        (httpx.get(f"{server}/v1/answers/unknown/explain.png", headers=headers), 404, "no such"),
+        (httpx.get(f"{server}/static/app.js.map"), 404, "not found"),
+    ]
+    for response, status, words in cases:
+        assert response.status_code == status, response.text
+        message = response.json()["error"]["message"]
+        assert words in message and "\n" not in message and "Traceback" not in message, message
+    assert httpx.get(f"{server}/health").status_code == 200
+    assert httpx.post(f"{server}/v1/render", headers=headers, json={"image": url, "marks": [
+        {"shape": "point", "point": [100, 100]}]}).content[:4] == b"\x89PNG"

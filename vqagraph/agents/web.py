@@ -24,10 +24,10 @@ import io
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request  # at run time: FastAPI reads the endpoints' annotations
 
-from vqagraph.agents.openai_protocol import THREAD_ID, APIError
+from vqagraph.agents.openai_protocol import THREAD_ID, APIError, validation_error
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -44,12 +44,18 @@ CSP = ("default-src 'self'; img-src 'self' data: blob:; connect-src 'self'; styl
 
 
 class RenderRequest(BaseModel):
+    """The page's picture and its marks, to draw as the routes will see them."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     image: str = Field(description="a data: URL (the page's uploaded picture)")
     marks: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class RenameRequest(BaseModel):
-    title: str
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    title: str = Field(max_length=1000)
 
 
 def asset(name: str) -> bytes:
@@ -86,9 +92,7 @@ def add_web_page(app: FastAPI, server: OpenAIServer) -> None:
         try:
             return model.model_validate_json(raw)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise APIError(400, f"invalid request: {where}: {first['msg']}", param=where or None) from exc
+            raise validation_error(exc) from exc
 
     @app.get("/", include_in_schema=False)
     async def page() -> Response:

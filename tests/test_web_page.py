@@ -342,6 +342,11 @@ def test_threads_rename_and_delete(tab: Page, server: str, tmp_path: Path) -> No
     page.once("dialog", lambda dialog: dialog.accept())
     page.click(f"{item} .delete")
     page.wait_for_selector(item, state="detached")
+    # A page whose remembered thread is gone starts fresh, without an error.
+    page.evaluate(f"localStorage.setItem('vqagraph.thread', '{thread}')")
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    assert page.is_hidden("#error") and page.evaluate("localStorage.getItem('vqagraph.thread')") is None
     gone = httpx.get(f"{server}/v1/threads/{thread}", headers={"Authorization": f"Bearer {KEY}"})
     assert gone.status_code == 404
     tab.shot("web-threads")

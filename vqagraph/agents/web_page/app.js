@@ -485,8 +485,9 @@ function newThread() {
   refresh(); loadThreads();
 }
 
-async function openThread(id) {
-  // Its turns, and its current image on the stage (follow-up questions are about it).
+async function openThread(id, quiet) {
+  // Its turns, and its current image on the stage (follow-up questions are about it). `quiet`: at start-up, a
+  // remembered thread that is gone (deleted elsewhere, or never asked in) just means a fresh start.
   try {
     const thread = await (await call("GET", `/v1/threads/${encodeURIComponent(id)}`)).json();
     setThread(id);
@@ -504,8 +505,9 @@ async function openThread(id) {
     }
     loadThreads();
   } catch (error) {
-    showError(error);
-    if (String(error.message).includes("no thread")) { setThread(null); loadThreads(); }
+    const gone = /no (such )?thread/.test(String(error.message));
+    if (!(quiet && gone)) showError(error);
+    if (gone) { setThread(null); loadThreads(); }
   }
 }
 
@@ -571,7 +573,7 @@ async function start() {
   $("close-explain").onclick = () => { $("explain").hidden = true; };
   refresh();
   await loadThreads();
-  if (state.thread) await openThread(state.thread);
+  if (state.thread) await openThread(state.thread, true);
   document.body.dataset.ready = "true";
 }
 

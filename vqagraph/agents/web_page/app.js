@@ -557,7 +557,7 @@ async function start() {
     if (file) { e.preventDefault(); readFile(file); }
   });
   document.addEventListener("keydown", (e) => {
-    if (e.target.tagName === "TEXTAREA" || e.target.tagName === "INPUT") return;
+    if (["TEXTAREA", "INPUT", "SELECT"].includes(e.target.tagName)) return;  // typing, not editing marks
     if ((e.ctrlKey || e.metaKey) && e.key === "z") { e.preventDefault(); undo(); }
     if (e.key === "Delete" || e.key === "Backspace") deleteSelected();
     if (e.key === "Escape") { state.drag = null; draw(); }

@@ -8,7 +8,6 @@ import io
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ from vqagraph.agents.openai_protocol import AnswerStream  # noqa: E402
 from vqagraph.agents.openai_server import create_app  # noqa: E402
 from vqagraph.errors import LLMError  # noqa: E402
 from vqagraph.tools.llm.postprocess import postprocess_answer  # noqa: E402
+from vqagraph.tools.llm.vllm_server import free_port  # noqa: E402
 
 KEY = "sk-test-0123456789"
 MAX_PIXELS = 600 * 600
@@ -61,12 +61,6 @@ def user(text: str, image: Image.Image | str | None = None) -> dict[str, Any]:
         url = image if isinstance(image, str) else data_url(image)
         content.append({"type": "image_url", "image_url": {"url": url}})
     return {"role": "user", "content": content}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -103,6 +103,13 @@ class ServeCLI:
         self._reader.join(10)
         return code
 
+    def assert_stops_on(self, signum: signal.Signals) -> None:
+        """The signal stops `llm serve` cleanly (exit 0, says so) and leaves nothing of vLLM behind."""
+        self.process.send_signal(signum)
+        assert self.wait_exit() == 0, self.output
+        assert f"stopping vLLM ({signum.name})" in self.output
+        self.assert_nothing_left()
+
     def assert_nothing_left(self, timeout: float = 30.0) -> None:
         """Every recorded descendant and every member of vLLM's process group gone, and the port free."""
         deadline = time.monotonic() + timeout
@@ -145,10 +152,7 @@ def test_sigterm_stops_the_whole_vllm_process_group(llm_profile: Path) -> None:
         assert os.getpgid(cli.leader.pid) == cli.leader.pid  # vLLM runs in a group of its own
         engine_cores = [p for p in cli.descendants if "EngineCore" in " ".join(p.cmdline())]
         assert engine_cores and all(p.ppid() != cli.process.pid for p in engine_cores)  # grandchildren too
-        cli.process.send_signal(signal.SIGTERM)
-        assert cli.wait_exit() == 0, cli.output
-        assert "stopping vLLM (SIGTERM)" in cli.output
-        cli.assert_nothing_left()
+        cli.assert_stops_on(signal.SIGTERM)
     finally:
         cli.close()
 
@@ -198,10 +202,7 @@ def test_a_thread_outlives_its_vllm_server(llm_profile: Path, tmp_path: Path, re
         assert [t.question for t in turns] == ["What colour is the circle?", "Is it big?", "Where is it?"]
         assert turns[:2] == before
 
-        again.process.send_signal(signal.SIGINT)
-        assert again.wait_exit() == 0, again.output
-        assert "stopping vLLM (SIGINT)" in again.output
-        again.assert_nothing_left()
+        again.assert_stops_on(signal.SIGINT)
     finally:
         again.close()
         if engine is not None:

@@ -14,7 +14,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ uvicorn = pytest.importorskip("uvicorn")
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 from vqagraph.agents.openai_server import create_app  # noqa: E402
+from vqagraph.tools.llm.vllm_server import free_port  # noqa: E402
 
 KEY = "web-test-key"
 OTHER = "another-users-key"
@@ -37,12 +37,6 @@ CHROMIUM = os.environ.get("VQAGRAPH_CHROMIUM") or shutil.which("chromium") or sh
 FIREFOX = os.environ.get("VQAGRAPH_FIREFOX") or shutil.which("firefox-esr") or shutil.which("firefox")
 if CHROMIUM is None and os.environ.get("VQAGRAPH_REQUIRE_BROWSER") != "1":
     pytest.skip("no chromium here (scripts/browsers.sh installs Debian's)", allow_module_level=True)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def scene() -> Image.Image:

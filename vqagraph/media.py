@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hashlib
 import io
 import os
@@ -19,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, NewType
+from typing import IO, Any, NewType
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
@@ -94,17 +95,19 @@ def under_root(text: str | Path, root: str | Path) -> Path | None:
         return None
 
 
-def _open_regular(path: Path) -> Any:
-    """A regular file opened for reading. A FIFO or device (or a file swapped for one after the caller's check)
-    is refused, never waited on: O_NONBLOCK makes opening a FIFO return at once, and fstat says what it is."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except (OSError, ValueError) as exc:
-        raise ImageError(f"image file cannot be opened: {path} ({getattr(exc, 'strerror', None) or exc})") from exc
+class NotRegularFileError(OSError):
+    """A path names a FIFO, a device or a folder, which could block a reader or never end."""
+
+
+def open_regular(path: str | Path) -> IO[bytes]:
+    """A regular file opened for reading, never waited on: O_NONBLOCK makes opening a FIFO (or a file swapped for
+    one after the caller's check) return at once, and fstat says what it is. Raises NotRegularFileError for
+    anything but a regular file, OSError when it cannot be opened, ValueError for a NUL in the path."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     file = os.fdopen(fd, "rb")
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         file.close()
-        raise ImageError(f"not a regular file: {path}")
+        raise NotRegularFileError(errno.EINVAL, "not a regular file")
     return file
 
 
@@ -135,7 +138,13 @@ def load_image(source: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> I
     # ImageFile.LOAD_TRUNCATED_IMAGES stays False: a truncated file is an error, not a half-grey picture.
     with ExitStack() as files, warnings.catch_warnings():
         if stream is None:
-            stream = files.enter_context(_open_regular(path))
+            try:
+                stream = files.enter_context(open_regular(path))
+            except NotRegularFileError as exc:
+                raise ImageError(f"not a regular file: {path}") from exc
+            except (OSError, ValueError) as exc:
+                reason = getattr(exc, "strerror", None) or exc
+                raise ImageError(f"image file cannot be opened: {path} ({reason})") from exc
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             with Image.open(stream) as opened:

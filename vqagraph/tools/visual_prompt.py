@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from vqagraph.errors import MarkError
+from vqagraph.media import open_regular
 
 # docs/methods.md §4: ViP-LLaVA's colour pool. Only these have names in a phrase; other RGB colours are "marked".
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -199,13 +200,10 @@ def _read_mask_file(path: str, size: tuple[int, int], where: str) -> Image.Image
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             raise MarkError(f"{where}: mask image {shown} is not a regular file")
-        # O_NONBLOCK: should the path become a FIFO after the check above, opening it still does not wait.
-        with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as file:
-            info = os.fstat(file.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise MarkError(f"{where}: mask image {shown} is not a regular file")
-            if info.st_size > MAX_MASK_BYTES:
-                raise MarkError(f"{where}: mask image {shown} has {info.st_size:,} bytes, over the limit of "
+        with open_regular(path) as file:  # still never waits, should the path have become a FIFO since
+            length = os.fstat(file.fileno()).st_size
+            if length > MAX_MASK_BYTES:
+                raise MarkError(f"{where}: mask image {shown} has {length:,} bytes, over the limit of "
                                 f"{MAX_MASK_BYTES:,}")
             data = file.read(MAX_MASK_BYTES + 1)
     except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
@@ -299,8 +297,6 @@ def check_mark(mark: Mark, size: tuple[int, int], *, index: int = 0, mask: Any =
         if len(path) < fewest or (most is not None and len(path) > most):
             count = f"{fewest}" if fewest == most else f"at least {fewest}"
             raise MarkError(f"{where}: a {mark.shape}'s path has {count} points, not {len(path)}")
-        if not all(math.isfinite(v) for point in path for v in point):
-            raise MarkError(f"{where}: the path's points must be finite numbers")
         path_xs, path_ys = [x for x, _ in path], [y for _, y in path]
         # Half a pixel round the stroke: a straight horizontal arrow still has a region.
         box, kind = (min(path_xs) - 0.5, min(path_ys) - 0.5, max(path_xs) + 0.5, max(path_ys) + 0.5), "the path's box"

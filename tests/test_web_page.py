@@ -464,7 +464,8 @@ def test_firefox_draws_asks_and_streams(server: str, shots: Path, tmp_path: Path
 
     picture = scene()
     picture.save(tmp_path / "scene.png")
-    firefox = Marionette(host="127.0.0.1", port=free_port(), bin=FIREFOX, headless=True)
+    firefox = Marionette(host="127.0.0.1", port=free_port(), bin=FIREFOX, headless=True,
+                         gecko_log=str(tmp_path / "gecko.log"))  # not the working directory
     firefox.start_session()
 
     def until(script: str, seconds: float = 60) -> None:

@@ -52,6 +52,21 @@ def test_normalisation_folds_into_the_projector() -> None:
     folded.load_state_dict(norm.fold(projector))
     with torch.no_grad():
         assert torch.allclose(folded(raw), projector(norm(raw)), atol=1e-4)
+    unfolded = norm.unfold(norm.fold(projector))  # what a continued run starts from
+    assert all(torch.allclose(unfolded[k], v, atol=1e-4) for k, v in projector.state_dict().items())
+
+
+def test_a_run_continues_from_a_trained_projector(tmp_path: Path, quick: dict[str, Any]) -> None:
+    """A longer LM stage without the warm start again: it starts where the saved projector ended, on the same
+    held-out questions, and keeps the earlier run's record."""
+    plan = dataclasses.replace(PLAN, lm_steps=4, eval_every=4)
+    continued = P.train_projection(tmp_path, quick=True, progress=False, plan=plan, continue_from=quick["model"])
+    assert continued["heldout_accuracy"][0] == {**quick["heldout_accuracy"][-1], "step": 0}
+    assert continued["losses"]["align"] is None and continued["losses"]["lm"]["steps"] == 4
+    notes = json.loads((Path(continued["model"]) / "training.json").read_text())
+    assert notes["continued_from"]["heldout_accuracy"] == quick["heldout_accuracy"]
+    before, after = P.read_projector(quick["model"]), P.read_projector(continued["model"])
+    assert not torch.equal(before["linear_2.weight"], after["linear_2.weight"])  # it trained
 
 
 def test_a_stopped_run_resumes_where_it_was(tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPatch,
@@ -95,3 +110,12 @@ def _smollm2() -> str:
     from vqagraph.config import ModelRef
 
     return hub.resolve(ModelRef(id=P.LLM))
+
+
+def test_projection_options_need_projection(capsys: pytest.CaptureFixture[str]) -> None:
+    from vqagraph.lab.__main__ import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--bridge", "--lm-steps", "5", "--continue-from", "somewhere"])
+    assert stop.value.code == 2
+    assert "--continue-from, --lm-steps only go with --projection" in capsys.readouterr().err

@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,14 @@ from vqagraph.world.cli import add_train_options
 def train(args: argparse.Namespace) -> dict[str, Any]:
     """Run the trainer the options name; return what it prints (timings, losses, held-out numbers, models)."""
     if args.projection:
-        from vqagraph.lab.projection import train_projection
+        from vqagraph.lab.projection import FULL, QUICK, train_projection
 
-        notes = train_projection(args.out, seed=args.seed, quick=args.quick, threads=args.threads, resume=args.resume)
+        plan = QUICK if args.quick else FULL
+        changes = {"lm_steps": args.lm_steps, "lm_lr": args.lm_lr,
+                   "budget_s": None if args.budget_minutes is None else 60 * args.budget_minutes}
+        plan = replace(plan, **{k: v for k, v in changes.items() if v is not None})
+        notes = train_projection(args.out, seed=args.seed, quick=args.quick, threads=args.threads, resume=args.resume,
+                                 plan=plan, continue_from=args.continue_from)
         return {k: notes[k] for k in ("timings_s", "losses", "heldout_accuracy", "model")}
     if args.bridge:
         from vqagraph.lab.qformer import train_bridge
@@ -47,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.bridge and args.projection:
         parser.error("choose --bridge or --projection, one per run")
+    projection_only = [f for f, v in (("--continue-from", args.continue_from), ("--lm-steps", args.lm_steps),
+                                      ("--lm-lr", args.lm_lr), ("--budget-minutes", args.budget_minutes))
+                       if v is not None]
+    if projection_only and not args.projection:
+        parser.error(f"{', '.join(projection_only)} only go with --projection")
     if os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE" and args.threads is None:
         # OpenMP reads its wait policy when torch loads, and spinning threads are 10-20x slower on a busy 2-core
         # CPU (lab/progress.py `default_threads`): run again in a fresh process that waits passively.

@@ -101,6 +101,23 @@ class Normalised:
         state["linear_1.weight"] = weight
         return state
 
+    def unfold(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The inverse of `fold`: a saved projector's weights as they act on standardised features."""
+        state = dict(state)
+        weight = state["linear_1.weight"]
+        state["linear_1.bias"] = state["linear_1.bias"] + weight @ self.mean
+        state["linear_1.weight"] = weight * self.std
+        return state
+
+
+def read_projector(folder: str | Path) -> dict[str, torch.Tensor]:
+    """A saved projector's `multi_modal_projector` weights (float32), in either LLaVA key layout."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(Path(folder) / "model.safetensors"))
+    return {k.split("multi_modal_projector.", 1)[1]: v.float() for k, v in state.items()
+            if "multi_modal_projector." in k}
+
 
 # --- data -----------------------------------------------------------------------------------------------------
 
@@ -300,9 +317,12 @@ def lm_batch(pictures: Pictures, prompts: Prompts, rng: np.random.Generator, bat
 
 def train_projection(out_dir: str | Path | None = None, seed: int = 0, quick: bool = False, *, llm: str = LLM,
                      threads: int | None = None, workers: int | None = None, progress: bool = True,
-                     plan: ProjectionPlan | None = None, resume: bool = False) -> dict[str, Any]:
+                     plan: ProjectionPlan | None = None, resume: bool = False,
+                     continue_from: str | Path | None = None) -> dict[str, Any]:
     """Train the projection bridge; write `shapes-llava-projector/` under `out_dir` (default: the package's
-    weights); return its training notes."""
+    weights); return its training notes. `continue_from` (a trained projector's folder) starts the LM stage from
+    its weights instead of a warm start: a longer LM stage without redoing the one before (the plan's `lm_steps`
+    and `lm_lr` are then the continuation's own schedule)."""
     from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
     from vqagraph import hub
@@ -329,6 +349,8 @@ def train_projection(out_dir: str | Path | None = None, seed: int = 0, quick: bo
         b = Progress(name, total, progress, log=LOG)
         b.bar.update(done)
         return b
+
+    previous = None if continue_from is None else json.loads((Path(continue_from) / "training.json").read_text())
 
     try:
         torch.manual_seed(seed)
@@ -374,7 +396,9 @@ def train_projection(out_dir: str | Path | None = None, seed: int = 0, quick: bo
         if saved is None:
             width = config.text_config.hidden_size  # start at the scale of the LLM's own token embeddings
             torch.nn.init.normal_(projector.linear_2.weight, std=float(lm.table.std()) / width**0.5)
-            if plan.align_steps:
+            if continue_from is not None:
+                projector.load_state_dict(norm.unfold(read_projector(continue_from)))
+            elif plan.align_steps:
                 targets = word_targets(lm, pictures)
                 b = bar("warm start (no LLM)", plan.align_steps)
                 history["align"] = train_align(projector, norm, pictures, targets, steps=plan.align_steps,
@@ -431,6 +455,10 @@ def train_projection(out_dir: str | Path | None = None, seed: int = 0, quick: bo
                  "heldout_accuracy": history["heldout"], "lm_loss_every_50": [
                      round(float(np.mean(history["lm"][i : i + 50])), 4) for i in range(0, len(history["lm"]), 50)],
                  "timings_s": timings}
+        if previous is not None:  # the run this one continued: its own record, kept whole
+            notes["continued_from"] = {k: previous[k] for k in ("plan", "seed", "losses", "heldout_accuracy",
+                                                                "lm_loss_every_50", "timings_s", "continued_from")
+                                       if k in previous}
         target = write_checkpoint(config, norm.fold(projector), out / NAME, notes)
         shutil.rmtree(checkpoints, ignore_errors=True)
         LOG.info("projection bridge written to %s", target)

@@ -107,6 +107,12 @@ def add_train_options(train: argparse.ArgumentParser) -> None:
                        "--out when it has them, else the package's weights)")
     train.add_argument("--llm", default="builtin:smollm2-135m-instruct", help="--bridge: the frozen LLM")
     train.add_argument("--queries", type=int, default=None, help="--bridge: learned query tokens (default 8)")
+    train.add_argument("--continue-from", default=None,
+                       help="--projection: start the LM stage from this trained projector's folder (no warm start)")
+    train.add_argument("--lm-steps", type=int, default=None, help="--projection: LM-stage steps (default: the plan's)")
+    train.add_argument("--lm-lr", type=float, default=None, help="--projection: LM-stage peak learning rate")
+    train.add_argument("--budget-minutes", type=float, default=None,
+                       help="--projection: the run stops its LM stage at this deadline (default: the plan's 90)")
 
 
 def command_line(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:

@@ -2,12 +2,14 @@
 
 1. Each route, N questions on N different images: `Engine.answer_batch` vs `Engine.answer` one by one, each arm
    on a fresh engine (cold feature cache, models loaded and warmed on another image first). Answers compared.
+   With --text-route-vllm, the text route again with the in-process vLLM engine as the LLM: a padding-free
+   prefill for its long prompts, which a padded transformers batch makes slower on a CPU.
 2. The server: C concurrent clients vs the same C requests one after another (p50/p95 latency), transformers
    backend; with --vllm also a vLLM server as the LLM backend (its start-up kept out of the table).
 3. Where a warm question's time goes, per route: seconds inside the batched model stages (LLM, GradCAM +
    captions, question generation) and the encoders, against the graph, state, intake and post-processing rest.
 
-    .venv/bin/python benchmarks/bench_batching.py [--n 32] [--clients 16] [--vllm]
+    .venv/bin/python benchmarks/bench_batching.py [--n 32] [--clients 16] [--vllm] [--text-route-vllm]
 
 Ratios are what matters: both arms run on the same machine, one after the other, in one process.
 """
@@ -55,27 +57,29 @@ def engine(profile: str, **overrides: Any) -> Any:
     return built
 
 
-def arm_routes(profile: str, n: int) -> None:
+def arm_routes(profile: str, n: int, routes: tuple[str, ...] = ("bridge", "projection", "img2llm"),
+               label: str = "transformers", **overrides: Any) -> None:
     from vqagraph.eval.harness import request_for
 
     items = questions(n)
     print(f"\n1. {len(items)} questions on {len(items)} images, per route: one by one vs answer_batch "
-          f"(batch {len(items)})")
+          f"(batch {len(items)}), LLM backend: {label}")
     print(f"{'route':<12}{'one by one s':>14}{'batched s':>12}{'ratio':>8}{'equal answers':>16}   batch sizes (LLM)")
-    for route in ("bridge", "projection", "img2llm"):
+    for route in routes:
         requests = [request_for(item, route) for item in items]
-        alone_engine = engine(profile)
+        alone_engine = engine(profile, **overrides)
         start = time.perf_counter()
         alone = [alone_engine.answer(r) for r in requests]
         alone_s = time.perf_counter() - start
-        batch_engine = engine(profile)
+        batch_engine = engine(profile, **overrides)
         llm = batch_engine.tools.llm
-        before = len(llm.texts.stats.sizes) + len(llm.embeds.stats.sizes)
+        sized = hasattr(llm, "texts")  # a vLLM server is not wrapped by a batcher: it batches what arrives
+        before = len(llm.texts.stats.sizes) + len(llm.embeds.stats.sizes) if sized else 0
         start = time.perf_counter()
         batched = batch_engine.answer_batch(requests, batch_size=len(requests))
         batch_s = time.perf_counter() - start
         equal = sum(a.answer == b.answer for a, b in zip(alone, batched, strict=True))  # type: ignore[union-attr]
-        sizes = (llm.texts.stats.sizes + llm.embeds.stats.sizes)[before:]
+        sizes = (llm.texts.stats.sizes + llm.embeds.stats.sizes)[before:] if sized else "(vLLM batches)"
         print(f"{route:<12}{alone_s:>14.1f}{batch_s:>12.1f}{alone_s / batch_s:>7.2f}x{equal:>10}/{len(requests)}"
               f"   {sizes}")
 
@@ -195,10 +199,19 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=32)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--vllm", action="store_true", help="also the server with a vLLM server as the LLM")
+    parser.add_argument("--text-route-vllm", action="store_true",
+                        help="also the text route with the in-process vLLM engine as its LLM, whose batches need no "
+                        "padding (the LLM stage then gathers on a CPU too)")
     parser.add_argument("--only", choices=["routes", "server", "accounting"], default=None)
     args = parser.parse_args()
     if args.only in (None, "routes"):
         arm_routes(args.profile, args.n)
+        if args.text_route_vllm:
+            from vqagraph.config import CPU_STAGE_LIMITS
+
+            arm_routes(args.profile, args.n, ("img2llm",), "vLLM engine, LLM stage gathering",
+                       llm_backend={"kind": "vllm-engine"},
+                       batching={"stage_max_batch": {**CPU_STAGE_LIMITS, "llm": args.n}})
     if args.only in (None, "server"):
         print(f"\n2. the server, {args.clients} requests (bridge route): one after another vs {args.clients} "
               "concurrent clients")

@@ -111,12 +111,11 @@ class Normalised:
 
 
 def read_projector(folder: str | Path) -> dict[str, torch.Tensor]:
-    """A saved projector's `multi_modal_projector` weights (float32), in either LLaVA key layout."""
-    from safetensors.torch import load_file
+    """A saved projector's `multi_modal_projector` weights, read by the route's own loader."""
+    from vqagraph.tools.projector import ProjectionBridge
 
-    state = load_file(str(Path(folder) / "model.safetensors"))
-    return {k.split("multi_modal_projector.", 1)[1]: v.float() for k, v in state.items()
-            if "multi_modal_projector." in k}
+    bridge = ProjectionBridge.from_pretrained(str(folder), vision_tower=False)
+    return {k: v.detach().float() for k, v in bridge.multi_modal_projector.state_dict().items()}
 
 
 # --- data -----------------------------------------------------------------------------------------------------
@@ -394,17 +393,18 @@ def train_projection(out_dir: str | Path | None = None, seed: int = 0, quick: bo
             (checkpoints / "state.tmp").rename(state_path)
 
         if saved is None:
-            width = config.text_config.hidden_size  # start at the scale of the LLM's own token embeddings
-            torch.nn.init.normal_(projector.linear_2.weight, std=float(lm.table.std()) / width**0.5)
             if continue_from is not None:
                 projector.load_state_dict(norm.unfold(read_projector(continue_from)))
-            elif plan.align_steps:
-                targets = word_targets(lm, pictures)
-                b = bar("warm start (no LLM)", plan.align_steps)
-                history["align"] = train_align(projector, norm, pictures, targets, steps=plan.align_steps,
-                                               batch=plan.align_batch, lr=plan.align_lr, seed=seed, report=b)
-                b.close()
-                t = lap("align", t)
+            else:  # start at the scale of the LLM's own token embeddings, then the warm start
+                width = config.text_config.hidden_size
+                torch.nn.init.normal_(projector.linear_2.weight, std=float(lm.table.std()) / width**0.5)
+                if plan.align_steps:
+                    targets = word_targets(lm, pictures)
+                    b = bar("warm start (no LLM)", plan.align_steps)
+                    history["align"] = train_align(projector, norm, pictures, targets, steps=plan.align_steps,
+                                                   batch=plan.align_batch, lr=plan.align_lr, seed=seed, report=b)
+                    b.close()
+                    t = lap("align", t)
             history["heldout"].append({"step": 0, **heldout_accuracy(projector, norm, lm, prompts, heldout, items)})
             LOG.info("held-out before the LM stage: %s", history["heldout"][-1])
             t = lap("heldout_eval", t)

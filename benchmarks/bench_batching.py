@@ -1,5 +1,6 @@
 """Many questions at once: batched vs one by one, side by side in one run (shapes profile, SmolLM2-135M).
 
+0. The frozen image encoder alone: seconds for N images by images per forward pass (the CPU's chunk size).
 1. Each route, N questions on N different images: `Engine.answer_batch` vs `Engine.answer` one by one, each arm
    on a fresh engine (cold feature cache, models loaded and warmed on another image first). Answers compared.
    With --text-route-vllm, the text route again with the in-process vLLM engine as the LLM: a padding-free
@@ -64,24 +65,59 @@ def arm_routes(profile: str, n: int, routes: tuple[str, ...] = ("bridge", "proje
     items = questions(n)
     print(f"\n1. {len(items)} questions on {len(items)} images, per route: one by one vs answer_batch "
           f"(batch {len(items)}), LLM backend: {label}")
-    print(f"{'route':<12}{'one by one s':>14}{'batched s':>12}{'ratio':>8}{'equal answers':>16}   batch sizes (LLM)")
+    print(f"{'route':<12}{'one by one s':>14}{'batched s':>12}{'ratio':>8}{'equal answers':>16}"
+          f"{'LLM stage s':>20}{'LLM ratio':>11}   batch sizes (LLM)")
+
+    def llm_seconds(llm: Any) -> float:
+        return float(llm.texts.stats.seconds + llm.embeds.stats.seconds)
+
     for route in routes:
         requests = [request_for(item, route) for item in items]
         alone_engine = engine(profile, **overrides)
+        sized = hasattr(alone_engine.tools.llm, "texts")  # a vLLM server is not wrapped: it batches what arrives
+        llm_before = llm_seconds(alone_engine.tools.llm) if sized else 0.0
         start = time.perf_counter()
         alone = [alone_engine.answer(r) for r in requests]
         alone_s = time.perf_counter() - start
+        alone_llm = llm_seconds(alone_engine.tools.llm) - llm_before if sized else float("nan")
         batch_engine = engine(profile, **overrides)
         llm = batch_engine.tools.llm
-        sized = hasattr(llm, "texts")  # a vLLM server is not wrapped by a batcher: it batches what arrives
         before = len(llm.texts.stats.sizes) + len(llm.embeds.stats.sizes) if sized else 0
+        llm_before = llm_seconds(llm) if sized else 0.0
         start = time.perf_counter()
         batched = batch_engine.answer_batch(requests, batch_size=len(requests))
         batch_s = time.perf_counter() - start
+        batch_llm = llm_seconds(llm) - llm_before if sized else float("nan")
         equal = sum(a.answer == b.answer for a, b in zip(alone, batched, strict=True))  # type: ignore[union-attr]
         sizes = (llm.texts.stats.sizes + llm.embeds.stats.sizes)[before:] if sized else "(vLLM batches)"
+        # The LLM stage's own ratio bounds the route's: on a CPU its prefill is compute-bound, batched or not.
         print(f"{route:<12}{alone_s:>14.1f}{batch_s:>12.1f}{alone_s / batch_s:>7.2f}x{equal:>10}/{len(requests)}"
-              f"   {sizes}")
+              f"{alone_llm:>11.1f} → {batch_llm:<5.1f}{alone_llm / batch_llm:>9.2f}x   {sizes}")
+
+
+def arm_encoder(profile: str, n: int) -> None:
+    """The frozen CNN alone on n new images, at each chunk size (images per forward pass): where its batches
+    stop paying on this machine (config.CPU_ENCODER_CHUNK)."""
+    from PIL import Image
+
+    built = engine(profile)
+    encoder = built.tools.image_encoder
+    if encoder is None:
+        print("\n0. the profile has no frozen image encoder")
+        return
+    pixels = encoder.pixels([Image.open(item.image) for item in questions(n)])
+    chunk = encoder.chunk
+    print(f"\n0. the frozen image encoder on {n} images: seconds by images per forward pass")
+    try:
+        encoder.chunk = None
+        encoder.encode_pixels(pixels[:4])  # warm
+        for size in (1, 2, 4, 8, 16, 32):
+            start = time.perf_counter()
+            for i in range(0, n, size):
+                encoder.encode_pixels(pixels[i : i + size])
+            print(f"  {size:>3} per pass: {time.perf_counter() - start:.3f} s")
+    finally:
+        encoder.chunk = chunk
 
 
 def data_url(path: Path) -> str:
@@ -132,6 +168,8 @@ def arm_server(profile: str, clients: int, label: str, **overrides: Any) -> None
         sequential_s = time.perf_counter() - start
         # New images for the concurrent arm too: a cached image would flatter it.
         fresh = questions(clients, seed=93_000_001)
+        stage, llm = built.tools.qformer.batcher.stats.sizes, getattr(built.tools.llm, "embeds", None)
+        marks = len(stage), len(llm.stats.sizes) if llm is not None else 0
         start = time.perf_counter()
         with ThreadPoolExecutor(max_workers=clients) as pool:
             concurrent = list(pool.map(one, fresh))
@@ -143,9 +181,10 @@ def arm_server(profile: str, clients: int, label: str, **overrides: Any) -> None
     def p95(values: list[float]) -> float:
         return statistics.quantiles(values, n=20)[-1] if len(values) > 1 else values[0]
 
+    sizes = llm.stats.sizes[marks[1]:] if llm is not None else "(vLLM batches)"
     print(f"{label:<28}{sequential_s:>10.1f}{concurrent_s:>12.1f}{sequential_s / concurrent_s:>7.2f}x"
           f"{statistics.median(sequential):>9.2f}{p95(sequential):>8.2f}{statistics.median(concurrent):>9.2f}"
-          f"{p95(concurrent):>8.2f}")
+          f"{p95(concurrent):>8.2f}   concurrent batches: Q-Former {stage[marks[0]:]}, LLM {sizes}")
 
 
 def arm_accounting(profile: str) -> None:
@@ -175,7 +214,7 @@ def arm_accounting(profile: str) -> None:
     qg = tools.question_generator
     qg.batcher.run_batch = clock("question generator", qg.batcher.run_batch)
     qformer, projector = tools.qformer, tools.projector
-    qformer.pixels_or_grid = clock("vision (Q-Former's)", qformer.pixels_or_grid)
+    qformer.pixels_or_grid.many = clock("vision (Q-Former's)", qformer.pixels_or_grid.many)  # type: ignore[method-assign]
     qformer.bridge.soft_prompt = clock("Q-Former", qformer.bridge.soft_prompt)
     projector.patch_features = clock("vision (projector's)", projector.patch_features)
     projector.bridge.project = clock("projector", projector.bridge.project)
@@ -202,8 +241,10 @@ def main() -> None:
     parser.add_argument("--text-route-vllm", action="store_true",
                         help="also the text route with the in-process vLLM engine as its LLM, whose batches need no "
                         "padding (the LLM stage then gathers on a CPU too)")
-    parser.add_argument("--only", choices=["routes", "server", "accounting"], default=None)
+    parser.add_argument("--only", choices=["encoder", "routes", "server", "accounting"], default=None)
     args = parser.parse_args()
+    if args.only in (None, "encoder"):
+        arm_encoder(args.profile, args.n)
     if args.only in (None, "routes"):
         arm_routes(args.profile, args.n)
         if args.text_route_vllm:

@@ -115,6 +115,9 @@ class ConversationSettings(BaseModel):
 # generator's beam search 37 s vs ~8 s, GradCAM + captions 12 s vs ~6 s. The embedding routes' short prompts
 # and the image encoder gain from batches, so only those gather on a CPU.
 CPU_STAGE_LIMITS: dict[str, int] = {"llm": 1, "question_generator": 1, "region_captions": 1, "gradcam": 1}
+# The frozen CNN's images per forward pass on a CPU: 32 images at once ran 1.6x slower than one by one (its
+# activations overflow the caches), 4 at a time 1.5x faster (benchmarks/bench_batching.py --only encoder).
+CPU_ENCODER_CHUNK = 4
 
 
 class BatchingSettings(BaseModel):
@@ -124,8 +127,10 @@ class BatchingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_batch: int = Field(32, ge=1, description="most calls in one batched model call")
-    window_ms: float = Field(5.0, ge=0, description="longest wait for more calls once one is waiting; a batch "
-                             "goes at once when every question in flight is waiting for it")
+    window_ms: float = Field(200.0, ge=0, description="longest wait for more calls while a question in flight is "
+                             "still on its way to the stage; a batch goes at once when none is (each waits here or "
+                             "at another stage). 32 questions reach their first stage over ~160 ms on a CPU (their "
+                             "intake), so 5 ms split every batch (benchmarks/bench_batching.py)")
     stage_max_batch: dict[str, int] | None = Field(
         None, description="a smaller `max_batch` for some stages (llm, llm_embeddings, image_encoder, "
         "region_captions, gradcam, question_generator); None: on a CPU, CPU_STAGE_LIMITS (measured), else none")

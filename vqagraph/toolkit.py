@@ -10,7 +10,7 @@ from functools import cached_property
 from typing import Any
 
 from vqagraph import hub
-from vqagraph.config import CPU_STAGE_LIMITS, Profile
+from vqagraph.config import CPU_ENCODER_CHUNK, CPU_STAGE_LIMITS, Profile
 from vqagraph.errors import ProfileError
 from vqagraph.media import FeatureCache, ImageStore
 from vqagraph.tools.answer_candidates import Extractor, default_extractor
@@ -80,7 +80,8 @@ class Toolkit:
 
         model = hub.load(EfficientNetLiteModel, settings.model, "image_encoder", device=self.device)
         return FrozenImageEncoder(model, settings.image_size, settings.stages, self.features, settings.model.id,
-                                  letterbox=settings.resize == "letterbox", policy=self.batching)
+                                  letterbox=settings.resize == "letterbox", policy=self.batching,
+                                  chunk=CPU_ENCODER_CHUNK if self.device.type == "cpu" else None)
 
     def vision(self, role: str) -> Vision | None:
         """The frozen encoder through `role`'s own trained adapter, or None when the checkpoint reads pixels."""
@@ -143,7 +144,8 @@ class Toolkit:
         instruction_tokenizer = None
         if bridge.conditioned:
             instruction_tokenizer = hub.load(AutoTokenizer, ref, "qformer", subfolder="qformer_tokenizer")
-        return QFormerEncoder(bridge, processor, self.features, ref.id, instruction_tokenizer, self.vision("qformer"))
+        return QFormerEncoder(bridge, processor, self.features, ref.id, instruction_tokenizer, self.vision("qformer"),
+                              self.batching)
 
     @loaded_once
     def projector(self) -> ProjectionEncoder:
@@ -158,7 +160,7 @@ class Toolkit:
         encoder = self.image_encoder
         bridge = hub.load(ProjectionBridge, ref, "projector", device=self.device, vision_tower=encoder is None)
         processor = None if encoder is not None else hub.load(AutoImageProcessor, ref, "projector")
-        return ProjectionEncoder(bridge, processor, self.features, ref.id, encoder)
+        return ProjectionEncoder(bridge, processor, self.features, ref.id, encoder, self.batching)
 
     @loaded_once
     def extractor(self) -> Extractor:

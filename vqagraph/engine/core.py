@@ -137,6 +137,10 @@ class Engine:
         and earlier turns come from the thread store); otherwise `request.image` is required and
         `request.history` holds the earlier turns the caller kept. `on_event(kind, value)` receives ("token",
         text) as the LLM writes and ("node", name) as each node finishes."""
+        with self.tools.in_flight:  # from intake on: the batchers wait for a question still reading its image
+            return self._answer(request, on_event)
+
+    def _answer(self, request: AskRequest, on_event: OnEvent | None) -> Answer:
         if request.thread is not None:
             conversation = self.conversation(request.thread, store=request.store)
             return conversation.answer(request, on_event)

@@ -2,9 +2,11 @@
 
 Many questions in flight (`Engine.answer_batch`, or a server's concurrent requests) each run the VQA graph in a
 thread of their own; every model stage they share goes through a `Batcher`, which gathers the calls waiting at it
-and runs them as one batch, as inference servers do. The first caller of a batch waits until every question in
-flight is waiting here (`in_flight`), `max_size` calls are in, or `window` seconds have passed, whichever comes
-first; then it runs the batch for all of them and hands each caller its own result. One batch runs at a time, so
+and runs them as one batch, as inference servers do. The first caller of a batch waits until no question in
+flight (`in_flight`) is still on its way, each waiting here or at another stage, or `max_size` calls are in, or
+`window` seconds have passed, whichever comes first; then it runs the batch for all of them and hands each caller
+its own result. (Waiting only for the questions already here split a batch: the first question out of intake
+went through the encoder and the LLM alone while the rest followed as a second batch.) One batch runs at a time, so
 a batcher is also its model's lock. A batch that fails is retried one call at a time, so a bad input fails only
 its own question.
 
@@ -36,6 +38,7 @@ class BatchStats:
     """What a batcher has done: batches run and the calls in them (for metrics and benchmarks)."""
 
     sizes: list[int] = field(default_factory=list)  # calls per batch, in order
+    window_ran_out: int = 0  # batches that went at the window's end, a question in flight still on its way
     seconds: float = 0.0  # inside the batched calls
 
     @property
@@ -48,24 +51,54 @@ class BatchStats:
 
 
 class InFlight:
-    """How many questions are running on an engine now: a batcher that holds all of them waits no longer."""
+    """How many questions are running on an engine now, and how many of their threads wait at a batcher: a
+    batch goes once no question is still on its way to it (every one waits here or at another stage)."""
 
     def __init__(self) -> None:
         self._count = 0
+        self._waiting = 0  # threads inside a batcher's `map` (waiting for a batch, or leading one)
         self._lock = threading.Lock()
+        self._depth = threading.local()  # a question counts once, however deeply its thread enters
+        self._watchers: list[threading.Condition] = []  # the batchers' own conditions, woken on each change
+
+    def watch(self, ready: threading.Condition) -> None:
+        with self._lock:
+            self._watchers.append(ready)
 
     def __enter__(self) -> InFlight:
-        with self._lock:
-            self._count += 1
+        depth = getattr(self._depth, "n", 0)
+        self._depth.n = depth + 1
+        if depth == 0:
+            with self._lock:
+                self._count += 1
         return self
 
     def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            self._count -= 1
+        self._depth.n -= 1
+        if self._depth.n == 0:
+            with self._lock:
+                self._count -= 1
+            self._wake()
 
     @property
     def count(self) -> int:
         return self._count
+
+    @property
+    def running(self) -> int:
+        """Questions doing work of their own (intake, prompts, an unbatched step): they may join a batch soon."""
+        return self._count - self._waiting
+
+    def waiting(self, step: int) -> None:
+        with self._lock:
+            self._waiting += step
+        self._wake()
+
+    def _wake(self) -> None:
+        """A leader gathering a batch elsewhere may now have no one left to wait for."""
+        for ready in list(self._watchers):
+            with ready:
+                ready.notify_all()
 
 
 @dataclass(frozen=True)
@@ -116,6 +149,8 @@ class Batcher(Generic[T, R]):
         self.stats = BatchStats()
         self._pending: list[Pending[T, R]] = []
         self._ready = threading.Condition()
+        if in_flight is not None:
+            in_flight.watch(self._ready)
         self._leader = False  # a caller is gathering a batch
 
     def __call__(self, item: T) -> R:
@@ -124,8 +159,22 @@ class Batcher(Generic[T, R]):
     def map(self, items: Sequence[T]) -> list[R]:
         """Each item's result, in order; the items join the calls pending from other threads."""
         if getattr(_inside, "depth", 0):  # called from inside a batch of another stage: run now, inline
-            with self._running:
-                return list(self.run_batch(list(items)))
+            self._count(len(items))
+            start = time.perf_counter()
+            try:
+                with self._running:
+                    return list(self.run_batch(list(items)))
+            finally:
+                self.stats.seconds += time.perf_counter() - start
+        if self.in_flight is not None:
+            self.in_flight.waiting(+1)
+        try:
+            return self._join(items)
+        finally:
+            if self.in_flight is not None:
+                self.in_flight.waiting(-1)
+
+    def _join(self, items: Sequence[T]) -> list[R]:
         futures: list[Future[R]] = [Future() for _ in items]
 
         def answered() -> bool:
@@ -153,10 +202,10 @@ class Batcher(Generic[T, R]):
         return [f.result() for f in futures]
 
     def _everyone_here(self) -> bool:
-        """No one else to wait for: a full batch, every question in flight here, or no count of them kept (a
-        tool used on its own batches only the calls already pending)."""
-        waiting = len(self._pending)
-        return self.in_flight is None or waiting >= self.max_size or waiting >= self.in_flight.count
+        """No one else to wait for: a full batch, no question in flight still on its way (each waits here or at
+        another stage, whose batch runs first), or no count of them kept (a tool used on its own batches only
+        the calls already pending)."""
+        return self.in_flight is None or len(self._pending) >= self.max_size or self.in_flight.running <= 0
 
     def _gather(self) -> list[Pending[T, R]]:
         deadline = time.monotonic() + self.window
@@ -164,6 +213,7 @@ class Batcher(Generic[T, R]):
             while not self._everyone_here():
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    self.stats.window_ran_out += 1
                     break
                 self._ready.wait(left)
             return self._take()
@@ -186,11 +236,14 @@ class Batcher(Generic[T, R]):
         self._pending = rest
         return batch
 
+    def _count(self, size: int) -> None:
+        self.stats.sizes.append(size)
+        if self.on_batch is not None:
+            self.on_batch(size)
+
     def _run(self, batch: list[Pending[T, R]]) -> None:
         items = [item for item, _, _ in batch]
-        self.stats.sizes.append(len(items))
-        if self.on_batch is not None:
-            self.on_batch(len(items))
+        self._count(len(items))
         start = time.perf_counter()
         failed: BaseException | None = None
         try:

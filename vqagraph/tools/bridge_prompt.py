@@ -55,6 +55,15 @@ def bridge_embeddings(soft_prompt: torch.Tensor, token_ids: list[int], table: to
     return torch.cat([soft_prompt.to(device=table.device, dtype=table.dtype), text], dim=0)
 
 
+def image_token_id(tokenizer: Any, token: str) -> int | None:
+    """The token's id when the tokenizer has it, else None. Not `token in get_vocab()`: that builds the whole
+    vocabulary as a dict (17 ms for SmolLM2's 49k), twice per projection-route question."""
+    found = tokenizer.convert_tokens_to_ids(token)
+    if found is None or (found == tokenizer.unk_token_id and token != tokenizer.unk_token):
+        return None
+    return int(found)
+
+
 def split_at_image(tokenizer: Any, text: str, placeholder: str = "<image>", add_bos: bool = True,
                    ) -> tuple[list[int], list[int]]:
     """Token ids before and after the image placeholder of a LLaVA prompt (docs/methods.md §7): the image tokens go
@@ -62,7 +71,7 @@ def split_at_image(tokenizer: Any, text: str, placeholder: str = "<image>", add_
     LLaVA's processor does; others tokenize the two sides apart. No placeholder: the image goes first."""
     if placeholder not in text:
         return [], bridge_token_ids(tokenizer, text, add_bos)
-    image_id = tokenizer.convert_tokens_to_ids(placeholder) if placeholder in tokenizer.get_vocab() else None
+    image_id = image_token_id(tokenizer, placeholder)
     if image_id is not None:
         ids = bridge_token_ids(tokenizer, text, add_bos)
         k = ids.index(image_id)

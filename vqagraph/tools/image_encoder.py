@@ -1,7 +1,7 @@
 """The image encoder role: what turns an image into the patch tokens GradCAM, the captioner, the ITM filter and the
 Q-Former read, as a `(1, 1 + patches, dim)` tensor whose index 0 is a CLS token (BLIP's ViT layout).
 
-Two kinds, one interface (`Vision.__call__(ref, image)`):
+Two kinds, one interface (`Vision.__call__(ref, image)`, and `Vision.many` for a batch in one pass):
 - `PixelVision`: a checkpoint's own ViT reads pixels (the Hub profiles: BLIP, BLIP-2 unchanged).
 - `AdaptedVision`: a *frozen pretrained* CNN (EfficientNet-Lite, docs/methods.md §6.1)
   computes a feature grid once per image, shared by every model of the profile through the feature cache; each
@@ -39,6 +39,10 @@ class Vision(Protocol):
 
     def __call__(self, ref: str | None, image: Image.Image) -> torch.Tensor: ...
 
+    def many(self, refs: Sequence[str | None], images: Sequence[Image.Image]) -> list[torch.Tensor]:
+        """Each image's tokens, the images encoded together (a batched stage's images)."""
+        ...
+
 
 # --- the frozen encoder -------------------------------------------------------------------------------------
 
@@ -50,8 +54,13 @@ class FrozenImageEncoder:
     (stride 8 keeps colour of tiny objects, stride 16 shape: docs/methods.md §6.1)."""
 
     def __init__(self, model: Any, image_size: int, stages: Sequence[int], cache: FeatureCache, name: str,
-                 letterbox: bool = True, policy: BatchPolicy | None = None) -> None:
-        self.model = model.eval()
+                 letterbox: bool = True, policy: BatchPolicy | None = None, chunk: int | None = None) -> None:
+        # channels-last: the depthwise convolutions of a mobile CNN run 1.4-1.5x faster on a CPU in that layout,
+        # at every batch size (benchmarks/bench_batching.py --only encoder); values agree to ~4e-5.
+        self.model = model.eval().to(memory_format=torch.channels_last)
+        # At most `chunk` images per forward pass: on a CPU a CNN's activations for a large batch overflow the
+        # caches, and 32 images at once ran slower than one by one (config.CPU_ENCODER_CHUNK, measured).
+        self.chunk = chunk
         # Concurrent questions' new images go through the CNN together (tools/batching.py).
         self.batcher: Batcher[Image.Image, torch.Tensor] = (policy or BatchPolicy()).batcher(
             self.encode_images, stage="image_encoder")
@@ -86,7 +95,10 @@ class FrozenImageEncoder:
     @torch.no_grad()
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """`(B, channels, rows, cols)` from preprocessed pixels (the trainers call this on whole batches)."""
-        maps = self.model.stage_features(pixels, self.stages)
+        step = self.chunk or len(pixels)
+        if len(pixels) > step:
+            return torch.cat([self.encode_pixels(pixels[i : i + step]) for i in range(0, len(pixels), step)])
+        maps = self.model.stage_features(pixels.contiguous(memory_format=torch.channels_last), self.stages)
         rows, cols = min((m.shape[-2:] for m in maps), key=lambda s: s[0])
         pooled = [m if m.shape[-2:] == (rows, cols) else F.adaptive_avg_pool2d(m, (rows, cols)) for m in maps]
         return torch.cat(pooled, dim=1).float()
@@ -94,14 +106,20 @@ class FrozenImageEncoder:
     def __call__(self, ref: str | None, image: Image.Image) -> tuple[torch.Tensor, bool]:
         """(grid, whether it was computed now): a second question about the image (same `ref`, its content hash)
         reuses the first's grid; without a ref nothing is cached."""
-        key = ("frozen-grid", self.name, self.image_size, tuple(self.stages), self.letterbox, ref)
-        cached = self.cache.get(key) if ref is not None else None
-        if cached is not None:
-            return cached, False
-        grid = self.batcher(image)
-        if ref is not None:
-            self.cache.put(key, grid)
-        return grid, True
+        return self.grids([ref], [image])[0]
+
+    def grids(self, refs: Sequence[str | None], images: Sequence[Image.Image]) -> list[tuple[torch.Tensor, bool]]:
+        """`__call__` for many images: the ones not cached go through the CNN together."""
+        keys = [("frozen-grid", self.name, self.image_size, tuple(self.stages), self.letterbox, ref) for ref in refs]
+        found = [self.cache.get(key) if ref is not None else None for key, ref in zip(keys, refs, strict=True)]
+        missing = [i for i, grid in enumerate(found) if grid is None]
+        computed = self.batcher.map([images[i] for i in missing]) if missing else []
+        for i, grid in zip(missing, computed, strict=True):
+            found[i] = grid
+            if refs[i] is not None:
+                self.cache.put(keys[i], grid)
+        new = set(missing)
+        return [(grid, i in new) for i, grid in enumerate(found) if grid is not None]
 
     def encode_images(self, images: list[Image.Image]) -> list[torch.Tensor]:
         """Each image's grid `(1, channels, rows, cols)`, all in one forward pass."""
@@ -192,7 +210,11 @@ class PixelVision:
     letterboxed: bool = False  # BLIP's processor resizes the image to its square input
 
     def __call__(self, ref: str | None, image: Image.Image) -> torch.Tensor:
-        return vision_features(self.vision_model, self.processor, image)
+        return self.many([ref], [image])[0]
+
+    def many(self, refs: Sequence[str | None], images: Sequence[Image.Image]) -> list[torch.Tensor]:
+        features = vision_features(self.vision_model, self.processor, images)
+        return [features[i : i + 1] for i in range(len(images))]
 
 
 @dataclass
@@ -207,7 +229,11 @@ class AdaptedVision:
         return self.encoder.letterbox
 
     def __call__(self, ref: str | None, image: Image.Image) -> torch.Tensor:
-        grid, _ = self.encoder(ref, image)
+        return self.many([ref], [image])[0]
+
+    def many(self, refs: Sequence[str | None], images: Sequence[Image.Image]) -> list[torch.Tensor]:
+        grids = torch.cat([grid for grid, _ in self.encoder.grids(refs, images)])
         param = next(self.adapter.parameters())
         with torch.no_grad():
-            return self.adapter(pixel_values=grid.to(param.device, param.dtype)).last_hidden_state
+            tokens = self.adapter(pixel_values=grids.to(param.device, param.dtype)).last_hidden_state
+        return [tokens[i : i + 1] for i in range(len(images))]

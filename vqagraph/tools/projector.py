@@ -10,6 +10,7 @@ world), the encoder's grid is the patch features and the checkpoint holds the pr
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from torch import nn
 from vqagraph.errors import ModelMismatchError
 from vqagraph.hub import checkpoint_files
 from vqagraph.media import FeatureCache
+from vqagraph.tools.batching import Batcher, BatchPolicy
 from vqagraph.tools.image_encoder import FrozenImageEncoder
 
 VISION = "vision_tower."
@@ -127,38 +129,51 @@ def grid_tokens(grid: torch.Tensor, cells: int) -> torch.Tensor:
 @dataclass
 class ProjectionEncoder:
     """Soft prompts for images, each image encoded once (feature cache); the prompt itself is cached too, since a
-    projection bridge never reads the question."""
+    projection bridge never reads the question. Concurrent questions' new images are encoded and projected
+    together, in one pass each (tools/batching.py)."""
 
     bridge: ProjectionBridge
     processor: Any  # the checkpoint's image processor (None with a frozen encoder)
     features: FeatureCache
     name: str
     encoder: FrozenImageEncoder | None = None
+    policy: BatchPolicy | None = None
+
+    def __post_init__(self) -> None:
+        self.batcher: Batcher[tuple[str, Image.Image], tuple[torch.Tensor, bool]] = (
+            self.policy or BatchPolicy()).batcher(self.soft_prompts, stage="projector")
 
     @property
     def letterboxed(self) -> bool:
         return self.encoder is not None and self.encoder.letterbox
 
-    def patch_features(self, ref: str | None, image: Image.Image) -> tuple[torch.Tensor, bool]:
-        """(patch features (1, patches, input_size), whether the image was encoded now)."""
+    def patch_features(self, refs: Sequence[str | None], images: Sequence[Image.Image]
+                       ) -> tuple[torch.Tensor, list[bool]]:
+        """(patch features (B, patches, input_size), whether each image was encoded now), in one pass."""
         if self.encoder is not None:
-            grid, encoded = self.encoder(ref, image)
-            return grid_tokens(grid, self.bridge.image_seq_length), encoded
+            grids = self.encoder.grids(refs, images)
+            return (grid_tokens(torch.cat([grid for grid, _ in grids]), self.bridge.image_seq_length),
+                    [encoded for _, encoded in grids])
         param = next(self.bridge.parameters())
-        pixels = self.processor(images=image, return_tensors="pt")["pixel_values"].to(param.device, param.dtype)
-        return self.bridge.patch_features(pixels), True
+        pixels = self.processor(images=list(images), return_tensors="pt")["pixel_values"].to(param.device,
+                                                                                             param.dtype)
+        return self.bridge.patch_features(pixels), [True] * len(images)
 
     def __call__(self, ref: str, image: Image.Image) -> tuple[torch.Tensor, bool]:
         """(soft prompt (image tokens, LLM hidden), whether the image was encoded now)."""
-        key = (ref, "projection-soft-prompt", self.name)
-        cached = self.features.get(key)
+        cached = self.features.get((ref, "projection-soft-prompt", self.name))
         if cached is not None:
             return cached, False
-        features, encoded = self.patch_features(ref, image)
+        return self.batcher((ref, image))
+
+    def soft_prompts(self, jobs: list[tuple[str, Image.Image]]) -> list[tuple[torch.Tensor, bool]]:
+        """Each image's (soft prompt, encoded now): the images through the encoder together, one projector pass."""
+        features, encoded = self.patch_features([ref for ref, _ in jobs], [image for _, image in jobs])
         if features.shape[-1] != self.bridge.input_size:
             raise ModelMismatchError(
                 f"the projector of {self.name!r} reads {self.bridge.input_size}-wide patch features, the image "
                 f"encoder gives {features.shape[-1]}: use the encoder settings it was trained with")
-        prompt = self.bridge.project(features)[0]
-        self.features.put(key, prompt)
-        return prompt, encoded
+        prompts = self.bridge.project(features)
+        for (ref, _), prompt in zip(jobs, prompts, strict=True):
+            self.features.put((ref, "projection-soft-prompt", self.name), prompt)
+        return list(zip(prompts, encoded, strict=True))

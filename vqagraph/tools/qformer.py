@@ -19,6 +19,7 @@ from torch import nn
 from vqagraph.errors import ModelMismatchError
 from vqagraph.hub import checkpoint_files
 from vqagraph.media import FeatureCache
+from vqagraph.tools.batching import Batcher, BatchPolicy
 from vqagraph.tools.image_encoder import PixelVision, Vision
 
 PARTS = ("vision_model.", "query_tokens", "qformer.", "language_projection.")
@@ -142,10 +143,15 @@ class QFormerBridge(nn.Module):
         return self.language_projection(out.to(projection.dtype))
 
 
+Job = tuple[str, Image.Image, str]  # (image ref, image, instruction): one question's soft prompt to compute
+
+
 @dataclass
 class QFormerEncoder:
     """Soft prompts for images, with each image encoded once and reused from the feature cache; BLIP-2's
-    question-independent soft prompt is cached too, so a second question on an image skips the Q-Former."""
+    question-independent soft prompt is cached too, so a second question on an image skips the Q-Former.
+    Concurrent questions' prompts are computed together: their images through the vision side in one pass, then
+    one Q-Former pass (tools/batching.py)."""
 
     bridge: QFormerBridge
     processor: Any
@@ -153,28 +159,56 @@ class QFormerEncoder:
     name: str
     instruction_tokenizer: Any = None
     vision: Vision | None = None  # a frozen encoder + adapter (tools/image_encoder.py); None: the checkpoint's ViT
+    policy: BatchPolicy | None = None
 
     def __post_init__(self) -> None:
         self.pixels_or_grid: Vision = self.vision or PixelVision(self.bridge.vision_model, self.processor)
+        self.batcher: Batcher[Job, tuple[torch.Tensor, bool]] = (self.policy or BatchPolicy()).batcher(
+            self.soft_prompts, stage="qformer")
+
+    def _prompt_key(self, ref: str, instruction: str) -> tuple[Any, ...]:
+        return (ref, "soft-prompt", self.name, instruction if self.bridge.conditioned else None)
 
     def __call__(self, ref: str, image: Image.Image, instruction: str) -> tuple[torch.Tensor, bool]:
         """(soft prompt (num_query_tokens, LLM hidden), whether the image was encoded now)."""
-        prompt_key = (ref, "soft-prompt", self.name, instruction if self.bridge.conditioned else None)
-        cached = self.features.get(prompt_key)
+        cached = self.features.get(self._prompt_key(ref, instruction))
         if cached is not None:
             return cached, False
-        feature_key = (ref, "qformer-vision", self.name)
-        image_embeds = self.features.get(feature_key)
-        encoded = image_embeds is None
-        if image_embeds is None:
-            image_embeds = self.pixels_or_grid(ref, image)
-            self.features.put(feature_key, image_embeds)
+        return self.batcher((ref, image, instruction))
+
+    def soft_prompts(self, jobs: list[Job]) -> list[tuple[torch.Tensor, bool]]:
+        """Each job's (soft prompt, whether its image was encoded now), in one vision pass and one Q-Former pass."""
+        feature_keys = [(ref, "qformer-vision", self.name) for ref, _, _ in jobs]
+        embeds = [self.features.get(key) for key in feature_keys]
+        first_of: dict[str, int] = {}  # a new image asked about twice in one batch is encoded once
+        for i, (ref, _, _) in enumerate(jobs):
+            if embeds[i] is None:
+                first_of.setdefault(ref, i)
+        if first_of:
+            new = dict(zip(first_of, self.pixels_or_grid.many(list(first_of), [jobs[i][1] for i in first_of.values()]),
+                           strict=True))
+            for ref, i in first_of.items():
+                self.features.put(feature_keys[i], new[ref])
+            embeds = [new[ref] if e is None else e for (ref, _, _), e in zip(jobs, embeds, strict=True)]
         ids = mask = None
         if self.bridge.conditioned:
-            if self.instruction_tokenizer is None:
-                raise ModelMismatchError(f"{self.name}: an InstructBLIP checkpoint needs its qformer_tokenizer")
-            tokens = self.instruction_tokenizer(instruction, return_tensors="pt")
-            ids, mask = tokens["input_ids"], tokens["attention_mask"]
-        prompt = self.bridge.soft_prompt(image_embeds, ids, mask)[0]
-        self.features.put(prompt_key, prompt)
-        return prompt, encoded
+            ids, mask = self._instructions([instruction for _, _, instruction in jobs])
+        prompts = self.bridge.soft_prompt(torch.cat([e for e in embeds if e is not None]), ids, mask)
+        for (ref, _, instruction), prompt in zip(jobs, prompts, strict=True):
+            self.features.put(self._prompt_key(ref, instruction), prompt)
+        return [(prompt, i in first_of.values()) for i, prompt in enumerate(prompts)]
+
+    def _instructions(self, instructions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """InstructBLIP's instruction token ids, right-padded and masked (padding by hand: the tokenizer's padding
+        switch is shared state)."""
+        if self.instruction_tokenizer is None:
+            raise ModelMismatchError(f"{self.name}: an InstructBLIP checkpoint needs its qformer_tokenizer")
+        rows = [self.instruction_tokenizer(text)["input_ids"] for text in instructions]
+        longest = max(len(row) for row in rows)
+        pad = self.instruction_tokenizer.pad_token_id or 0
+        ids = torch.full((len(rows), longest), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), longest), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        return ids, mask

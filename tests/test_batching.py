@@ -336,16 +336,22 @@ def test_past_the_bound_a_request_gets_429_and_the_server_stays_up(served: tuple
     deadline = time.monotonic() + 30
     while server.pending < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
+    in_flight = server.engine.in_flight
+    assert in_flight.count == 2  # admitted questions count in flight before they reach the engine
     busy = httpx.post(f"{url}/v1/chat/completions", json=body(image), timeout=30)
     assert busy.status_code == 429 and busy.headers["retry-after"] == "1"
     assert busy.json()["error"]["code"] == "server_busy"
     assert httpx.get(f"{url}/health", timeout=10).status_code == 200  # never a hang
+    assert in_flight.count == 2  # the refused one never counted
     release.set()
     for worker in workers:
         worker.join(120)
     assert results == [200, 200]
     server.answer = original
     assert httpx.post(f"{url}/v1/chat/completions", json=body(image), timeout=120).status_code == 200
+    bad = httpx.post(f"{url}/v1/chat/completions", json=body(None, question=""), timeout=30)
+    assert bad.status_code == 400
+    assert in_flight.count == 0 and in_flight.running == 0  # every request, answered or refused, counted out
 
 
 def test_metrics_parse_and_count_requests(served: tuple[str, Any]) -> None:

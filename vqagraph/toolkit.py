@@ -183,7 +183,7 @@ class Toolkit:
             if not backend.url:
                 raise ProfileError("llm_backend.kind = 'vllm-server' needs llm_backend.url (see `vqagraph llm serve`)")
             return VLLMClient(backend.url, hub.resolve(ref), model=ref.id, api_key=backend.api_key,
-                              timeout=backend.timeout, max_retries=backend.max_retries)
+                              timeout=backend.timeout, max_retries=backend.max_retries, in_flight=self.in_flight)
         if backend.kind == "vllm-engine":
             from vqagraph.tools.llm.vllm_engine import VLLMEngineLLM
 

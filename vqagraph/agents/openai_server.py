@@ -14,7 +14,8 @@ the routes as history (a stateless client's multi-turn). With API keys on, a thr
 started it (each key is its own owner).
 
 Concurrent requests run in worker threads side by side, and the engine gathers their model calls into batches
-(the profile's `batching`: a batch waits at most `window_ms` for more calls). At most `max_pending` requests are
+(the profile's `batching`: a batch waits for the admitted questions still on their way to it, at most
+`window_ms`; each question counts in flight from its admission, `Slot`). At most `max_pending` requests are
 admitted at once; past that a request gets 429 with `Retry-After` at once, so a flood never hangs the server.
 
 Deadlines, so that no request can hold the others up:
@@ -210,12 +211,21 @@ class Plan:
 
 class Slot:
     """A request's place among `max_pending`: held by the request itself and by each worker thread running for it,
-    and given back when the last of them lets go (a timed-out request's thread still counts while it works)."""
+    and given back when the last of them lets go (a timed-out request's thread still counts while it works).
+    A question's slot also counts it among the engine's questions in flight, from admission on: concurrent
+    requests' batches wait for one still being read or decoded instead of going without it."""
 
-    def __init__(self, server: OpenAIServer) -> None:
+    def __init__(self, server: OpenAIServer, question: bool = False) -> None:
         self.server = server
         self.refs = 1
         self.answered = False
+        self.question = question
+        if question:
+            server.engine.in_flight.arrive()
+
+    def working(self) -> contextlib.AbstractContextManager[None]:
+        """Around a worker thread's part: a question is counted already (the engine must not count it again)."""
+        return self.server.engine.in_flight.counted() if self.question else contextlib.nullcontext()
 
     def hold(self) -> None:
         with self.server.lock:
@@ -224,9 +234,12 @@ class Slot:
     def drop(self) -> None:
         with self.server.lock:
             self.refs -= 1
-            if self.refs == 0:
+            ended = self.refs == 0
+            if ended:
                 self.server.pending -= 1
                 self.server.metrics.queue.set(self.server.pending)
+        if ended and self.question:
+            self.server.engine.in_flight.leave()
 
     def __call__(self) -> None:
         """The request's own part, let go once however often this is called."""
@@ -353,7 +366,8 @@ class OpenAIServer:
                     raise RuntimeError("abandoned before it started")  # nobody waits for this result
                 state[0] = "running"
             try:
-                return fn()
+                with slot.working():
+                    return fn()
             finally:
                 slot.drop()
 
@@ -368,9 +382,10 @@ class OpenAIServer:
                 slot.drop()
             raise
 
-    def admit(self) -> Slot:
+    def admit(self, question: bool = False) -> Slot:
         """Count the request in (or answer 429 at once when `max_pending` are in already); calling the returned
-        slot counts the request's own part out, once however often it is called."""
+        slot counts the request's own part out, once however often it is called. `question`: also among the
+        engine's questions in flight."""
         with self.lock:
             if self.pending >= self.max_pending:
                 busy = self.pending
@@ -382,7 +397,7 @@ class OpenAIServer:
             self.metrics.rejected.inc()
             raise APIError(429, f"the server is busy ({busy} requests in progress); retry shortly",
                            "rate_limit_error", code="server_busy", headers={"Retry-After": "1"})
-        return Slot(self)
+        return Slot(self, question)
 
     def remember(self, cid: str, owner: str, answer: Answer) -> None:
         """Keep a recent answer for `recalled` (a bounded number, the oldest dropped)."""
@@ -507,7 +522,7 @@ class OpenAIServer:
 
         self.check_auth(request)
         parsed = self.parse(await self.read_body(request))  # before admission: a slow body holds no place
-        release = self.admit()
+        release = self.admit(question=True)
         streaming = False  # once the stream is handed out, it counts the request out when it ends
         try:
             plan = await self.in_thread(lambda: self.plan(parsed), slot=release)  # may download a remote image

@@ -29,6 +29,7 @@ from vqagraph.toolkit import Toolkit
 if TYPE_CHECKING:
     from vqagraph.engine.conversation import Conversation
     from vqagraph.engine.threads import ThreadStore
+    from vqagraph.tools.batching import InFlight
     from vqagraph.tools.visual_prompt import Mark
 
 
@@ -62,6 +63,13 @@ class Engine:
     ) -> Engine:
         """A built-in profile name (`tiny`, `blip-opt`), a TOML/YAML profile file, or a `Profile`."""
         return cls(load_profile(name_or_path, **overrides), graph=graph)
+
+    @property
+    def in_flight(self) -> InFlight:
+        """The questions running on this engine, which its batches wait for. A front end that takes a question in
+        before `answer` (a server reading and decoding its image) counts it from then on: `arrive()`, `leave()`,
+        and its threads work inside `counted()`."""
+        return self.tools.in_flight
 
     @property
     def letterboxed(self) -> bool:
@@ -137,7 +145,7 @@ class Engine:
         and earlier turns come from the thread store); otherwise `request.image` is required and
         `request.history` holds the earlier turns the caller kept. `on_event(kind, value)` receives ("token",
         text) as the LLM writes and ("node", name) as each node finishes."""
-        with self.tools.in_flight:  # from intake on: the batchers wait for a question still reading its image
+        with self.in_flight:  # from intake on: the batchers wait for a question still reading its image
             return self._answer(request, on_event)
 
     def _answer(self, request: AskRequest, on_event: OnEvent | None) -> Answer:
@@ -159,10 +167,10 @@ class Engine:
                      ) -> list[Answer | VQAGraphError]:
         """Answer many questions, up to `batch_size` (default: the profile's `batching.max_batch`) at a time: each
         runs the graph in a thread of its own and every model stage they share runs as one batched call (the
-        image encoders, GradCAM, the question generator, the LLM). Answers equal those of `answer` one by one;
-        a bad request gets its error in its place and the others go on. `on_done(index, result)` as each
-        finishes (in completion order)."""
-        from concurrent.futures import ThreadPoolExecutor, as_completed
+        image encoder, the Q-Former, the projector, GradCAM, the question generator, the LLM). Answers equal
+        those of `answer` one by one; a bad request gets its error in its place and the others go on.
+        `on_done(index, result)` as each finishes (in completion order)."""
+        from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
         results: list[Answer | VQAGraphError | None] = [None] * len(requests)
         if not requests:
@@ -170,18 +178,36 @@ class Engine:
 
         def one(index: int) -> Answer | VQAGraphError:
             try:
-                return self.answer(requests[index])
+                with self.in_flight.counted():
+                    return self.answer(requests[index])
             except VQAGraphError as exc:
                 return exc
+            finally:
+                self.in_flight.leave()
 
         workers = max(1, min(batch_size or self.profile.batching.max_batch, len(requests)))
+        waiting = iter(range(len(requests)))
+        running: dict[Future[Answer | VQAGraphError], int] = {}
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vqagraph-batch") as pool:
-            futures = {pool.submit(one, i): i for i in range(len(requests))}
-            for future in as_completed(futures):
-                index = futures[future]
-                results[index] = future.result()
-                if on_done is not None:
-                    on_done(index, results[index])  # type: ignore[arg-type]
+
+            def start_next() -> None:
+                index = next(waiting, None)
+                if index is not None:
+                    # Counted from its submission: a batch waits for a question whose thread has not started yet
+                    # (a thread that started late split batches); one per worker, so no batch waits for the queue.
+                    self.in_flight.arrive()
+                    running[pool.submit(one, index)] = index
+
+            for _ in range(workers):
+                start_next()
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    index = running.pop(future)
+                    results[index] = future.result()
+                    start_next()
+                    if on_done is not None:
+                        on_done(index, results[index])  # type: ignore[arg-type]
         return results  # type: ignore[return-value]
 
     def run(self, inputs: dict[str, Any], start: float, intake: float, on_event: OnEvent | None = None, *,

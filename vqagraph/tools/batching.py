@@ -20,9 +20,10 @@ never start.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -39,7 +40,7 @@ class BatchStats:
 
     sizes: list[int] = field(default_factory=list)  # calls per batch, in order
     window_ran_out: int = 0  # batches that went at the window's end, a question in flight still on its way
-    seconds: float = 0.0  # inside the batched calls
+    seconds: float = 0.0  # inside the batched calls (not their wait for the model thread)
 
     @property
     def batches(self) -> int:
@@ -69,16 +70,32 @@ class InFlight:
         depth = getattr(self._depth, "n", 0)
         self._depth.n = depth + 1
         if depth == 0:
-            with self._lock:
-                self._count += 1
+            self.arrive()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._depth.n -= 1
         if self._depth.n == 0:
-            with self._lock:
-                self._count -= 1
-            self._wake()
+            self.leave()
+
+    def arrive(self) -> None:
+        """Count a question in from outside any one thread (a server request, from its admission on)."""
+        with self._lock:
+            self._count += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._count -= 1
+        self._wake()
+
+    @contextlib.contextmanager
+    def counted(self) -> Iterator[None]:
+        """This thread works for a question already counted (`arrive`): `with in_flight` inside adds nothing."""
+        self._depth.n = getattr(self._depth, "n", 0) + 1
+        try:
+            yield
+        finally:
+            self._depth.n -= 1
 
     @property
     def count(self) -> int:
@@ -89,7 +106,16 @@ class InFlight:
         """Questions doing work of their own (intake, prompts, an unbatched step): they may join a batch soon."""
         return self._count - self._waiting
 
-    def waiting(self, step: int) -> None:
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """This thread waits on a model (a batcher, or a model server's reply): it joins no other batch meanwhile."""
+        self._add_waiting(+1)
+        try:
+            yield
+        finally:
+            self._add_waiting(-1)
+
+    def _add_waiting(self, step: int) -> None:
         with self._lock:
             self._waiting += step
         self._wake()
@@ -160,19 +186,9 @@ class Batcher(Generic[T, R]):
         """Each item's result, in order; the items join the calls pending from other threads."""
         if getattr(_inside, "depth", 0):  # called from inside a batch of another stage: run now, inline
             self._count(len(items))
-            start = time.perf_counter()
-            try:
-                with self._running:
-                    return list(self.run_batch(list(items)))
-            finally:
-                self.stats.seconds += time.perf_counter() - start
-        if self.in_flight is not None:
-            self.in_flight.waiting(+1)
-        try:
+            return self._on_this_thread(list(items))
+        with self.in_flight.waiting() if self.in_flight is not None else contextlib.nullcontext():
             return self._join(items)
-        finally:
-            if self.in_flight is not None:
-                self.in_flight.waiting(-1)
 
     def _join(self, items: Sequence[T]) -> list[R]:
         futures: list[Future[R]] = [Future() for _ in items]
@@ -221,9 +237,11 @@ class Batcher(Generic[T, R]):
     def _on_this_thread(self, items: list[T]) -> list[R]:
         with self._running:
             _inside.depth = getattr(_inside, "depth", 0) + 1
+            start = time.perf_counter()  # the batch itself, not its wait for the model thread
             try:
                 return list(self.run_batch(items))
             finally:
+                self.stats.seconds += time.perf_counter() - start
                 _inside.depth -= 1
 
     def _take(self) -> list[Pending[T, R]]:
@@ -244,7 +262,6 @@ class Batcher(Generic[T, R]):
     def _run(self, batch: list[Pending[T, R]]) -> None:
         items = [item for item, _, _ in batch]
         self._count(len(items))
-        start = time.perf_counter()
         failed: BaseException | None = None
         try:
             if self.runner is None:
@@ -253,7 +270,6 @@ class Batcher(Generic[T, R]):
                 results = self.runner.submit(self._on_this_thread, items).result()
         except BaseException as exc:
             failed = exc
-        self.stats.seconds += time.perf_counter() - start
         if failed is None:
             for (_, done, _), result in zip(batch, results, strict=True):
                 done.set_result(result)

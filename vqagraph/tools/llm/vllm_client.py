@@ -7,6 +7,7 @@ a wrongly shaped tensor can crash the engine, so it must never reach it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import time
@@ -20,6 +21,7 @@ import torch
 from PIL import Image
 
 from vqagraph.errors import LLMError
+from vqagraph.tools.batching import InFlight
 from vqagraph.tools.llm.base import Generation, GenerationParams, OnToken, OnTokens, row_callbacks
 from vqagraph.tools.llm.local_checkpoint import LocalCheckpoint
 
@@ -47,9 +49,13 @@ class VLLMClient(LocalCheckpoint):
         max_retries: int = 2,
         backoff: float = 0.5,
         concurrency: int = 8,
+        in_flight: InFlight | None = None,
     ) -> None:
         from transformers import AutoConfig, AutoTokenizer
 
+        # The engine's questions in flight: one waiting for the server's reply is counted as waiting on a model,
+        # so the batches of other stages do not wait for it (tools/batching.py).
+        self.in_flight = in_flight
         self.base_url = base_url.rstrip("/")
         self.model_dir = Path(model_dir)
         self.name = model or str(model_dir)
@@ -123,10 +129,11 @@ class VLLMClient(LocalCheckpoint):
                 return self._stream(body, on_token)
             return self._generation(self._request("POST", "/v1/completions", json=body)["choices"][0])
 
-        if len(bodies) == 1:
-            return [one(bodies[0], callbacks[0])]
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(bodies))) as pool:
-            return list(pool.map(one, bodies, callbacks))
+        with self._waiting():
+            if len(bodies) == 1:
+                return [one(bodies[0], callbacks[0])]
+            with ThreadPoolExecutor(max_workers=min(self.concurrency, len(bodies))) as pool:
+                return list(pool.map(one, bodies, callbacks))
 
     def generate_with_image(
         self,
@@ -155,7 +162,8 @@ class VLLMClient(LocalCheckpoint):
         sampling = {**self._sampling(params), "logprobs": True, "top_logprobs": 0}
         body = {"model": self.name, "messages": [{"role": "user", "content": [part, {"type": "text", "text": text}]}],
                 "add_special_tokens": True, **sampling}
-        choice = self._request("POST", "/v1/chat/completions", json=body)["choices"][0]
+        with self._waiting():
+            choice = self._request("POST", "/v1/chat/completions", json=body)["choices"][0]
         content = (choice.get("logprobs") or {}).get("content") or []
         tokens = [int(c["token"].split(":", 1)[1]) for c in content]
         values = [float(c["logprob"]) for c in content]
@@ -231,6 +239,9 @@ class VLLMClient(LocalCheckpoint):
         except httpx.TransportError as exc:
             raise LLMError(f"vLLM server at {url} is not reachable ({type(exc).__name__}: {exc})") from exc
         return self.completion(tokens, values, finish)
+
+    def _waiting(self) -> contextlib.AbstractContextManager[None]:
+        return self.in_flight.waiting() if self.in_flight is not None else contextlib.nullcontext()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         """Bounded retries with exponential back-off on connection errors, timeouts and 5xx; 4xx fail at once."""

@@ -3,14 +3,16 @@
 0. The frozen image encoder alone: seconds for N images by images per forward pass (the CPU's chunk size).
 1. Each route, N questions on N different images: `Engine.answer_batch` vs `Engine.answer` one by one, each arm
    on a fresh engine (cold feature cache, models loaded and warmed on another image first). Answers compared.
-   With --text-route-vllm, the text route again with the in-process vLLM engine as the LLM: a padding-free
-   prefill for its long prompts, which a padded transformers batch makes slower on a CPU.
+   With --text-route-llm-waits, an experiment: the text route again with its LLM stage waiting for every
+   question of the batch (the runtime's batches wait only for questions still running, and on a CPU the text
+   route's earlier stages hand questions over one at a time), with transformers and with the in-process vLLM
+   engine (no padding): what gathering its LLM prompts could give at most.
 2. The server: C concurrent clients vs the same C requests one after another (p50/p95 latency), transformers
    backend; with --vllm also a vLLM server as the LLM backend (its start-up kept out of the table).
 3. Where a warm question's time goes, per route: seconds inside the batched model stages (LLM, GradCAM +
    captions, question generation) and the encoders, against the graph, state, intake and post-processing rest.
 
-    .venv/bin/python benchmarks/bench_batching.py [--n 32] [--clients 16] [--vllm] [--text-route-vllm]
+    .venv/bin/python benchmarks/bench_batching.py [--n 32] [--clients 16] [--vllm] [--text-route-llm-waits]
 
 Ratios are what matters: both arms run on the same machine, one after the other, in one process.
 """
@@ -59,8 +61,15 @@ def engine(profile: str, **overrides: Any) -> Any:
     return built
 
 
+def wait_for_every_question(built: Any) -> None:
+    """The experiment of --text-route-llm-waits, not a runtime mode: the text LLM batcher goes only when every
+    question in flight waits at it (its window is set to ten minutes)."""
+    texts = built.tools.llm.texts
+    texts._everyone_here = lambda: len(texts._pending) >= built.in_flight.count
+
+
 def arm_routes(profile: str, n: int, routes: tuple[str, ...] = ("bridge", "projection", "img2llm"),
-               label: str = "transformers", **overrides: Any) -> None:
+               label: str = "transformers", llm_waits: bool = False, **overrides: Any) -> None:
     from vqagraph.eval.harness import request_for
 
     items = questions(n)
@@ -82,15 +91,18 @@ def arm_routes(profile: str, n: int, routes: tuple[str, ...] = ("bridge", "proje
         alone_s = time.perf_counter() - start
         alone_llm = llm_seconds(alone_engine.tools.llm) - llm_before if sized else float("nan")
         batch_engine = engine(profile, **overrides)
+        if llm_waits:
+            wait_for_every_question(batch_engine)
         llm = batch_engine.tools.llm
-        before = len(llm.texts.stats.sizes) + len(llm.embeds.stats.sizes) if sized else 0
+        before = (len(llm.texts.stats.sizes), len(llm.embeds.stats.sizes)) if sized else (0, 0)
         llm_before = llm_seconds(llm) if sized else 0.0
         start = time.perf_counter()
         batched = batch_engine.answer_batch(requests, batch_size=len(requests))
         batch_s = time.perf_counter() - start
         batch_llm = llm_seconds(llm) - llm_before if sized else float("nan")
         equal = sum(a.answer == b.answer for a, b in zip(alone, batched, strict=True))  # type: ignore[union-attr]
-        sizes = (llm.texts.stats.sizes + llm.embeds.stats.sizes)[before:] if sized else "(vLLM batches)"
+        sizes = (llm.texts.stats.sizes[before[0]:] + llm.embeds.stats.sizes[before[1]:]) if sized \
+            else "(vLLM batches)"
         late = llm.texts.stats.window_ran_out + llm.embeds.stats.window_ran_out if sized else 0
         sizes = f"{sizes}" + (f" ({late} went at the window's end)" if late else "")
         # The LLM stage's own ratio bounds the route's: on a CPU its prefill is compute-bound, batched or not.
@@ -245,21 +257,23 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=32)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--vllm", action="store_true", help="also the server with a vLLM server as the LLM")
-    parser.add_argument("--text-route-vllm", action="store_true",
-                        help="also the text route with the in-process vLLM engine as its LLM, whose batches need no "
-                        "padding (the LLM stage then gathers on a CPU too)")
+    parser.add_argument("--text-route-llm-waits", action="store_true",
+                        help="also the text route with its LLM stage waiting for every question (an experiment), "
+                        "with transformers and with the in-process vLLM engine")
     parser.add_argument("--only", choices=["encoder", "routes", "server", "accounting"], default=None)
     args = parser.parse_args()
     if args.only in (None, "encoder"):
         arm_encoder(args.profile, args.n)
     if args.only in (None, "routes"):
         arm_routes(args.profile, args.n)
-        if args.text_route_vllm:
+        if args.text_route_llm_waits:
             from vqagraph.config import CPU_STAGE_LIMITS
 
-            arm_routes(args.profile, args.n, ("img2llm",), "vLLM engine, LLM stage gathering",
-                       llm_backend={"kind": "vllm-engine"},
-                       batching={"stage_max_batch": {**CPU_STAGE_LIMITS, "llm": args.n}})
+            waits = {"stage_max_batch": {**CPU_STAGE_LIMITS, "llm": args.n}, "window_ms": 600_000}
+            arm_routes(args.profile, args.n, ("img2llm",), "transformers, the LLM waiting for every question",
+                       llm_waits=True, batching=waits)
+            arm_routes(args.profile, args.n, ("img2llm",), "vLLM engine, the LLM waiting for every question",
+                       llm_waits=True, llm_backend={"kind": "vllm-engine"}, batching=waits)
     if args.only in (None, "server"):
         print(f"\n2. the server, {args.clients} requests (bridge route): one after another vs {args.clients} "
               "concurrent clients")

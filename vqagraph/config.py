@@ -109,11 +109,13 @@ class ConversationSettings(BaseModel):
     max_history_turns: int = Field(8, ge=0, description="earlier turns given to the LLM (newest kept first)")
 
 
-# Measured on the 2-core CPU (benchmarks/bench_batching.py, 32 text-route questions): a padded batch computes
+# Measured on the 2-core CPU (benchmarks/bench_batching.py, text-route questions): a padded batch computes
 # every row to the longest, and on a CPU the forward passes over long inputs are the work, so gathering the text
-# route's stages made them slower: the LLM's ~300-token prompts 47 s batched vs ~30 s alone, the question
-# generator's beam search 37 s vs ~8 s, GradCAM + captions 12 s vs ~6 s. The embedding routes' short prompts
-# and the image encoder gain from batches, so only those gather on a CPU.
+# route's stages made them slower: the question generator's beam search 9.9 s gathered vs 4.9 s one by one (16
+# questions), GradCAM + captions 5.8 s vs 6.1 s. Its LLM prompts (~250 tokens, 10 new tokens each) would gain
+# (8 as one padded batch 4.7 s vs 8.0 s one by one), but they reach the LLM one at a time behind those stages,
+# so "llm" stays 1 here. The embedding routes' short prompts, the Q-Former, the projector and the image encoder
+# gain from batches, so those gather on a CPU.
 CPU_STAGE_LIMITS: dict[str, int] = {"llm": 1, "question_generator": 1, "region_captions": 1, "gradcam": 1}
 # The frozen CNN's images per forward pass on a CPU: 32 images at once ran 1.6x slower than one by one (its
 # activations overflow the caches), 4 at a time 1.5x faster (benchmarks/bench_batching.py --only encoder).

@@ -111,15 +111,14 @@ class FrozenImageEncoder:
     def grids(self, refs: Sequence[str | None], images: Sequence[Image.Image]) -> list[tuple[torch.Tensor, bool]]:
         """`__call__` for many images: the ones not cached go through the CNN together."""
         keys = [("frozen-grid", self.name, self.image_size, tuple(self.stages), self.letterbox, ref) for ref in refs]
-        found = [self.cache.get(key) if ref is not None else None for key, ref in zip(keys, refs, strict=True)]
-        missing = [i for i, grid in enumerate(found) if grid is None]
-        computed = self.batcher.map([images[i] for i in missing]) if missing else []
-        for i, grid in zip(missing, computed, strict=True):
-            found[i] = grid
+        found = {i: grid for i, (key, ref) in enumerate(zip(keys, refs, strict=True))
+                 if ref is not None and (grid := self.cache.get(key)) is not None}
+        missing = [i for i in range(len(images)) if i not in found]
+        computed = dict(zip(missing, self.batcher.map([images[i] for i in missing]) if missing else [], strict=True))
+        for i, grid in computed.items():
             if refs[i] is not None:
                 self.cache.put(keys[i], grid)
-        new = set(missing)
-        return [(grid, i in new) for i, grid in enumerate(found) if grid is not None]
+        return [(found[i], False) if i in found else (computed[i], True) for i in range(len(images))]
 
     def encode_images(self, images: list[Image.Image]) -> list[torch.Tensor]:
         """Each image's grid `(1, channels, rows, cols)`, all in one forward pass."""

@@ -25,6 +25,7 @@ from vqagraph.hub import checkpoint_files
 from vqagraph.media import FeatureCache
 from vqagraph.tools.batching import Batcher, BatchPolicy
 from vqagraph.tools.image_encoder import FrozenImageEncoder
+from vqagraph.tools.vision_features import pixel_values
 
 VISION = "vision_tower."
 PROJECTOR = "multi_modal_projector."
@@ -154,10 +155,7 @@ class ProjectionEncoder:
             grids = self.encoder.grids(refs, images)
             return (grid_tokens(torch.cat([grid for grid, _ in grids]), self.bridge.image_seq_length),
                     [encoded for _, encoded in grids])
-        param = next(self.bridge.parameters())
-        pixels = self.processor(images=list(images), return_tensors="pt")["pixel_values"].to(param.device,
-                                                                                             param.dtype)
-        return self.bridge.patch_features(pixels), [True] * len(images)
+        return self.bridge.patch_features(pixel_values(self.processor, images, self.bridge)), [True] * len(images)
 
     def __call__(self, ref: str, image: Image.Image) -> tuple[torch.Tensor, bool]:
         """(soft prompt (image tokens, LLM hidden), whether the image was encoded now)."""

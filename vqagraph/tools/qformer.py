@@ -178,25 +178,28 @@ class QFormerEncoder:
 
     def soft_prompts(self, jobs: list[Job]) -> list[tuple[torch.Tensor, bool]]:
         """Each job's (soft prompt, whether its image was encoded now), in one vision pass and one Q-Former pass."""
-        feature_keys = [(ref, "qformer-vision", self.name) for ref, _, _ in jobs]
-        embeds = [self.features.get(key) for key in feature_keys]
-        first_of: dict[str, int] = {}  # a new image asked about twice in one batch is encoded once
+        tokens: dict[str, torch.Tensor] = {}  # each image's vision tokens: cached, or encoded now (once per image)
+        first_of: dict[str, int] = {}  # the job that encodes a new image
         for i, (ref, _, _) in enumerate(jobs):
-            if embeds[i] is None:
-                first_of.setdefault(ref, i)
+            if ref not in tokens and ref not in first_of:
+                cached = self.features.get((ref, "qformer-vision", self.name))
+                if cached is None:
+                    first_of[ref] = i
+                else:
+                    tokens[ref] = cached
         if first_of:
-            new = dict(zip(first_of, self.pixels_or_grid.many(list(first_of), [jobs[i][1] for i in first_of.values()]),
-                           strict=True))
-            for ref, i in first_of.items():
-                self.features.put(feature_keys[i], new[ref])
-            embeds = [new[ref] if e is None else e for (ref, _, _), e in zip(jobs, embeds, strict=True)]
+            encoded = self.pixels_or_grid.many(list(first_of), [jobs[i][1] for i in first_of.values()])
+            for ref, new in zip(first_of, encoded, strict=True):
+                self.features.put((ref, "qformer-vision", self.name), new)
+                tokens[ref] = new
         ids = mask = None
         if self.bridge.conditioned:
             ids, mask = self._instructions([instruction for _, _, instruction in jobs])
-        prompts = self.bridge.soft_prompt(torch.cat([e for e in embeds if e is not None]), ids, mask)
+        prompts = self.bridge.soft_prompt(torch.cat([tokens[ref] for ref, _, _ in jobs]), ids, mask)
         for (ref, _, instruction), prompt in zip(jobs, prompts, strict=True):
             self.features.put(self._prompt_key(ref, instruction), prompt)
-        return [(prompt, i in first_of.values()) for i, prompt in enumerate(prompts)]
+        encoders = set(first_of.values())
+        return [(prompt, i in encoders) for i, prompt in enumerate(prompts)]
 
     def _instructions(self, instructions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """InstructBLIP's instruction token ids, right-padded and masked (padding by hand: the tokenizer's padding

@@ -7,10 +7,10 @@ Four variants, measured in one run (median wall seconds over --repeats; each is 
 3. vLLM server, one request with all prompts (`VLLMClient.generate`)
 4. vLLM server, N concurrent single-prompt requests (N threads, each `client.generate([p])`)
 
-Greedy, max_new_tokens 10 by default. The transformers variants are timed first, before the server starts,
-then the vLLM ones; within each phase the two variants alternate, so drift hits both alike. The server's
-start-up is timed and printed but kept out of the table. Token ids of variant 2 are compared, prompt by
-prompt, with those of variants 3, 4 and 1.
+Greedy, max_new_tokens 10 by default, stopped at the first newline as the routes stop (`--no-stop`: to the cap).
+The transformers variants are timed first, before the server starts, then the vLLM ones; within each phase the
+two variants alternate, so drift hits both alike. The server's start-up is timed and printed but kept out of the
+table. Token ids of variant 2 are compared, prompt by prompt, with those of variants 3, 4 and 1.
 
 vLLM's prefix cache is off unless --prefix-caching: with it on, every repeat after the first reused the KV
 cache of the same prompts (hit rate ~60%), which the transformers variants cannot do, and vLLM's medians
@@ -20,7 +20,8 @@ read the table only when that figure is near zero.
 
 Run from the project root (VQAGRAPH_CACHE defaults to /tmp/vqagraph-bench-cache, so conversions are reused):
 
-    .venv/bin/python benchmarks/bench_llm_backends.py [--model smollm2|tiny] [--n 16] [--repeats 3]
+    .venv/bin/python benchmarks/bench_llm_backends.py [--model smollm2|qwen-0.5b|qwen-1.5b|tiny] [--n 16]
+        [--repeats 3] [--no-stop]
 
 With the defaults, the whole run takes about 5 minutes on the 2-core machine (--repeats 2: under 4).
 """
@@ -36,7 +37,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-MODELS = {"smollm2": "builtin:smollm2-135m-instruct", "tiny": "builtin:tiny-llama"}
+MODELS = {"smollm2": "builtin:smollm2-135m-instruct", "qwen-0.5b": "builtin:qwen2.5-coder-0.5b-instruct",
+          "qwen-1.5b": "builtin:qwen2.5-coder-1.5b-instruct", "tiny": "builtin:tiny-llama"}
 
 CAPTIONS = [
     "a red double-decker bus parked on a city street", "two people waiting at a bus stop with umbrellas",
@@ -110,6 +112,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=16, help="number of questions (prompts)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=10)
+    parser.add_argument("--no-stop", action="store_true",
+                        help="decode to the cap instead of stopping at the first newline as the routes do")
     parser.add_argument("--prefix-caching", action="store_true",
                         help="keep vLLM's prefix cache on (repeats then reuse earlier prompts' KV cache)")
     args = parser.parse_args()
@@ -136,7 +140,8 @@ def main() -> None:
     model_dir = resolve(ModelRef(id=MODELS[args.model]))
     resolve_s = time.perf_counter() - start
     hf = TransformersLLM(AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir))
-    params = GenerationParams(max_new_tokens=args.max_new_tokens)  # greedy (temperature 0)
+    params = GenerationParams(max_new_tokens=args.max_new_tokens,  # greedy (temperature 0)
+                              stop=[] if args.no_stop else ["\n"])
     prompts = make_prompts(args.n)
     lengths = [hf.count_tokens(p) for p in prompts]
     max_len = json.loads((Path(model_dir) / "config.json").read_text()).get("max_position_embeddings", 2048)

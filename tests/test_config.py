@@ -104,3 +104,9 @@ def test_models_load_once_per_process() -> None:
 
     ref = ModelRef(id="builtin:tiny-llama")
     assert load(AutoTokenizer, ref, "llm") is load(AutoTokenizer, ref, "llm")
+
+
+def test_int8_quantisation_is_for_the_transformers_backend_only() -> None:
+    assert load_profile("tiny", llm_backend={"quantize": "int8-dynamic"}).llm_backend.quantize == "int8-dynamic"
+    with pytest.raises(ProfileError, match="transformers backend only"):
+        load_profile("tiny", llm_backend={"kind": "vllm-engine", "quantize": "int8-dynamic"})

@@ -57,3 +57,33 @@ def test_sampling_is_seeded(llm) -> None:  # type: ignore[no-untyped-def]
 ])
 def test_postprocess(raw: str, answer: str) -> None:
     assert postprocess_answer(raw) == answer
+
+
+def test_generation_stops_at_a_stop_string_and_counts_only_the_answer(llm) -> None:  # type: ignore[no-untyped-def]
+    """The generation ends at the token completing the stop string; its text, tokens and log-probs are what came
+    before it, the prefix of the same generation without a stop (so a confidence is over the answer alone)."""
+    params = GenerationParams(max_new_tokens=8)
+    (full,) = llm.generate(PROMPTS[:1], params)
+    n = len(full.token_ids)
+    pieces = [llm.tokenizer.decode(full.token_ids[: i + 1], skip_special_tokens=True) for i in range(n)]
+    at = next(i for i in range(2, n) if pieces[i] != pieces[i - 1] and pieces[i][len(pieces[i - 1]):].strip()
+              and pieces[i][len(pieces[i - 1]):] not in pieces[i - 1])
+    stop = pieces[at][len(pieces[at - 1]):]
+    (cut,) = llm.generate(PROMPTS[:1], params.model_copy(update={"stop": [stop]}))
+    assert cut.finish_reason == "stop"
+    assert cut.token_ids == full.token_ids[:at] and cut.logprobs == pytest.approx(full.logprobs[:at])
+    assert cut.text == pieces[at - 1] and stop not in cut.text
+
+
+def test_cut_at_stop() -> None:
+    from vqagraph.tools.llm.base import cut_at_stop
+
+    words = {1: " red", 2: "\n", 3: "Question", 4: " blue."}
+
+    def decode(ids: list[int]) -> str:
+        return "".join(words[i] for i in ids)
+
+    assert cut_at_stop(decode, [1, 2, 3], [-0.1, -0.2, -0.3], ["\n"]) == (" red", [1], [-0.1], True)
+    assert cut_at_stop(decode, [1, 4, 2], [-0.1, -0.2, -0.3], [".", "\n"]) == (" red blue", [1], [-0.1], True)
+    assert cut_at_stop(decode, [1, 3], [-0.1, -0.3], ["\n"]) == (" redQuestion", [1, 3], [-0.1, -0.3], False)
+    assert cut_at_stop(decode, [1, 2], [-0.1, -0.2], []) == (" red\n", [1, 2], [-0.1, -0.2], False)

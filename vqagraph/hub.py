@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 import torch
 from platformdirs import user_cache_dir
 
+from vqagraph import builtin_llms
+from vqagraph.builtin_llms import BUILTIN_LLMS
 from vqagraph.config import ModelRef
 from vqagraph.errors import ModelMismatchError, ModelNotAvailableError
 
@@ -55,10 +57,8 @@ def shipped_weights(name: str) -> Path:
 
 def resolve(ref: ModelRef) -> str:
     """A local directory for built-ins and paths; the Hub id unchanged otherwise."""
-    if ref.id == "builtin:smollm2-135m-instruct":
-        from vqagraph.smollm2 import ensure_smollm2
-
-        return str(ensure_smollm2(cache_root()))
+    if ref.id.removeprefix("builtin:") in BUILTIN_LLMS:
+        return str(builtin_llms.ensure(ref.id.removeprefix("builtin:"), cache_root()))
     if ref.id.startswith("builtin:efficientnet-lite"):
         from vqagraph.efficientnet_lite import ensure_efficientnet_lite
 
@@ -70,7 +70,7 @@ def resolve(ref: ModelRef) -> str:
 
         name = ref.id.removeprefix("builtin:")
         if name not in BUILDERS:
-            known = ", ".join(sorted([*BUILDERS, "smollm2-135m-instruct"]))
+            known = ", ".join(sorted([*BUILDERS, *BUILTIN_LLMS]))
             raise ModelNotAvailableError(f"unknown built-in model {ref.id!r}; known: {known}")
         return str(ensure_builtin(name, cache_root() / f"builtin-v{VERSION}"))
     path = Path(ref.id).expanduser()
@@ -104,6 +104,20 @@ def load(cls: Any, ref: ModelRef, role: str, device: torch.device | None = None,
             obj = obj.to(device=device, dtype=pick_dtype(device)).eval()
         _LOADED[key] = obj
         return obj
+
+
+def quantized_int8(model: Any, ref: ModelRef) -> Any:
+    """The model with every `nn.Linear` in int8 (torch's dynamic quantisation: weights int8, activations quantised
+    per batch), once per process like `load`. The float model stays as loaded: other roles may share it."""
+    key = ("int8-dynamic", id(model), ref)
+    with _LOCK:
+        if key not in _LOADED:
+            import warnings
+
+            with warnings.catch_warnings():  # torch 2.13 points eager-mode quantisation at torchao
+                warnings.simplefilter("ignore")
+                _LOADED[key] = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        return _LOADED[key]
 
 
 def clear() -> None:

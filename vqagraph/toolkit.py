@@ -198,4 +198,6 @@ class Toolkit:
         cls = AutoModelForImageTextToText if config.model_type == "llava" else AutoModelForCausalLM
         model = hub.load(cls, ref, "llm", device=self.device)
         tokenizer = hub.load(AutoTokenizer, ref, "llm")
+        if backend.quantize == "int8-dynamic":
+            model = hub.quantized_int8(model, ref)
         return TransformersLLM(model, tokenizer, name=ref.id)

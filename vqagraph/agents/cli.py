@@ -268,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_llm_serve)
 
     from vqagraph.agents.chat import add_chat_command
+    from vqagraph.agents.models_cli import add_models_command
     from vqagraph.agents.serve_cli import add_serve_commands
     from vqagraph.eval.cli import add_eval_command
     from vqagraph.graphs.graph_cli import add_graph_commands
@@ -278,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_world_commands(sub)
     add_graph_commands(sub)
     add_serve_commands(sub)
+    add_models_command(sub)
 
     profiles = sub.add_parser("profiles", help="list the built-in profiles")
     profiles.set_defaults(func=_profiles)

@@ -56,7 +56,7 @@ def bridge_answer(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, An
     tools = runtime.context.tools
     settings = tools.profile.bridge
     llm = tools.llm
-    params = GenerationParams(max_new_tokens=settings.max_new_tokens, min_new_tokens=1)
+    params = GenerationParams(max_new_tokens=settings.max_new_tokens, min_new_tokens=1, stop=settings.stop)
     if settings.send == "prompt-embeds":
         soft_prompt, _ = _soft_prompt(tools, state)  # a feature-cache hit: qformer_encode computed it
         ids = bridge_token_ids(llm.tokenizer, state["bridge"]["prompt"], settings.add_bos)

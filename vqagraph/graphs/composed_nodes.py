@@ -333,7 +333,7 @@ def make_decompose_question(settings: DecomposeSettings) -> Node:
         question = state["question"]
         text, parts = "", []
         if settings.use_llm:
-            params = GenerationParams(max_new_tokens=settings.max_new_tokens, min_new_tokens=1)
+            params = GenerationParams(max_new_tokens=settings.max_new_tokens, min_new_tokens=1)  # one line a part
             (generation,) = runtime.context.tools.llm.generate([DECOMPOSE_PROMPT.format(question=question)], params)
             text = generation.text
             parts = llm_sub_questions(text, question, settings.max_parts)
@@ -399,7 +399,8 @@ def make_compose_answer(settings: ComposeSettings) -> Node:
         answer, raw, logprobs = joined, joined, []
         if settings.use_llm and subs:
             facts = "\n".join(f"{s['question']} {s['answer']}" for s in subs)
-            params = GenerationParams(max_new_tokens=settings.max_new_tokens, min_new_tokens=1)
+            # The answer is its first line (route_answer cuts there): generation ends there too.
+            params = GenerationParams(max_new_tokens=settings.max_new_tokens, min_new_tokens=1, stop=["\n"])
             (generation,) = runtime.context.tools.llm.generate(
                 [COMPOSE_PROMPT.format(question=state["question"], facts=facts)], params)
             written = route_answer(generation)

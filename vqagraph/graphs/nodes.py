@@ -18,7 +18,7 @@ from vqagraph.graphs.state import VQAContext, VQAState
 from vqagraph.tools.answer_candidates import extract_candidates
 from vqagraph.tools.llm.base import Generation, GenerationParams
 from vqagraph.tools.llm.postprocess import postprocess_answer
-from vqagraph.tools.prompts import build_prompt, select_context_captions, select_exemplars
+from vqagraph.tools.prompts import build_prompt, chat_template_of, select_context_captions, select_exemplars
 from vqagraph.tools.question_generator import Exemplar
 
 Node = Callable[[VQAState, Runtime[VQAContext]], dict[str, Any]]
@@ -157,7 +157,9 @@ def img2llm_prompt(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, A
     llm = tools.llm
     budget = min(settings.llm_context_length, llm.context_length) - settings.answer_reserve_tokens
     history = recent_turns(state, tools.profile.conversation.max_history_turns)
-    built = build_prompt(state["question"], [captions[i] for i in ids], exemplars, llm.count_tokens, budget, history)
+    chat = chat_template_of(llm.tokenizer, llm.name) if settings.prompt_format == "chat" else None
+    built = build_prompt(state["question"], [captions[i] for i in ids], exemplars, llm.count_tokens, budget, history,
+                         chat)
     return {"img2llm": {
         "prompt": built.text,
         "prompt_stats": {
@@ -195,6 +197,6 @@ def route_answer(generation: Generation) -> RouteAnswer:
 def llm_answer(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
     tools = runtime.context.tools
     settings = tools.profile.img2llm
-    params = GenerationParams(max_new_tokens=settings.answer_max_new_tokens, min_new_tokens=1)
+    params = GenerationParams(max_new_tokens=settings.answer_max_new_tokens, min_new_tokens=1, stop=settings.stop)
     (generation,) = tools.llm.generate([state["img2llm"]["prompt"]], params, on_token=token_writer(runtime, "img2llm"))
     return {"route_answers": {"img2llm": route_answer(generation)}}

@@ -47,6 +47,6 @@ def projection_answer(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str
     before, after = split_at_image(llm.tokenizer, state["projection"]["prompt"], settings.image_placeholder,
                                    settings.add_bos)
     embeds = placed_embeddings(soft_prompt, before, after, llm.input_embeddings())
-    params = GenerationParams(max_new_tokens=settings.max_new_tokens, min_new_tokens=1)
+    params = GenerationParams(max_new_tokens=settings.max_new_tokens, min_new_tokens=1, stop=settings.stop)
     (generation,) = llm.generate_from_embeddings([embeds], params, on_token=token_writer(runtime, "projection"))
     return {"route_answers": {"projection": route_answer(generation)}}

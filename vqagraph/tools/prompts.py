@@ -9,18 +9,38 @@
     Answer:
 
 Unlike the LAVIS port, the synthetic QA exemplars are kept: the paper's gain comes from them.
+
+An instruction-tuned LLM may instead read the same content in its own chat template (`prompt_format = "chat"`):
+the header and the contexts as the system turn, each exemplar and earlier turn as a user/assistant pair, then the
+question (docs/methods.md §1.6).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from pydantic import BaseModel
 
-from vqagraph.errors import QuestionError
+from vqagraph.errors import ProfileError, QuestionError
 from vqagraph.tools.question_generator import Exemplar
 
 HEADER = "Please reason the answer of the questions according to the given contexts.\n"
+
+# Renders chat messages ({role, content}) as the LLM's own template, ending where the assistant's answer starts.
+ChatTemplate = Callable[[list[dict[str, str]]], str]
+
+
+def chat_template_of(tokenizer: Any, model: str = "the LLM") -> ChatTemplate:
+    """The tokenizer's chat template as a `ChatTemplate`; a clear error when the LLM has none (a base model)."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ProfileError(f"img2llm.prompt_format 'chat' needs an LLM with a chat template; {model} has none "
+                           "(use prompt_format 'img2llm')")
+
+    def render(messages: list[dict[str, str]]) -> str:
+        return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+
+    return render
 
 
 class Img2LLMPrompt(BaseModel):
@@ -75,9 +95,16 @@ def render_prompt(
     captions: Sequence[str],
     exemplars: Sequence[Exemplar],
     history: Sequence[tuple[str, str]] = (),
+    chat: ChatTemplate | None = None,
 ) -> str:
-    """§1.6's format; a conversation's earlier turns follow the synthetic exemplars as real QA pairs."""
+    """§1.6's format; a conversation's earlier turns follow the synthetic exemplars as real QA pairs. With `chat`,
+    the same content as chat turns in the LLM's own template."""
     contexts = " ".join(f"{c.strip().rstrip('.')}." for c in captions)
+    if chat is not None:
+        messages = [{"role": "system", "content": f"{HEADER}Contexts:{contexts}"}]
+        for q, a in [*((e.question, e.answer) for e in exemplars), *history]:
+            messages += [{"role": "user", "content": q.strip()}, {"role": "assistant", "content": a.strip()}]
+        return chat([*messages, {"role": "user", "content": question.strip()}])
     pairs = "".join(f"Question:{e.question}\nAnswer:{e.answer}\n" for e in exemplars)
     turns = "".join(f"Question:{q.strip()}\nAnswer:{a.strip()}\n" for q, a in history)
     return f"{HEADER}Contexts:{contexts}\n{pairs}{turns}Question:{question.strip()}\nAnswer:"
@@ -90,10 +117,11 @@ def build_prompt(
     count_tokens: Callable[[str], int],
     max_tokens: int,
     history: Sequence[tuple[str, str]] = (),
+    chat: ChatTemplate | None = None,
 ) -> Img2LLMPrompt:
     """Drop exemplars, then the oldest earlier turns, then captions, from the end until it fits `max_tokens`."""
     caps, exs, turns = list(captions), list(exemplars), list(history)
-    text = render_prompt(question, caps, exs, turns)
+    text = render_prompt(question, caps, exs, turns, chat)
     tokens = count_tokens(text)
     while tokens > max_tokens and (exs or turns or caps):
         if exs:
@@ -102,7 +130,7 @@ def build_prompt(
             turns.pop(0)
         else:
             caps.pop()
-        text = render_prompt(question, caps, exs, turns)
+        text = render_prompt(question, caps, exs, turns, chat)
         tokens = count_tokens(text)
     if tokens > max_tokens:
         raise QuestionError(

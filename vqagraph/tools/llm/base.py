@@ -30,6 +30,9 @@ class GenerationParams(BaseModel):
     temperature: float = Field(0.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
     seed: int | None = None
+    stop: list[str] = Field(
+        default_factory=list, description="end the completion before the first of these strings, as vLLM's `stop`: "
+        "decoding past the answer costs time and its tokens must not count in the answer's confidence")
 
 
 class Generation(BaseModel):
@@ -43,6 +46,20 @@ class Generation(BaseModel):
     @property
     def mean_logprob(self) -> float:
         return sum(self.logprobs) / len(self.logprobs) if self.logprobs else float("-inf")
+
+
+def cut_at_stop(
+    decode: Callable[[list[int]], str], ids: list[int], logprobs: list[float], stop: Sequence[str]
+) -> tuple[str, list[int], list[float], bool]:
+    """The text before the first stop string and the tokens wholly before the one that completes it: every backend
+    cuts here (vLLM ends generation at that token), so an answer's confidence is over the answer's tokens alone."""
+    if stop:
+        for end in range(1, len(ids) + 1):
+            text = decode(ids[:end])
+            hits = [text.find(s) for s in stop if s and s in text]
+            if hits:
+                return text[: min(hits)], ids[: end - 1], logprobs[: end - 1], True
+    return decode(ids), ids, logprobs, False
 
 
 @runtime_checkable

@@ -3,12 +3,13 @@ directory, and one way to turn generated token ids into a `Generation`."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from vqagraph.tools.llm.base import Generation
+from vqagraph.tools.llm.base import Generation, cut_at_stop
 from vqagraph.tools.llm.embedding_table import read_embedding_table
 
 
@@ -32,10 +33,15 @@ class LocalCheckpoint:
             self._table = read_embedding_table(self.model_dir)
         return self._table
 
-    def completion(self, ids: list[int], logprobs: list[float], finish_reason: str | None) -> Generation:
-        """Drop a trailing EOS (the transformers backend never reports it) and decode the rest."""
+    def _decode(self, ids: list[int]) -> str:
+        return str(self._tokenizer.decode(ids, skip_special_tokens=True))
+
+    def completion(self, ids: list[int], logprobs: list[float], finish_reason: str | None,
+                   stop: Sequence[str] = ()) -> Generation:
+        """Drop a trailing EOS (the transformers backend never reports it), cut at a stop string as the
+        transformers backend does (vLLM returns the token that completed it), and decode the rest."""
         if ids and ids[-1] in self._eos:
             ids, logprobs = ids[:-1], logprobs[: len(ids) - 1]
-        text = self._tokenizer.decode(ids, skip_special_tokens=True)
-        finish = "stop" if finish_reason == "stop" else "length"
+        text, ids, logprobs, stopped = cut_at_stop(self._decode, ids, logprobs, stop)
+        finish = "stop" if finish_reason == "stop" or stopped else "length"
         return Generation(text=text, token_ids=ids, logprobs=logprobs, finish_reason=finish)

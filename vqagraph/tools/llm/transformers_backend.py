@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from transformers.generation.streamers import BaseStreamer
 
-from vqagraph.tools.llm.base import Generation, GenerationParams, OnToken, OnTokens, row_callbacks
+from vqagraph.tools.llm.base import Generation, GenerationParams, OnToken, OnTokens, cut_at_stop, row_callbacks
 from vqagraph.tools.seeding import seeded
 
 
@@ -65,6 +65,9 @@ class TransformersLLM:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def _decode(self, ids: list[int]) -> str:
+        return str(self._tokenizer.decode(ids, skip_special_tokens=True))
+
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer(text).input_ids)
 
@@ -111,6 +114,8 @@ class TransformersLLM:
             "return_dict_in_generate": True,
             "output_scores": True,
         }
+        if params.stop:  # ends each row at the token that completes a stop string, as vLLM does
+            kwargs.update(stop_strings=list(params.stop), tokenizer=self._tokenizer)
         callbacks = row_callbacks(on_token, next(iter(inputs.values())).shape[0])
         if any(callbacks):
             kwargs["streamer"] = TokenStreamer(self._tokenizer, callbacks)
@@ -139,6 +144,7 @@ class TransformersLLM:
                     break
                 ids.append(token)
                 logprobs.append(float(row_scores[step, token]))
-            text = self._tokenizer.decode(ids, skip_special_tokens=True)
-            results.append(Generation(text=text, token_ids=ids, logprobs=logprobs, finish_reason=finish))  # type: ignore[arg-type]
+            text, ids, logprobs, stopped = cut_at_stop(self._decode, ids, logprobs, params.stop)
+            results.append(Generation(text=text, token_ids=ids, logprobs=logprobs,
+                                      finish_reason="stop" if stopped else finish))  # type: ignore[arg-type]
         return results

@@ -11,7 +11,7 @@ import contextlib
 import io
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -107,7 +107,7 @@ class VLLMClient(LocalCheckpoint):
             return self._each(bodies, callbacks)
         body = {"model": self.name, "prompt": prompts, **self._sampling(params)}
         choices = sorted(self._request("POST", "/v1/completions", json=body)["choices"], key=lambda c: c["index"])
-        return [self._generation(c) for c in choices]
+        return [self._generation(c, params.stop) for c in choices]
 
     def generate_from_embeddings(
         self, embeds: list[torch.Tensor], params: GenerationParams | None = None, on_token: OnTokens = None
@@ -127,7 +127,8 @@ class VLLMClient(LocalCheckpoint):
         def one(body: dict[str, Any], on_token: OnToken) -> Generation:
             if on_token is not None:
                 return self._stream(body, on_token)
-            return self._generation(self._request("POST", "/v1/completions", json=body)["choices"][0])
+            return self._generation(self._request("POST", "/v1/completions", json=body)["choices"][0],
+                                    body.get("stop", ()))
 
         with self._waiting():
             if len(bodies) == 1:
@@ -167,7 +168,7 @@ class VLLMClient(LocalCheckpoint):
         content = (choice.get("logprobs") or {}).get("content") or []
         tokens = [int(c["token"].split(":", 1)[1]) for c in content]
         values = [float(c["logprob"]) for c in content]
-        return self.completion(tokens, values, choice.get("finish_reason"))
+        return self.completion(tokens, values, choice.get("finish_reason"), params.stop)
 
     # --- validation and transport ----------------------------------------------------------------------------
     def validate_embeds(self, embeds: Any, params: GenerationParams, where: str = "prompt embeddings") -> None:
@@ -201,15 +202,17 @@ class VLLMClient(LocalCheckpoint):
             "logprobs": 0,  # the chosen token's log-probability
             "return_tokens_as_token_ids": True,
         }
+        if params.stop:
+            body["stop"] = list(params.stop)
         if params.seed is not None:
             body["seed"] = params.seed
         return body
 
-    def _generation(self, choice: dict[str, Any]) -> Generation:
+    def _generation(self, choice: dict[str, Any], stop: Sequence[str]) -> Generation:
         logprobs = choice.get("logprobs") or {}
         tokens = [int(t.split(":", 1)[1]) for t in logprobs.get("tokens") or []]
         values = [float(v) if v is not None else 0.0 for v in logprobs.get("token_logprobs") or []]
-        return self.completion(tokens, values, choice.get("finish_reason"))
+        return self.completion(tokens, values, choice.get("finish_reason"), stop)
 
     def _stream(self, body: dict[str, Any], on_token: Callable[[str], None]) -> Generation:
         """A streamed completion (server-sent events): text goes to `on_token` chunk by chunk as vLLM writes it.
@@ -238,7 +241,7 @@ class VLLMClient(LocalCheckpoint):
             raise LLMError(f"vLLM server at {url} did not answer within {self.timeout:g} s") from exc
         except httpx.TransportError as exc:
             raise LLMError(f"vLLM server at {url} is not reachable ({type(exc).__name__}: {exc})") from exc
-        return self.completion(tokens, values, finish)
+        return self.completion(tokens, values, finish, body.get("stop", ()))
 
     def _waiting(self) -> contextlib.AbstractContextManager[None]:
         return self.in_flight.waiting() if self.in_flight is not None else contextlib.nullcontext()

@@ -85,7 +85,7 @@ def main() -> None:
     for name in engines:
         med = statistics.median(total[name])
         print(f"{name:<28}{med:>11.2f}{statistics.median(llm_node[name]):>11.2f}"
-              f"{statistics.mean(tokens[name]):>11.1f}{100 * statistics.mean(scores[name]):>9.1f}{med / base:>8.2f}x")
+              f"{statistics.mean(tokens[name]):>11.1f}{statistics.mean(scores[name]):>9.1f}{med / base:>8.2f}x")
 
 
 if __name__ == "__main__":

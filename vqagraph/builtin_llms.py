@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -96,10 +95,6 @@ BUILTIN_LLMS: dict[str, BuiltinLLM] = {
         ),
     )
 }
-
-
-def builtin_llm(name: str) -> BuiltinLLM | None:
-    return BUILTIN_LLMS.get(name)
 
 
 def _installed(chunk: Chunk) -> Path | None:
@@ -218,7 +213,3 @@ def ensure(name: str, root: Path, progress: bool = True) -> Path:
 
 def folder_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
-def remove(path: Path) -> None:
-    shutil.rmtree(path)

@@ -9,6 +9,11 @@ gain) and how much is the LM stage itself (what even perfect tokens do not reach
 frozen SmolLM2-135M).
 
     python benchmarks/oracle_projection.py --out /tmp/oracle-projection [--budget-minutes 45] [--threads 1]
+        [--llm builtin:qwen2.5-coder-0.5b-instruct]
+
+With `--llm` the same recipe runs against another frozen LLM (the projector's width follows its hidden size):
+whether perfect tokens through a larger LLM rise above SmolLM2-135M's curve decides whether the Shapes-world
+bridges are worth retraining against it.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--real", type=Path, default=P.WEIGHTS_DIR / P.NAME / "training.json",
                         help="the real run's training.json to compare with")
+    parser.add_argument("--llm", default=P.LLM, help="the frozen LLM (a builtin: id, a Hub id or a folder)")
     args = parser.parse_args()
 
     real_make = P.make_pictures
@@ -57,7 +63,7 @@ def main() -> None:
 
     P.make_pictures = make_oracle  # the one change: the image tokens
     plan = dataclasses.replace(P.FULL, budget_s=60 * args.budget_minutes)
-    notes = P.train_projection(args.out, threads=args.threads, plan=plan)
+    notes = P.train_projection(args.out, threads=args.threads, plan=plan, llm=args.llm)
     real = json.loads(args.real.read_text())
     real_at = {h["step"]: h for h in real.get("continued_from", real)["heldout_accuracy"]}
     families = [k for k in notes["heldout_accuracy"][-1] if k != "step"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from vqagraph.tools.llm import FrozenLLM, GenerationParams, postprocess_answer
 
@@ -73,6 +74,33 @@ def test_generation_stops_at_a_stop_string_and_counts_only_the_answer(llm) -> No
     assert cut.finish_reason == "stop"
     assert cut.token_ids == full.token_ids[:at] and cut.logprobs == pytest.approx(full.logprobs[:at])
     assert cut.text == pieces[at - 1] and stop not in cut.text
+    streamed: list[str] = []
+    (again,) = llm.generate(PROMPTS[:1], params.model_copy(update={"stop": [stop]}), on_token=streamed.append)
+    assert again.token_ids == cut.token_ids and "".join(streamed) == cut.text  # the stop string is never streamed
+
+
+def test_streamed_text_holds_back_what_may_begin_a_stop_string() -> None:
+    """A piece that could be the start of a stop string waits; if the stop never completes, it is sent at the end."""
+    from vqagraph.tools.llm.transformers_backend import TokenStreamer
+
+    words = {1: " red", 2: " Ques", 3: "tion", 4: " Q", 5: " blue"}
+
+    class Words:
+        def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+            return "".join(words[i] for i in ids)
+
+    def stream(ids: list[int]) -> list[str]:
+        sent: list[str] = []
+        streamer = TokenStreamer(Words(), [sent.append], ["Question"])
+        streamer.put(torch.tensor([[0, 0]]))  # the prompt
+        for i in ids:
+            streamer.put(torch.tensor([i]))
+        streamer.end()
+        return sent
+
+    assert stream([1, 2, 3, 5]) == [" red", " "]  # " Ques" waits; "Question" completes it: nothing more is sent
+    assert stream([1, 4, 5]) == [" red", " ", "Q blue"]
+    assert stream([1, 2]) == [" red", " ", "Ques"]  # ended without the stop: the held text is the answer's
 
 
 def test_cut_at_stop() -> None:

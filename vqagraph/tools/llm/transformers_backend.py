@@ -14,13 +14,17 @@ from vqagraph.tools.seeding import seeded
 
 class TokenStreamer(BaseStreamer):
     """Calls each row's callback with each new piece of its decoded text; skips the prompt, which `generate` puts
-    first. Rows without a callback (or finished: what follows EOS is padding, decoded to nothing) stay silent."""
+    first. Rows without a callback (or finished: what follows EOS is padding, decoded to nothing) stay silent. Text
+    that may begin a stop string is held back until it cannot, and a stop string and what follows it are never
+    sent, so the streamed pieces add up to the final answer's text, as vLLM streams a stopped completion."""
 
-    def __init__(self, tokenizer: Any, callbacks: list[OnToken]) -> None:
+    def __init__(self, tokenizer: Any, callbacks: list[OnToken], stop: list[str] | None = None) -> None:
         self.tokenizer = tokenizer
         self.callbacks = callbacks
+        self.stop = [s for s in stop or [] if s]
         self.ids: list[list[int]] = [[] for _ in callbacks]
         self.sent = ["" for _ in callbacks]
+        self.stopped = [False for _ in callbacks]
         self.prompt_seen = False
 
     def put(self, value: torch.Tensor) -> None:
@@ -28,17 +32,31 @@ class TokenStreamer(BaseStreamer):
             self.prompt_seen = True
             return
         for row, token in enumerate(value.reshape(len(self.callbacks), -1)[:, -1].tolist()):
-            call = self.callbacks[row]
-            if call is None:
+            if self.callbacks[row] is None or self.stopped[row]:
                 continue
             self.ids[row].append(token)
             text = self.tokenizer.decode(self.ids[row], skip_special_tokens=True)
-            if len(text) > len(self.sent[row]) and not text.endswith("\ufffd"):  # wait for a whole UTF-8 character
-                call(text[len(self.sent[row]):])
-                self.sent[row] = text
+            if text.endswith("\ufffd"):  # wait for a whole UTF-8 character
+                continue
+            hits = [text.find(s) for s in self.stop if s in text]
+            if hits:
+                self.stopped[row] = True
+                self._send(row, text[: min(hits)])
+            else:
+                held = max((k for s in self.stop for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+                self._send(row, text[: len(text) - held])
+
+    def _send(self, row: int, text: str) -> None:
+        call = self.callbacks[row]
+        if call is not None and len(text) > len(self.sent[row]):
+            call(text[len(self.sent[row]):])
+            self.sent[row] = text
 
     def end(self) -> None:
-        pass
+        """Generation ended without completing a stop string: what was held back is part of the answer."""
+        for row, ids in enumerate(self.ids):
+            if not self.stopped[row] and ids:
+                self._send(row, self.tokenizer.decode(ids, skip_special_tokens=True))
 
 
 class StopAtStrings(StoppingCriteria):
@@ -137,7 +155,7 @@ class TransformersLLM:
             kwargs["stopping_criteria"] = StoppingCriteriaList([criteria])
         callbacks = row_callbacks(on_token, next(iter(inputs.values())).shape[0])
         if any(callbacks):
-            kwargs["streamer"] = TokenStreamer(self._tokenizer, callbacks)
+            kwargs["streamer"] = TokenStreamer(self._tokenizer, callbacks, params.stop)
         if sampling:
             kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
         else:

@@ -61,7 +61,7 @@ def caption_vector(engine: Engine, caption: str) -> torch.Tensor:
 
 def retrieval_pictures(n: int, seed: int) -> list[tuple[Image.Image, str]]:
     """Pictures of scenes no model was trained on, each with its first whole-scene caption."""
-    from vqagraph.lab.text_route import data as D
+    from vqagraph_lab.text_route import data as D
 
     seeds = [int(s) for s in np.random.default_rng([seed, 97]).integers(2**31, size=n)]
     corpus = D.make_corpus(seeds, seed=seed + 31, flips=(0,))

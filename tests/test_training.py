@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from vqagraph_lab.text_route import NAMES, WEIGHTS_DIR, train_all
+from vqagraph_lab.text_route import data as D
+from vqagraph_lab.text_route.models import GRADCAM_LAYER
 
-from vqagraph.lab.text_route import NAMES, WEIGHTS_DIR, train_all
-from vqagraph.lab.text_route import data as D
-from vqagraph.lab.text_route.models import GRADCAM_LAYER
 from vqagraph.tools.image_encoder import AdaptedVision, load_adapter
 
 SHIPPED = {role: WEIGHTS_DIR / name for role, name in NAMES.items()}
@@ -85,8 +85,7 @@ def test_shipped_weights_fit_in_git() -> None:
 
 def test_shipped_captioner_names_the_colour_of_a_large_object() -> None:
     from transformers import AutoTokenizer, BlipForConditionalGeneration
-
-    from vqagraph.lab.text_route.captioner import generate
+    from vqagraph_lab.text_route.captioner import generate
 
     directory = SHIPPED["captioner"]
     model = BlipForConditionalGeneration.from_pretrained(directory).eval()
@@ -141,7 +140,7 @@ def test_shipped_question_generator_asks_about_the_answer() -> None:
 def test_question_generator_starts_with_a_head_on_the_answer() -> None:
     """T5's cross-attention has no positions: one encoder head starts looking two tokens back, where `answer`
     sits in `answer: {a}  context: …`, so the answer's tokens are told apart from the same words in the context."""
-    from vqagraph.lab.text_route import models as M
+    from vqagraph_lab.text_route import models as M
 
     model = M.new_t5({"vocab_size": 40, "pad_token_id": 0, "eos_token_id": 1})
     bias = model.encoder.block[0].layer[0].SelfAttention.compute_bias(6, 6)[0, 0].detach()  # (query, key), head 0

@@ -28,6 +28,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
                   "shapes-llava-projector"):
         assert f"vqagraph/weights/{model}/config.json" in names, f"{model} is not in the wheel"
     assert "vqagraph/agents/web_page/index.html" in names
+    assert not any(n.startswith(("vqagraph/lab/", "vqagraph_lab/", "lab/")) for n in names), "the lab is in the wheel"
     target = tmp_path_factory.mktemp("site")
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
                    check=True, capture_output=True, text=True)

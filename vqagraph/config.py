@@ -346,7 +346,7 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
         # An untrained ITM's match probabilities are arbitrary, so the filter is off (threshold 0) here.
         "img2llm": {"gradcam_layer": 1, "num_captions": 8, "max_caption_rounds": 2, "itm_threshold": 0.0},
     },
-    # Offline, and meaningful: models trained by `vqagraph world train` on the generated Shapes world (shipped in
+    # Offline, and meaningful: models trained by `vqagraph-lab` on the generated Shapes world (shipped in
     # the package, vqagraph/weights/) + SmolLM2-135M-Instruct. What it scores is in the README.
     "shapes": {
         "name": "shapes",
@@ -357,7 +357,7 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
         "question_generator": "builtin:shapes-t5-qg",
         "llm": "builtin:smollm2-135m-instruct",
         "qformer": "builtin:shapes-instructblip",
-        # LLaVA's projection into the same SmolLM2 (docs/methods.md §7), trained here (`vqagraph world train
+        # LLaVA's projection into the same SmolLM2 (docs/methods.md §7), trained here (`vqagraph-lab
         # --projection`), reading the same frozen encoder's grid pooled to 7x7.
         "projector": "builtin:shapes-llava-projector",
         # The frozen ImageNet EfficientNet-Lite0 under every vision model (docs/methods.md §6.1): its stride-16 grid
@@ -366,7 +366,7 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
                           "resize": "letterbox"},
         "img2llm": {
             # The ITM text encoder has 3 layers; layer 1's cross-attention is the one trained to point (its
-            # attention is supervised by object masks, vqagraph/lab/text_route/itm.py). With the frozen encoder, on
+            # attention is supervised by object masks, lab/vqagraph_lab/text_route/itm.py). With the frozen encoder, on
             # the validation split (benchmarks/pointing_game.py, 174 one-object questions): layer 1 56.3%, layer 0
             # 50.0% of GradCAM peaks on the named object.
             "gradcam_layer": 1,

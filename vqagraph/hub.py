@@ -40,17 +40,17 @@ def pick_dtype(device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.float32
 
 
-# The home of the Shapes-world models that ship inside the package; the trainers (vqagraph/lab) write there.
+# The home of the Shapes-world models that ship inside the package; the trainers (lab/vqagraph_lab) write there.
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
 def shipped_weights(name: str) -> Path:
-    """The Shapes-world models that ship inside the package (trained by `vqagraph world train`)."""
+    """The Shapes-world models that ship inside the package (trained by `vqagraph-lab`)."""
     folder = WEIGHTS_DIR / name
     if not (folder / "config.json").exists():
         raise ModelNotAvailableError(
             f"the shipped model {name!r} is not in {folder.parent}: reinstall vqagraph, or train it with "
-            "`vqagraph world train` (see the README)"
+            "`vqagraph-lab` (see the README)"
         )
     return folder
 
@@ -60,13 +60,13 @@ def resolve(ref: ModelRef) -> str:
     if ref.id.removeprefix("builtin:") in BUILTIN_LLMS:
         return str(builtin_llms.ensure(ref.id.removeprefix("builtin:"), cache_root()))
     if ref.id.startswith("builtin:efficientnet-lite"):
-        from vqagraph.efficientnet_lite import ensure_efficientnet_lite
+        from vqagraph.models.efficientnet_lite import ensure_efficientnet_lite
 
         return str(ensure_efficientnet_lite(ref.id.removeprefix("builtin:"), cache_root()))
     if ref.id.startswith("builtin:shapes-"):
         return str(shipped_weights(ref.id.removeprefix("builtin:")))
     if ref.id.startswith("builtin:"):
-        from vqagraph.tiny import BUILDERS, VERSION, ensure_builtin
+        from vqagraph.models.tiny import BUILDERS, VERSION, ensure_builtin
 
         name = ref.id.removeprefix("builtin:")
         if name not in BUILDERS:

@@ -76,7 +76,7 @@ class Toolkit:
         settings = self.profile.image_encoder
         if settings is None:
             return None
-        from vqagraph.efficientnet_lite import EfficientNetLiteModel
+        from vqagraph.models.efficientnet_lite import EfficientNetLiteModel
 
         model = hub.load(EfficientNetLiteModel, settings.model, "image_encoder", device=self.device)
         return FrozenImageEncoder(model, settings.image_size, settings.stages, self.features, settings.model.id,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from vqagraph.engine import Engine
 
-DEMO_SEED = 7_000_001  # never used for training data (vqagraph/lab/text_route uses its own seeds)
+DEMO_SEED = 7_000_001  # never used for training data (lab/vqagraph_lab/text_route uses its own seeds)
 DEMO_FAMILIES = ("colour", "shape", "count", "exists", "position", "size", "marked", "knowledge")
 
 

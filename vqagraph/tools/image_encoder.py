@@ -83,7 +83,7 @@ class FrozenImageEncoder:
         return side, side
 
     def pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        from vqagraph.efficientnet_lite import preprocess
+        from vqagraph.models.efficientnet_lite import preprocess
 
         param = next(self.model.parameters())
         config = self.model.config
@@ -193,7 +193,7 @@ def load_adapter(model_dir: str | Path) -> GridAdapter:
     if not (folder / "config.json").exists():
         raise ModelMismatchError(
             f"{model_dir} has no {ADAPTER_FOLDER}/: the profile names a frozen image_encoder, so each vision model "
-            "must carry the adapter it was trained with (`vqagraph world train` writes it)")
+            "must carry the adapter it was trained with (`vqagraph-lab` writes it)")
     return GridAdapter.from_pretrained(folder).eval()
 
 

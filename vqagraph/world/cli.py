@@ -1,5 +1,5 @@
-"""`vqagraph world …`: write a Shapes-world dataset, render one scene JSON (generated or hand-written), or
-train the `shapes` profile's models.
+"""`vqagraph world …`: write a Shapes-world dataset or a held-out split, or render one scene JSON (generated or
+hand-written). Training the `shapes` profile's models is the lab's command, `vqagraph-lab` (lab/README.md).
 
 `add_world_commands` registers the commands on the main CLI's subparsers; each handler takes the parsed
 namespace and returns an exit code, and raises VQAGraphError subclasses that the main CLI prints as one line.
@@ -71,11 +71,6 @@ def add_world_commands(subparsers: Any) -> argparse.ArgumentParser:
     split.add_argument("--per-scene", type=int, default=4, help="questions per scene, at most (default 4)")
     split.set_defaults(func=_split)
 
-    train = world_sub.add_parser(
-        "train", help="train the shapes profile's models from a seed: the text route's, with --bridge the Q-Formers, "
-        "with --projection the LLaVA projector")
-    add_train_options(train)
-    train.set_defaults(func=_train, train_parser=train)
     return world
 
 
@@ -85,59 +80,3 @@ def _split(args: argparse.Namespace) -> int:
     summary = write_split(args.name, args.out, args.questions, args.per_scene)
     print(f"{args.out}: {summary['questions']} questions over {summary['scenes']} scenes {summary['families']}")
     return 0
-
-
-def add_train_options(train: argparse.ArgumentParser) -> None:
-    """The options of `vqagraph world train`, declared once: here for the command, and read again by
-    `python -m vqagraph.lab`, which the command runs."""
-    train.add_argument("--bridge", action="store_true",
-                       help="train the BLIP-2 and InstructBLIP bridges into the frozen LLM (needs the text route's "
-                       "trained vision model, see --vision-dir)")
-    train.add_argument("--projection", action="store_true",
-                       help="train the projection bridge (LLaVA's projector) into the frozen LLM")
-    train.add_argument("--quick", action="store_true", help="a tiny run (under a minute) that shows the losses drop")
-    train.add_argument("--out", default=None, help="where the model folders go (default: the package's weights)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--threads", type=int, default=None, help="torch threads (default: up to 2)")
-    train.add_argument("--workers", type=int, default=None, help="processes rendering scenes (default: up to 2)")
-    train.add_argument("--resume", action="store_true",
-                       help="continue a stopped run from its last checkpoint (same --out, --seed)")
-    train.add_argument("--vision-dir", default=None,
-                       help="--bridge: the folder holding shapes-blip-captioner/ and shapes-blip-itm/ (default: "
-                       "--out when it has them, else the package's weights)")
-    train.add_argument("--llm", default="builtin:smollm2-135m-instruct", help="--bridge: the frozen LLM")
-    train.add_argument("--queries", type=int, default=None, help="--bridge: learned query tokens (default 8)")
-    train.add_argument("--continue-from", default=None,
-                       help="--projection: start the LM stage from this trained projector's folder (no warm start)")
-    train.add_argument("--lm-steps", type=int, default=None, help="--projection: LM-stage steps (default: the plan's)")
-    train.add_argument("--lm-lr", type=float, default=None, help="--projection: LM-stage peak learning rate")
-    train.add_argument("--budget-minutes", type=float, default=None,
-                       help="--projection: the run stops its LM stage at this deadline (default: the plan's 90)")
-
-
-def command_line(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
-    """The options of `args` that differ from `parser`'s defaults, as a command line again."""
-    argv: list[str] = []
-    for action in parser._actions:
-        if not action.option_strings or action.dest == "help":
-            continue
-        value = getattr(args, action.dest, action.default)
-        if value == action.default:
-            continue
-        flag = action.option_strings[-1]
-        argv += [flag] if isinstance(action, argparse._StoreTrueAction) else [flag, str(value)]
-    return argv
-
-
-def _train(args: argparse.Namespace) -> int:
-    """The trainers live in `vqagraph.lab`, above the runtime, which never imports them: the command runs them in
-    a process of their own, with OpenMP waiting passively (two torch threads are then fast on a busy 2-core CPU)."""
-    import os
-    import subprocess
-    import sys
-
-    if args.bridge and args.projection:
-        args.train_parser.error("choose --bridge or --projection, one per run")
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    argv = command_line(args.train_parser, args)
-    return subprocess.call([sys.executable, "-m", "vqagraph.lab", *argv], env=env)

@@ -1,6 +1,6 @@
 """The held-out splits every quality number in the README comes from, each from a fixed seed no training run draws.
 
-Training scenes take their seeds from `default_rng([train_seed, 1])` streams (vqagraph/lab/text_route); these
+Training scenes take their seeds from `default_rng([train_seed, 1])` streams (lab/vqagraph_lab/text_route); these
 splits take theirs from `scene_seed(SPLIT_SEED, index)`, so no scene is shared. `validation` tunes (the router's
 cues and thresholds), `test` only measures. Each split keeps exactly `questions` questions, taken round-robin
 over scenes so that many scenes contribute, with `knowledge` kept apart (it measures the LLM, not the vision).

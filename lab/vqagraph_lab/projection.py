@@ -1,4 +1,4 @@
-"""`vqagraph world train --projection`: the Shapes world's projection bridge into the frozen SmolLM2-135M (LLaVA's
+"""`vqagraph-lab --projection`: the Shapes world's projection bridge into the frozen SmolLM2-135M (LLaVA's
 first stage, docs/methods.md §7).
 
 Stages: the bridge trainer's scenes with the frozen encoder's grids, cached once → a warm start without the LLM
@@ -28,10 +28,10 @@ import torch.nn.functional as F
 
 from vqagraph import hub
 from vqagraph.config import ProjectionSettings
-from vqagraph.lab.progress import Progress, curve, default_threads
 from vqagraph.tools.bridge_prompt import placed_embeddings
+from vqagraph_lab.progress import Progress, curve, default_out, default_threads
 
-LOG = logging.getLogger("vqagraph.lab.projection")
+LOG = logging.getLogger("vqagraph_lab.projection")
 WEIGHTS_DIR = hub.WEIGHTS_DIR
 NAME = "shapes-llava-projector"
 LLM = "builtin:smollm2-135m-instruct"
@@ -137,8 +137,8 @@ class Pictures:
 
 
 def make_pictures(seed: int, scenes: int, flips: int, cells: int, workers: int, progress: Any = None) -> Pictures:
-    from vqagraph.lab.text_route import data as D
     from vqagraph.tools.projector import grid_tokens
+    from vqagraph_lab.text_route import data as D
 
     seeds = [int(s) for s in np.random.default_rng([seed, 71]).integers(2**31, size=scenes)]
     corpus = D.make_corpus(seeds, seed=seed + 7919, flips=D.FLIPS[:flips], workers=workers, progress=progress)
@@ -220,7 +220,7 @@ class Prompts:
 
 def heldout_items(pictures: Pictures, n: int, seed: int) -> list[tuple[int, str, list[str], str]]:
     """(picture, question, answers, family): questions of the training families about held-out scenes."""
-    from vqagraph.lab.qformer.data import QA_FAMILIES
+    from vqagraph_lab.qformer.data import QA_FAMILIES
 
     items = [(j, q.question, list(q.answers), q.family) for j in range(len(pictures))
              for q in pictures.texts(j).questions if q.family in QA_FAMILIES and not q.marks]
@@ -271,7 +271,7 @@ def heldout_accuracy(projector: Any, norm: Normalised, lm: Any, prompts: Prompts
 def train_align(projector: Any, norm: Normalised, pictures: Pictures, targets: torch.Tensor, *, steps: int,
                 batch: int, lr: float, seed: int, report: Any = None) -> list[float]:
     """Regress each image token onto its cell's word-embedding mix (cosine + scaled MSE); no LLM in the loop."""
-    from vqagraph.lab.text_route.captioner import lr_at
+    from vqagraph_lab.text_route.captioner import lr_at
 
     rng = np.random.default_rng([seed, 61])
     opt = torch.optim.AdamW(projector.parameters(), lr=lr, weight_decay=0.0)
@@ -296,7 +296,7 @@ def train_align(projector: Any, norm: Normalised, pictures: Pictures, targets: t
 def lm_batch(pictures: Pictures, prompts: Prompts, rng: np.random.Generator, batch: int, caption_share: float,
              ) -> tuple[list[int], list[tuple[list[int], list[int]]], list[list[int]]]:
     """(pictures, prompt pieces around the image, targets): captions and training-family questions."""
-    from vqagraph.lab.qformer.data import caption_sample, qa_sample
+    from vqagraph_lab.qformer.data import caption_sample, qa_sample
 
     which: list[int] = []
     pieces: list[tuple[list[int], list[int]]] = []
@@ -326,12 +326,12 @@ def train_projection(out_dir: str | Path | None = None, seed: int = 0, quick: bo
 
     from vqagraph import hub
     from vqagraph.config import ModelRef
-    from vqagraph.lab.qformer.stage2 import FrozenLM
-    from vqagraph.lab.text_route import data as D
-    from vqagraph.lab.text_route.captioner import lr_at
+    from vqagraph_lab.qformer.stage2 import FrozenLM
+    from vqagraph_lab.text_route import data as D
+    from vqagraph_lab.text_route.captioner import lr_at
 
     plan = plan or (QUICK if quick else FULL)
-    out = Path(out_dir) if out_dir is not None else WEIGHTS_DIR
+    out = Path(out_dir) if out_dir is not None else default_out()
     threads = threads or default_threads()
     workers = workers if workers is not None else (1 if quick else min(2, os.cpu_count() or 1))
     previous_threads = torch.get_num_threads()

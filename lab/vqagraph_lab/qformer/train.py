@@ -1,4 +1,4 @@
-"""`vqagraph world train --bridge`: both Q-Former bridges.
+"""`vqagraph-lab --bridge`: both Q-Former bridges.
 
 Stages: scenes (rendered in worker processes) → the frozen image encoder's features, cached → Q-Former
 initialised from the ITM text encoder → stage 1, image-grounded captioning (no LLM) → stage 2, LM loss through
@@ -20,9 +20,9 @@ from typing import Any
 import torch
 
 from vqagraph import hub
-from vqagraph.lab.progress import Progress, curve, default_threads
+from vqagraph_lab.progress import Progress, curve, default_out, default_threads
 
-LOG = logging.getLogger("vqagraph.lab.qformer")
+LOG = logging.getLogger("vqagraph_lab.qformer")
 WEIGHTS_DIR = hub.WEIGHTS_DIR
 NAMES = {"blip2": "shapes-blip2", "instructblip": "shapes-instructblip"}
 LLM = "builtin:smollm2-135m-instruct"
@@ -72,24 +72,24 @@ def train_bridge(out_dir: str | Path | None = None, seed: int = 0, quick: bool =
 
     from vqagraph import hub
     from vqagraph.config import ModelRef
-    from vqagraph.lab.qformer import checkpoint as K
-    from vqagraph.lab.qformer import data as BD
-    from vqagraph.lab.qformer import instruct as I
-    from vqagraph.lab.qformer import stage1 as S1
-    from vqagraph.lab.qformer import stage2 as S2
-    from vqagraph.lab.text_route import data as TD
-    from vqagraph.lab.text_route import models as M
+    from vqagraph_lab.qformer import checkpoint as K
+    from vqagraph_lab.qformer import data as BD
+    from vqagraph_lab.qformer import instruct as I
+    from vqagraph_lab.qformer import stage1 as S1
+    from vqagraph_lab.qformer import stage2 as S2
+    from vqagraph_lab.text_route import data as TD
+    from vqagraph_lab.text_route import models as M
 
     plan = plan or (QUICK if quick else FULL)
     if num_query_tokens is not None:
         plan = replace(plan, num_query_tokens=num_query_tokens)
-    out = Path(out_dir) if out_dir is not None else WEIGHTS_DIR
+    out = Path(out_dir) if out_dir is not None else default_out()
     models = Path(vision_dir) if vision_dir is not None else WEIGHTS_DIR
     captioner_dir, itm_dir = models / "shapes-blip-captioner", models / "shapes-blip-itm"
     for d in (captioner_dir, itm_dir):
         if not (d / "config.json").exists():
             raise FileNotFoundError(f"{d} is missing: the bridge's image encoder is the world's trained BLIP vision "
-                                    "model; run `vqagraph world train` first (or pass vision_dir)")
+                                    "model; run `vqagraph-lab` first (or pass vision_dir)")
     threads = threads or default_threads()
     workers = workers if workers is not None else (1 if quick else min(2, os.cpu_count() or 1))
     previous_threads = torch.get_num_threads()

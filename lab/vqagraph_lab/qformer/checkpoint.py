@@ -70,7 +70,7 @@ def write_checkpoint(bridge: Any, out: Path, image_size: int, qformer_tokenizer:
         qformer_tokenizer.save_pretrained(out / "qformer_tokenizer")
     if adapter is not None:
 
-        from vqagraph.lab.text_route.models import save_adapter
+        from vqagraph_lab.text_route.models import save_adapter
 
         save_adapter(adapter, out)
     if notes is not None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from vqagraph.lab.text_route.data import GRID, IMAGE_SIZE, PATCH_SIZE
+from vqagraph_lab.text_route.data import GRID, IMAGE_SIZE, PATCH_SIZE
 
 # The models see through the frozen pretrained encoder (tools/image_encoder.py) and a trained `GridAdapter` saved
 # beside each model in `image_adapter/`; BLIP's classes still build a vision tower, so theirs is a placeholder of

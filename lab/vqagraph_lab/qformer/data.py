@@ -16,7 +16,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from vqagraph.lab.text_route import data as D
+from vqagraph_lab.text_route import data as D
 
 QA_FAMILIES = tuple(f for f in D.TRAIN_FAMILIES if f != "knowledge")
 assert "knowledge" not in QA_FAMILIES
@@ -106,7 +106,7 @@ def qa_sample(data: BridgeData, j: int, rng: np.random.Generator) -> tuple[str, 
 
 def caption_sample(data: BridgeData, j: int, rng: np.random.Generator, short: bool = False) -> str:
     """A whole-picture caption of picture j (`short`: the listing without places, or the count)."""
-    from vqagraph.lab.text_route.captioner import strip_prompt
+    from vqagraph_lab.text_route.captioner import strip_prompt
 
     captions = [strip_prompt(c) for c in data.texts(j).captions]
     if short:

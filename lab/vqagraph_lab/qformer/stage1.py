@@ -21,8 +21,8 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from vqagraph.lab.qformer.data import BridgeData, caption_sample
-from vqagraph.lab.text_route.captioner import decoder_loss, lr_at
+from vqagraph_lab.qformer.data import BridgeData, caption_sample
+from vqagraph_lab.text_route.captioner import decoder_loss, lr_at
 
 NUM_QUERY_TOKENS = 8  # BLIP-2 uses 32 (docs/methods.md §2); few queries train faster through the LLM here
 

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vqagraph.lab.qformer.data import BridgeData, caption_sample, qa_sample
-from vqagraph.lab.qformer.stage1 import query_outputs
-from vqagraph.lab.text_route.captioner import lr_at
 from vqagraph.tools.bridge_prompt import bridge_token_ids
+from vqagraph_lab.qformer.data import BridgeData, caption_sample, qa_sample
+from vqagraph_lab.qformer.stage1 import query_outputs
+from vqagraph_lab.text_route.captioner import lr_at
 
 PROMPT = "Question: {question} Answer:"  # BridgeSettings.prompt_template
 

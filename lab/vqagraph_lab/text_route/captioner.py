@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqagraph.lab.text_route import data as D
+from vqagraph_lab.text_route import data as D
 
 PROMPT = D.CAPTION_PROMPT
 COUNT_DIM = 1 + 8 + 11  # objects; per shape; per colour

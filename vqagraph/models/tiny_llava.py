@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from tokenizers import processors
 
-from vqagraph.tiny import _bpe_tokenizer
+from vqagraph.models.tiny import _bpe_tokenizer
 
 IMAGE_SIZE = 32
 PATCH_SIZE = 8  # 4x4 patches + CLS; LLaVA's `default` strategy drops CLS: 16 image tokens
@@ -61,7 +61,7 @@ def extract_llava_llm(out: Path) -> None:
     """tiny-llava's Llama (and tokenizer) alone, as a causal LM a backend can serve."""
     from transformers import AutoTokenizer, LlamaForCausalLM, LlavaForConditionalGeneration
 
-    from vqagraph.tiny import ensure_builtin
+    from vqagraph.models.tiny import ensure_builtin
 
     source = ensure_builtin("tiny-llava", out.parent)
     llava = LlavaForConditionalGeneration.from_pretrained(source)

@@ -1,6 +1,6 @@
-"""`python -m vqagraph.lab [--bridge | --projection] [--quick] [--out DIR] [--seed S] …`: what `vqagraph world train`
-runs, in a process of its own, so that the runtime never imports the lab. The options are the command's own
-(`vqagraph.world.cli.add_train_options`)."""
+"""`vqagraph-lab [--bridge | --projection] [--quick] [--out DIR] [--seed S] …` (or `python -m vqagraph_lab`): train
+the `shapes` profile's models from a seed, into a folder the user names (default: the cache's `lab/` folder; the
+shipped weights change only with `--out vqagraph/weights`)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,43 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from vqagraph.world.cli import add_train_options
+from vqagraph_lab.progress import default_out
+
+
+def add_train_options(train: argparse.ArgumentParser) -> None:
+    """The trainers' options: the text route's models by default, the Q-Formers with --bridge, the projector with
+    --projection."""
+    train.add_argument("--bridge", action="store_true",
+                       help="train the BLIP-2 and InstructBLIP bridges into the frozen LLM (needs the text route's "
+                       "trained vision model, see --vision-dir)")
+    train.add_argument("--projection", action="store_true",
+                       help="train the projection bridge (LLaVA's projector) into the frozen LLM")
+    train.add_argument("--quick", action="store_true", help="a tiny run (under a minute) that shows the losses drop")
+    train.add_argument("--out", default=None,
+                       help=f"where the model folders go (default: {default_out()}; the shipped models are "
+                       "vqagraph/weights)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=int, default=None, help="torch threads (default: up to 2)")
+    train.add_argument("--workers", type=int, default=None, help="processes rendering scenes (default: up to 2)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue a stopped run from its last checkpoint (same --out, --seed)")
+    train.add_argument("--vision-dir", default=None,
+                       help="--bridge: the folder holding shapes-blip-captioner/ and shapes-blip-itm/ (default: "
+                       "--out when it has them, else the shipped weights)")
+    train.add_argument("--llm", default="builtin:smollm2-135m-instruct", help="--bridge: the frozen LLM")
+    train.add_argument("--queries", type=int, default=None, help="--bridge: learned query tokens (default 8)")
+    train.add_argument("--continue-from", default=None,
+                       help="--projection: start the LM stage from this trained projector's folder (no warm start)")
+    train.add_argument("--lm-steps", type=int, default=None, help="--projection: LM-stage steps (default: the plan's)")
+    train.add_argument("--lm-lr", type=float, default=None, help="--projection: LM-stage peak learning rate")
+    train.add_argument("--budget-minutes", type=float, default=None,
+                       help="--projection: the run stops its LM stage at this deadline (default: the plan's 90)")
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
     """Run the trainer the options name; return what it prints (timings, losses, held-out numbers, models)."""
     if args.projection:
-        from vqagraph.lab.projection import FULL, QUICK, train_projection
+        from vqagraph_lab.projection import FULL, QUICK, train_projection
 
         plan = QUICK if args.quick else FULL
         changes = {"lm_steps": args.lm_steps, "lm_lr": args.lm_lr,
@@ -30,7 +60,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                                  plan=plan, continue_from=args.continue_from)
         return {k: notes[k] for k in ("timings_s", "losses", "heldout_accuracy", "model")}
     if args.bridge:
-        from vqagraph.lab.qformer import train_bridge
+        from vqagraph_lab.qformer import train_bridge
 
         vision_dir = args.vision_dir
         if vision_dir is None and args.out and (Path(args.out) / "shapes-blip-captioner").is_dir():
@@ -38,7 +68,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         summary = train_bridge(args.out, seed=args.seed, quick=args.quick, vision_dir=vision_dir, llm=args.llm,
                                threads=args.threads, num_query_tokens=args.queries, resume=args.resume)
         return {k: summary[k] for k in ("timings_s", "losses", "probe", "models")}
-    from vqagraph.lab.text_route import train_all
+    from vqagraph_lab.text_route import train_all
 
     summary = train_all(args.out, seed=args.seed, quick=args.quick, threads=args.threads, workers=args.workers,
                         resume=args.resume)
@@ -46,7 +76,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vqagraph world train",
+    parser = argparse.ArgumentParser(prog="vqagraph-lab",
                                      description="train the shapes profile's models from a seed")
     add_train_options(parser)
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -62,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         # OpenMP reads its wait policy when torch loads, and spinning threads are 10-20x slower on a busy 2-core
         # CPU (lab/progress.py `default_threads`): run again in a fresh process that waits passively.
         env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-        return subprocess.call([sys.executable, "-m", "vqagraph.lab", *argv], env=env)
+        return subprocess.call([sys.executable, "-m", "vqagraph_lab", *argv], env=env)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import transformers

@@ -1,4 +1,4 @@
-"""`vqagraph world train`: every Shapes-world model of the text route, from one seed.
+"""`vqagraph-lab`: every Shapes-world model of the text route, from one seed.
 
 Stages: scenes (rendered in worker processes) → the frozen pretrained encoder's grids, computed once →
 tokenizers → captioner stage 1 (the adapter on the frozen grid + decoder) → feature cache → captioner stage 2
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from vqagraph import hub
-from vqagraph.lab.progress import Progress, curve, default_threads
+from vqagraph_lab.progress import Progress, curve, default_out, default_threads
 
 LOG = logging.getLogger("vqagraph.training")
 WEIGHTS_DIR = hub.WEIGHTS_DIR
@@ -59,8 +59,8 @@ QUICK = Plan(scenes=16, stage1_steps=12, stage1_batch=8, stage1_subsets=0, stage
 
 
 def _vocab_texts(corpus: Any, limit: int = 400) -> list[str]:
-    from vqagraph.lab.text_route import data as D
     from vqagraph.world.captions import NUMBER_WORDS, PLURALS, POSITION_VARIANTS
+    from vqagraph_lab.text_route import data as D
 
     texts: list[str] = []
     for index in range(min(len(corpus), limit)):
@@ -85,16 +85,16 @@ def train_all(out_dir: str | Path | None = None, seed: int = 0, quick: bool = Fa
     result is the one an uninterrupted run gives)."""
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from vqagraph.lab.text_route import captioner as C
-    from vqagraph.lab.text_route import data as D
-    from vqagraph.lab.text_route import evaluate as E
-    from vqagraph.lab.text_route import itm as I
-    from vqagraph.lab.text_route import models as M
-    from vqagraph.lab.text_route import t5_qg as Q
-    from vqagraph.lab.text_route import vocab as V
+    from vqagraph_lab.text_route import captioner as C
+    from vqagraph_lab.text_route import data as D
+    from vqagraph_lab.text_route import evaluate as E
+    from vqagraph_lab.text_route import itm as I
+    from vqagraph_lab.text_route import models as M
+    from vqagraph_lab.text_route import t5_qg as Q
+    from vqagraph_lab.text_route import vocab as V
 
     plan = plan or (QUICK if quick else FULL)
-    out = Path(out_dir) if out_dir is not None else WEIGHTS_DIR
+    out = Path(out_dir) if out_dir is not None else default_out()
     threads = threads or default_threads()
     workers = workers if workers is not None else (1 if quick else min(2, os.cpu_count() or 1))
     parallel = (not quick) if parallel is None else parallel

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vqagraph.lab.text_route import data as D
-from vqagraph.lab.text_route.captioner import gather, groups, lr_at, strip_prompt
+from vqagraph_lab.text_route import data as D
+from vqagraph_lab.text_route.captioner import gather, groups, lr_at, strip_prompt
 
 
 def question_text(question: str) -> str:

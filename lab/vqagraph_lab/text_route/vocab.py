@@ -13,8 +13,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-from vqagraph.tiny import WORDS as TINY_WORDS
-from vqagraph.tiny import write_bert_tokenizer
+from vqagraph.models.tiny import WORDS as TINY_WORDS
+from vqagraph.models.tiny import write_bert_tokenizer
 
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "[ENC]"]
 T5_SPECIALS = ["<pad>", "</s>", "<unk>"]

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from vqagraph.lab.qformer.data import BridgeData, qa_sample
-from vqagraph.lab.qformer.stage1 import init_qformer_from_itm, new_bridge, query_outputs
-from vqagraph.lab.qformer.stage2 import PROMPT, FrozenLM, soft_prompt
-from vqagraph.lab.text_route.captioner import lr_at
+from vqagraph_lab.qformer.data import BridgeData, qa_sample
+from vqagraph_lab.qformer.stage1 import init_qformer_from_itm, new_bridge, query_outputs
+from vqagraph_lab.qformer.stage2 import PROMPT, FrozenLM, soft_prompt
+from vqagraph_lab.text_route.captioner import lr_at
 
 
 def instruct_from_blip2(blip2: Any, itm: dict[str, torch.Tensor]) -> Any:

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from vqagraph.lab.text_route import data as D
-from vqagraph.lab.text_route.captioner import lr_at, strip_prompt
 from vqagraph.tools.question_generator import qg_input
+from vqagraph_lab.text_route import data as D
+from vqagraph_lab.text_route.captioner import lr_at, strip_prompt
 
 
 def _contains(context: str, answer: str) -> bool:
@@ -32,7 +32,7 @@ _HOW_MANY = re.compile(r"^how many (.+?) (?:are|can|is)\b", re.IGNORECASE)
 def context_for(example: D.Example, focus: Sequence[int], rng: np.random.Generator, question: str = "") -> list[str]:
     """Captions as the region captioner would keep them for a question about `focus`: the focus objects'
     region captions, for a group its group captions, for every object whole-scene captions; plus a few others."""
-    from vqagraph.lab.text_route.captioner import group_captions
+    from vqagraph_lab.text_route.captioner import group_captions
 
     texts = example.texts
     n = len(texts.region)
@@ -122,8 +122,8 @@ def train_in_process(texts: list[Any], directory: str, ids: dict[str, int], step
 
     from transformers import AutoTokenizer
 
-    from vqagraph.lab.progress import Progress
-    from vqagraph.lab.text_route import models as M
+    from vqagraph_lab.progress import Progress
+    from vqagraph_lab.text_route import models as M
 
     torch.set_num_threads(threads)
     start = time.perf_counter()

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from tokenizers import processors
 
-from vqagraph.tiny import _bpe_tokenizer, _save_bert_tokenizer
+from vqagraph.models.tiny import _bpe_tokenizer, _save_bert_tokenizer
 
 NUM_QUERY_TOKENS = 8  # BLIP-2 uses 32 (docs/methods.md §2); 8 keeps tests fast, the code never assumes 32
 IMAGE_SIZE = 96
@@ -90,7 +90,7 @@ def build_instructblip(out: Path, seed: int = 5) -> None:
     # The same OPT as tiny-blip2's, so one served LLM (tiny-blip2-opt) checks both bridges.
     from transformers import Blip2ForConditionalGeneration
 
-    from vqagraph.tiny import ensure_builtin
+    from vqagraph.models.tiny import ensure_builtin
 
     blip2 = Blip2ForConditionalGeneration.from_pretrained(ensure_builtin("tiny-blip2", out.parent))
     model.language_model.load_state_dict(blip2.language_model.state_dict())
@@ -133,7 +133,7 @@ def extract_language_model(checkpoint: Path, out: Path) -> Path:
 
 def _extracted(name: str) -> Any:
     def build(out: Path) -> None:
-        from vqagraph.tiny import ensure_builtin
+        from vqagraph.models.tiny import ensure_builtin
 
         extract_language_model(ensure_builtin(name, out.parent), out)
 

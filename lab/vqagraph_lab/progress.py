@@ -1,14 +1,22 @@
-"""What every trainer of the lab shares: a progress bar per stage that logs the running losses, the first and last
-tenth of a loss curve for training.json, and how many torch threads to use."""
+"""What every trainer of the lab shares: where it writes by default, a progress bar per stage that logs the running
+losses, the first and last tenth of a loss curve for training.json, and how many torch threads to use."""
 
 from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 
-LOG = logging.getLogger("vqagraph.lab")
+LOG = logging.getLogger("vqagraph_lab")
+
+
+def default_out() -> Path:
+    """Where a trainer writes when no folder is named: the cache, never the installed package."""
+    from vqagraph.hub import cache_root
+
+    return cache_root() / "lab"
 
 
 class Progress:

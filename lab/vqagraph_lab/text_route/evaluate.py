@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from vqagraph.lab.text_route import data as D
-from vqagraph.lab.text_route.captioner import gather, generate, strip_prompt
-from vqagraph.lab.text_route.itm import itm_logits, question_text
-from vqagraph.lab.text_route.t5_qg import qg_pair
+from vqagraph_lab.text_route import data as D
+from vqagraph_lab.text_route.captioner import gather, generate, strip_prompt
+from vqagraph_lab.text_route.itm import itm_logits, question_text
+from vqagraph_lab.text_route.t5_qg import qg_pair
 
 
 def held_out(seed: int, count: int, **options: Any) -> D.Corpus:
@@ -60,7 +60,7 @@ def caption_metrics(model: Any, tokenizer: Any, corpus: D.Corpus, seed: int, fea
 
     rng = np.random.default_rng([seed, 51])
     if features is None:
-        from vqagraph.lab.text_route.captioner import encode
+        from vqagraph_lab.text_route.captioner import encode
 
         features = encode(vision if vision is not None else model.vision_model, corpus, list(range(len(corpus))))
     rows, ids, objects = [], [], []

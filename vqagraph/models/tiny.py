@@ -163,7 +163,7 @@ def _deferred(module: str, name: str) -> Callable[[Path], None]:
     def build(out: Path) -> None:
         import importlib
 
-        importlib.import_module(f"vqagraph.{module}").BUILDERS[name](out)
+        importlib.import_module(f"vqagraph.models.{module}").BUILDERS[name](out)
 
     return build
 

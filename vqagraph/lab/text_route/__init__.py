@@ -1,9 +1,0 @@
-"""Training the Shapes-world models of the text route (BLIP captioner, BLIP ITM, T5 question generator).
-
-`train_all(out_dir, seed, quick)` reproduces them from a seed (`vqagraph world train`). Nothing here runs at import
-time.
-"""
-
-from vqagraph.lab.text_route.train import FULL, NAMES, QUICK, WEIGHTS_DIR, Plan, train_all
-
-__all__ = ["FULL", "NAMES", "QUICK", "WEIGHTS_DIR", "Plan", "train_all"]

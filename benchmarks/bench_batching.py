@@ -53,10 +53,11 @@ def questions(n: int, seed: int = 91_000_001) -> list[Any]:
 def engine(profile: str, **overrides: Any) -> Any:
     from vqagraph.engine import Engine
     from vqagraph.eval.harness import request_for
+    from vqagraph.graphs.registry import ROUTES
 
     built = Engine.from_profile(profile, **overrides)
     warm = questions(1, seed=91_500_001)[0]
-    for route in built.profile.routes():
+    for route in ROUTES.available(built.profile):
         built.answer(request_for(warm, route))  # load and warm every model on another image
     return built
 

@@ -28,9 +28,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vqagraph.config import ANSWERING_ROUTES, DEFAULT_CUE_ROUTES, load_profile
+from vqagraph.config import DEFAULT_CUE_ROUTES, load_profile
 from vqagraph.eval.report import AnswerRecord, EvalReport
+from vqagraph.graphs.registry import ROUTES
 from vqagraph.graphs.router import question_cue
+
+ANSWERING_ROUTES = ROUTES.names()
 
 Record = dict[str, Any]
 Policy = Callable[[Record], str]

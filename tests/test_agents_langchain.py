@@ -181,6 +181,40 @@ def test_langgraph_json_app_is_a_conversation(engine: Any, monkeypatch: pytest.M
         langgraph_app.set_engine(None)
 
 
+def test_langgraph_app_asks_through_the_engine(engine: Any) -> None:
+    """The app's turn is `Engine.answer`'s: the same answer for the same image and question, and the same refusal
+    of a question that is empty or over the profile's `max_question_chars`."""
+    from vqagraph.agents import langgraph_app
+    from vqagraph.errors import QuestionError
+    from vqagraph.request import AskRequest
+
+    picture = scene(13)
+    url = "data:image/png;base64," + base64.b64encode(png(picture)).decode()
+
+    def message(text: str) -> HumanMessage:
+        return HumanMessage(content=[{"type": "text", "text": text}, {"type": "image_url", "image_url": {"url": url}}])
+
+    langgraph_app.set_engine(engine)
+    try:
+        app = langgraph_app.build_app(InMemorySaver())
+        thread = {"configurable": {"thread_id": "studio-engine"}}
+        question = "What colour is the circle?"
+        turn = app.invoke({"messages": [message(question)], "route": "bridge"}, thread)
+        direct = engine.answer(AskRequest(question=question, image=picture, route="bridge"))
+        assert turn["answer"] == direct.answer and turn["messages"][-1].content == direct.answer
+        assert turn["image_ref"] == direct.image_ref and turn["trace"]["route"] == direct.route == "bridge"
+        limit = engine.profile.limits.max_question_chars
+        for text, words in [("why " * limit, f"over the limit of {limit}"), ("   ", "the question is empty")]:
+            with pytest.raises(QuestionError, match=words) as refused:
+                app.invoke({"messages": [message(text)], "route": "bridge"}, thread)
+            with pytest.raises(QuestionError) as refused_directly:
+                engine.answer(AskRequest(question=text, image=picture, route="bridge"))
+            assert str(refused.value) == str(refused_directly.value)
+        assert len(app.get_state(thread).values["turns"]) == 1  # a refused question is no turn
+    finally:
+        langgraph_app.set_engine(None)
+
+
 def test_subgraph_example(engine: Any, picture: Path) -> None:
     example = load_file(ROOT / "examples" / "agents" / "subgraph.py", "vqagraph_subgraph_example")
     result = example.run(engine, str(picture), "What colour is the circle?", route="bridge")

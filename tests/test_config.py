@@ -24,7 +24,9 @@ def test_builtin_profiles() -> None:
     assert set(BUILTIN_PROFILES) >= {"shapes", "tiny", "blip-opt", "llava-1.5"}
     llava = load_profile("llava-1.5")  # the projection route's real checkpoint; its LLM is LLaVA's own
     assert llava.projector == llava.llm == ModelRef(id="llava-hf/llava-1.5-7b-hf")
-    assert llava.routes() == ("img2llm", "projection") and real.routes() == ("img2llm", "bridge")
+    from vqagraph.graphs.registry import ROUTES
+
+    assert ROUTES.available(llava) == ("img2llm", "projection") and ROUTES.available(real) == ("img2llm", "bridge")
     assert llava.projection.prompt_template.startswith("USER: <image>\n")  # LLaVA-1.5's VQA prompt (§7)
 
 

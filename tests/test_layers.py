@@ -22,8 +22,9 @@ def test_import_contracts_hold() -> None:
 
 
 def test_no_import_circles() -> None:
-    """No two modules import each other, directly or around a loop (imports for type checking aside)."""
-    graph = grimp.build_graph("vqagraph", include_external_packages=False, exclude_type_checking_imports=True,
+    """No two modules import each other, directly or around a loop, counting imports inside functions and those
+    made only for type checking: a circle there still ties two modules' designs together."""
+    graph = grimp.build_graph("vqagraph", include_external_packages=False, exclude_type_checking_imports=False,
                               cache_dir=None)
     circles = []
     for module in sorted(graph.modules):
@@ -60,3 +61,4 @@ def test_one_lock_per_thread_shared_by_front_ends(model_cache: Path) -> None:
         lock.release()
     worker.join(60)
     assert asked.is_set() and len(chat.history()) == 2
+

@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from vqagraph import Engine, hub
 from vqagraph.config import ModelRef, load_profile
 from vqagraph.errors import ModelMismatchError, ProfileError
+from vqagraph.graphs.registry import ROUTES
 from vqagraph.tools.bridge_prompt import split_at_image
 from vqagraph.tools.projector import ProjectionBridge, grid_tokens
 
@@ -123,7 +124,7 @@ def test_a_qformer_checkpoint_is_not_a_llava_checkpoint(model_cache: Path) -> No
 
 def test_projection_needs_a_projector_in_the_profile(model_cache: Path) -> None:
     plain = Engine.from_profile("tiny")
-    assert "projection" not in plain.profile.routes()
+    assert "projection" not in ROUTES.available(plain.profile)
     with pytest.raises(ProfileError, match="no `projector` checkpoint"):
         plain.ask(images()[0], "What is it?", route="projection")
 
@@ -131,7 +132,7 @@ def test_projection_needs_a_projector_in_the_profile(model_cache: Path) -> None:
 def test_both_runs_every_route_the_profile_has(model_cache: Path) -> None:
     # tiny-blip2's Q-Former also projects to 64 dimensions: three routes into one tiny Llama
     three = llava_engine(qformer={"id": "builtin:tiny-blip2"})
-    assert three.profile.routes() == ("img2llm", "bridge", "projection")
+    assert ROUTES.available(three.profile) == ("img2llm", "bridge", "projection")
     answer = three.ask(images()[0], "What colour is the circle?", route="both")
     assert set(answer.trace.route_answers) == {"img2llm", "bridge", "projection"}
     best = max(answer.trace.route_answers.items(), key=lambda kv: kv[1]["mean_logprob"])[0]

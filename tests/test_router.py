@@ -124,8 +124,13 @@ def test_rules_follow_the_profiles_cue_routes_and_name_the_cue() -> None:
     assert question_cue("How many sides does the blue shape have?") == (
         "knowledge", "knowledge/reasoning cue (counts something the image does not show)")
     assert question_cue("What is in the box?", marked=True)[0] == "marked"
-    with pytest.raises(ValidationError):
-        RouterSettings(cue_routes={"colour": "telepathy"})  # type: ignore[dict-item]
+    from vqagraph.config import load_profile
+    from vqagraph.errors import ProfileError
+    from vqagraph.graphs.registry import ROUTES
+
+    typo = load_profile("tiny").model_copy(update={"router": RouterSettings(cue_routes={"colour": "telepathy"})})
+    with pytest.raises(ProfileError, match=r"router\.cue_routes names 'telepathy', not a route"):
+        ROUTES.check_profile(typo)  # the engine checks it when built: routes are the registry's
     with pytest.raises(ValidationError):
         RouterSettings(cue_routes={"smell": "bridge"})  # type: ignore[dict-item]
 

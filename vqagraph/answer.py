@@ -7,7 +7,7 @@ any LangGraph checkpointer stores, which pydantic still validates inside `Trace`
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict  # pydantic validates TypedDicts from typing_extensions on Python < 3.12
 
 
@@ -68,8 +68,13 @@ class ProjectionRecord(TypedDict, total=False):
 
 
 class Trace(BaseModel):
+    """How the answer was reached. A route registered beyond the built-in three (graphs/registry.py) files its
+    record under its own name too, as an extra field (`trace.model_extra`, and in `model_dump()`)."""
+
+    model_config = ConfigDict(extra="allow")
+
     profile: str
-    route: str = Field(description="the route whose answer was kept: img2llm, bridge or projection")
+    route: str = Field(description="the route whose answer was kept (a registered route's name)")
     route_reason: str
     requested_route: str = "auto"
     router_policy: str = Field("", description="the policy that chose, when the route was auto")

@@ -14,6 +14,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vqagraph.errors import ProfileError
+from vqagraph.prompt_templates import (
+    BLIP2_HISTORY_TURN,
+    BLIP2_OPT_VQA,
+    IMG2LLM_CAPTION_PROMPT,
+    INSTRUCTBLIP_QFORMER_INSTRUCTION,
+    LLAVA15_SHORT_ANSWER,
+    LLAVA_HISTORY_TURN,
+    LLAVA_IMAGE_PLACEHOLDER,
+)
 
 
 class ModelRef(BaseModel):
@@ -37,7 +46,7 @@ class Img2LLMSettings(BaseModel):
         "gradcam", description="gradcam: sample K' patches by GradCAM (§1.2); all: caption the whole image (ablation)"
     )
     num_captions: int = Field(100, ge=1, description="captions targeted per question (§1.2; the LAVIS demo uses 50)")
-    caption_prompt: str = Field("a picture of ", description="decoder prompt, stripped from the output (§1.2)")
+    caption_prompt: str = Field(IMG2LLM_CAPTION_PROMPT, description="decoder prompt, stripped from the output (§1.2)")
     caption_top_k: int = 50  # §1.2
     caption_top_p: float = 1.0  # §1.2
     caption_min_length: int = 10  # §1.2, generate's min_length (prompt included, as in LAVIS)
@@ -73,7 +82,7 @@ class BridgeSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prompt_template: str = Field(
-        "Question: {question} Answer:",
+        BLIP2_OPT_VQA,
         description="text after the soft prompt; BLIP-2 OPT's VQA prompt (§2; FlanT5 uses '... Short answer:')",
     )
     add_bos: bool = Field(True, description="BOS between the queries and the text, as BLIP-2 was trained (§2)")
@@ -81,11 +90,10 @@ class BridgeSettings(BaseModel):
     stop: list[str] = Field(default_factory=lambda: ["\n"], description="generation ends at the first of these "
                             "(the answer is cut at the first newline anyway, §1.7)")
     instruction_template: str = Field(
-        "{question}", description="InstructBLIP: the Q-Former's instruction text (the question itself)"
+        INSTRUCTBLIP_QFORMER_INSTRUCTION,
+        description="InstructBLIP: the Q-Former's instruction text (the question itself)",
     )
-    history_template: str = Field(
-        "Question: {question} Answer: {answer}.", description="an earlier turn, as LAVIS concatenates them (§2)"
-    )
+    history_template: str = Field(BLIP2_HISTORY_TURN, description="an earlier turn, as LAVIS concatenates them (§2)")
     send: Literal["prompt-embeds", "image", "image-embeds"] = Field(
         "prompt-embeds",
         description="prompt-embeds: [soft prompt; text] to any served LLM; image / image-embeds: to a BLIP-2 "
@@ -100,15 +108,14 @@ class ProjectionSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prompt_template: str = Field(
-        "USER: <image>\n{question}\nAnswer the question using a single word or phrase. ASSISTANT:",
-        description="LLaVA-1.5's VQA prompt (§7); the image tokens replace the placeholder")
-    image_placeholder: str = Field("<image>", description="where the image tokens go in the prompt (§7)")
+        LLAVA15_SHORT_ANSWER, description="LLaVA-1.5's VQA prompt (§7); the image tokens replace the placeholder")
+    image_placeholder: str = Field(LLAVA_IMAGE_PLACEHOLDER, description="where the image tokens go in the prompt (§7)")
     add_bos: bool = Field(True, description="BOS before the prompt, as LLaVA's tokenizer adds it")
     max_new_tokens: int = Field(10, ge=1, description="answer length cap (the embedding routes' 10, §2)")
     stop: list[str] = Field(default_factory=lambda: ["\n"], description="generation ends at the first of these "
                             "(the answer is cut at the first newline anyway, §1.7)")
     history_template: str = Field(
-        "USER: {question} ASSISTANT: {answer}", description="an earlier turn, before the prompt (LLaVA's roles, §7)")
+        LLAVA_HISTORY_TURN, description="an earlier turn, before the prompt (LLaVA's roles, §7)")
 
 
 class ConversationSettings(BaseModel):
@@ -152,12 +159,10 @@ class BatchingSettings(BaseModel):
 
 
 RouterPolicy = Literal["rules", "cascade", "both"]
-# The routes that answer (one name each, everywhere): the text route, the Q-Former bridge, the projection bridge.
-RouteName = Literal["img2llm", "bridge", "projection"]
-ANSWERING_ROUTES: tuple[RouteName, ...] = ("img2llm", "bridge", "projection")
-# What a caller may ask for: a route, `auto` (the router decides) or `both` (every route the profile has).
-RequestedRoute = Literal["auto", "img2llm", "bridge", "projection", "both"]
-REQUESTED_ROUTES: tuple[RequestedRoute, ...] = ("auto", "img2llm", "bridge", "projection", "both")
+# A route's name: one of the registered routes (graphs/registry.py says which exist and checks the names a profile
+# or a caller gives). What a caller may ask for is a route, `auto` (the router decides) or `both` (every route the
+# profile has).
+RouteName = str
 CueName = Literal["knowledge", "marked", "colour", "shape", "count", "position", "size", "yes/no", "open"]
 # Before any measurement: what the image itself answers goes to the Q-Former route, what needs the world or
 # reasoning goes to the text route (captions + exemplars leave the LLM room to use what it knows).
@@ -281,13 +286,6 @@ class Profile(BaseModel):
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
     llm_backend: LLMBackend = Field(default_factory=LLMBackend)
     limits: Limits = Field(default_factory=Limits)
-
-    def routes(self) -> tuple[RouteName, ...]:
-        """The routes this profile can answer by: the text route always, each bridge when it has its checkpoint
-        (a BLIP-2 served whole by vLLM runs its own Q-Former)."""
-        has = {"img2llm": True, "bridge": self.qformer is not None or self.bridge.send == "image",
-               "projection": self.projector is not None}
-        return tuple(r for r in ANSWERING_ROUTES if has[r])
 
     @model_validator(mode="before")
     @classmethod

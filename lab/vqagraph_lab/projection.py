@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from vqagraph import hub
-from vqagraph.config import ProjectionSettings
+from vqagraph.prompt_templates import LLAVA15_SHORT_ANSWER, LLAVA_BRIEF_CAPTION
 from vqagraph.tools.bridge_prompt import placed_embeddings
 from vqagraph_lab.progress import Progress, curve, default_out, default_threads
 
@@ -35,10 +35,10 @@ LOG = logging.getLogger("vqagraph_lab.projection")
 WEIGHTS_DIR = hub.WEIGHTS_DIR
 NAME = "shapes-llava-projector"
 LLM = "builtin:smollm2-135m-instruct"
-# The route's prompt (LLaVA-1.5's short-answer VQA prompt, docs/methods.md §7: ProjectionSettings) and a
+# The route's prompt (LLaVA-1.5's short-answer VQA prompt, docs/methods.md §7: ProjectionSettings' default) and a
 # brief-description prompt for captions (stage 1).
-PROMPT = ProjectionSettings().prompt_template
-CAPTION_PROMPT = "USER: <image>\nDescribe the picture briefly. ASSISTANT:"
+PROMPT = LLAVA15_SHORT_ANSWER
+CAPTION_PROMPT = LLAVA_BRIEF_CAPTION
 
 
 @dataclass(frozen=True)

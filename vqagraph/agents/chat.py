@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from vqagraph.agents.options import add_engine_options, open_engine, quiet_libraries, run_command
-from vqagraph.config import REQUESTED_ROUTES
 from vqagraph.errors import VQAGraphError
+from vqagraph.graphs.registry import ROUTES as REGISTRY
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from vqagraph.tools.visual_prompt import Mark
 
 PROMPT = "vqagraph> "
-ROUTES = REQUESTED_ROUTES
 POLICIES = ("rules", "cascade", "both")
 
 HELP = """\
@@ -208,11 +207,11 @@ class ChatSession:
 
     def cmd_route(self, rest: str) -> None:
         if not rest:
-            self.say(f"route: {self.route} (choose one of {', '.join(ROUTES)})")
+            self.say(f"route: {self.route} (choose one of {', '.join(REGISTRY.requested())})")
             return
         route = rest.lower()
-        if route not in ROUTES:
-            self.say(f"unknown route {rest!r}; choose one of {', '.join(ROUTES)}")
+        if route not in REGISTRY.requested():
+            self.say(f"unknown route {rest!r}; choose one of {', '.join(REGISTRY.requested())}")
             return
         self.engine.check_route(route, self.router)  # e.g. a bridge without a Q-Former: ProfileError
         self.route = route
@@ -354,7 +353,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", nargs="?", default=None, help="the first image (optional with --thread)")
     parser.add_argument("--thread", default=None, metavar="ID", help="continue this thread (its image comes with it)")
     add_engine_options(parser)
-    parser.add_argument("--route", default="auto", choices=ROUTES,
+    parser.add_argument("--route", default="auto", choices=REGISTRY.requested(),
                         help="auto: the router decides; img2llm: text route; bridge: Q-Former route; "
                         "projection: LLaVA projection route; both: every route the profile has")
     parser.add_argument("--router", default=None, choices=POLICIES,

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from vqagraph.agents.options import add_engine_options, engine_overrides, quiet_libraries, run_command
-from vqagraph.config import REQUESTED_ROUTES
+from vqagraph.graphs.registry import ROUTES, route_lines
 from vqagraph.request import AskRequest
 
 
@@ -104,14 +104,8 @@ def _ask(args: argparse.Namespace) -> int:
     if len(trace.route_answers) > 1:
         for name, result in trace.route_answers.items():
             print(f"  {name}: {result['answer']!r} (mean log-prob {result['mean_logprob']:.3f})")
-    if trace.bridge and trace.bridge.get("query_tokens"):
-        print(f"bridge: {trace.bridge['query_tokens']} query tokens + {trace.bridge.get('prompt', '')!r}")
-    if trace.projection and trace.projection.get("image_tokens"):
-        print(f"projection: {trace.projection['image_tokens']} image tokens in {trace.projection.get('prompt', '')!r}")
-    stats = (trace.img2llm or {}).get("caption_stats")
-    if stats:
-        print(f"captions: {stats.get('kept', 0)} kept of {stats.get('generated', 0)} generated "
-              f"in {stats.get('rounds', 0)} round(s)")
+    for line in route_lines(trace):  # each route's own line about its record
+        print(line)
     if answer.meaningless:
         print(f"note: profile {engine.profile.name!r} uses untrained placeholder models; this answer is meaningless")
     return 0
@@ -228,9 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--thread", default=None, metavar="ID",
                      help="add this question to a conversation thread (created if new, continued if not)")
     add_engine_options(ask)
-    ask.add_argument("--route", default="auto", choices=list(REQUESTED_ROUTES),
-                     help="auto: the router decides; img2llm: text route; bridge: Q-Former route; "
-                     "projection: LLaVA projection route; both: every route the profile has")
+    ask.add_argument("--route", default="auto", choices=list(ROUTES.requested()),
+                     help="auto: the router decides; "
+                     + "; ".join(f"{r.name}: {r.title}" for r in ROUTES) + "; both: every route the profile has")
     ask.add_argument("--router", default=None, choices=["rules", "cascade", "both"],
                      help="the router's policy for --route auto (default: the profile's)")
     ask.add_argument("--json", action="store_true", help="print the answer with its full trace as JSON")

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from vqagraph.engine import Engine
+from vqagraph.graphs.registry import ROUTES
 
 DEMO_SEED = 7_000_001  # never used for training data (lab/vqagraph_lab/text_route uses its own seeds)
 DEMO_FAMILIES = ("colour", "shape", "count", "exists", "position", "size", "marked", "knowledge")
@@ -61,12 +62,12 @@ def run_demo(profile: str | None, out: Path, scenes: int = 3, explain: bool = Tr
         # The route auto took answers the same way when asked directly (seeded): reuse it for that column.
         records.append(AnswerRecord(**base, route=answer.route, route_taken=answer.route))
     # Every question through the routes auto did not take, as one batch (the engine batches their model calls).
-    others = [(record.question_id, other) for record in records[::2] for other in engine.profile.routes()
+    others = [(record.question_id, other) for record in records[::2] for other in ROUTES.available(engine.profile)
               if other != record.route_taken]
     by_id = {item.question_id: item for item in items}
     results = engine.answer_batch([request_for(by_id[qid], route) for qid, route in others])
     records += [record_for(by_id[qid], route, result) for (qid, route), result in zip(others, results, strict=True)]
-    routes = [*engine.profile.routes(), "auto"]
+    routes = [*ROUTES.available(engine.profile), "auto"]
     print("\nthe same questions through each route (VQA accuracy, %; one question per family, so 0 or 100):")
     print(EvalReport.from_records(records, routes).table())
     print("a real measurement (300 held-out questions): vqagraph world split test -o heldout && vqagraph eval "

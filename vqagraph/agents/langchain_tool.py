@@ -25,8 +25,8 @@ from langchain_core.tools import BaseTool, ToolException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.v1 import ValidationError as ValidationErrorV1
 
-from vqagraph.config import RequestedRoute
 from vqagraph.errors import ImageError, MarkError, VQAGraphError, describe_validation_error
+from vqagraph.graphs.registry import RequestedRoute
 from vqagraph.media import image_from_string, under_root
 from vqagraph.request import AskRequest, validate_marks
 

@@ -7,7 +7,8 @@ about the thread's current image and get the earlier turns on it as history.
 
 The models cannot travel in a server run's context (it is JSON), so this module holds one `Engine`, built on
 first use from the `VQAGRAPH_PROFILE` environment variable (default `tiny`); `set_engine()` replaces it (tests,
-or an application that embeds the graph). The VQA graph runs as a subgraph of each turn, so its node events
+or an application that embeds the graph). Each turn asks through `Engine.answer`, the entry point of every front
+end (the same checks, the same errors); the VQA graph runs nested as a subgraph of the turn, so its node events
 and the LLM's tokens (`stream_mode="custom"`) stream with the run's.
 """
 
@@ -16,14 +17,13 @@ from __future__ import annotations
 import operator
 import os
 import threading
-import time
 from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 
-from vqagraph.errors import ImageError, QuestionError
+from vqagraph.errors import ImageError
 from vqagraph.media import image_from_string
 
 if TYPE_CHECKING:
@@ -54,9 +54,9 @@ def set_engine(engine: Engine | None) -> None:
 class AppState(TypedDict, total=False):
     messages: Annotated[list[AnyMessage], add_messages]
     # optional inputs of one run (cleared once used, so the next run does not repeat them)
-    image: str | None  # a local path, a data: URL, or a `sha256:` reference
+    image: str | None  # a data: URL (the server's clients are remote: no file of this machine is read)
     question: str | None  # else the last user message's text
-    route: str  # auto | img2llm | bridge | projection | both
+    route: str  # auto, a registered route (graphs/registry.py) or both
     router: str | None
     marks: list[dict[str, Any]]
     # the conversation
@@ -89,32 +89,28 @@ def _message_parts(message: HumanMessage) -> tuple[str, str | None]:
 
 
 def ask(state: AppState) -> dict[str, Any]:
-    """One turn: the VQA graph (as a subgraph of this run) with the earlier turns on the image as history."""
+    """One turn, through `Engine.answer` like every front end: the earlier turns on the image as history, the VQA
+    graph nested as a subgraph of this run."""
     from vqagraph.engine.conversation import history_on
-    from vqagraph.request import validate_marks
+    from vqagraph.request import AskRequest, validate_marks
 
     engine = get_engine()
-    start = time.perf_counter()
     last = next((m for m in reversed(state.get("messages", [])) if isinstance(m, HumanMessage)), None)
     text, part_image = _message_parts(last) if last is not None else ("", None)
     question = state.get("question") or text
-    if not question:
-        raise QuestionError("no question: send a user message (or set `question`)")
     image = state.get("image") or part_image
+    marks = validate_marks(state.get("marks") or [], allow_files=False)
     # A LangGraph server's clients are remote: images come as data: URLs only, never as files of this machine.
     ref = engine.add_image(image_from_string(image, None)) if image else state.get("image_ref")
     if not ref:
         raise ImageError("no image yet: put an image in the user message (image_url data URL) or set `image`")
-    route = state.get("route") or "auto"
-    router = state.get("router") or None
-    engine.check_route(route, router)
-    history = history_on(state.get("turns", []), ref)
-    marks = validate_marks(state.get("marks") or [], allow_files=False)
-    inputs = engine.graph_inputs(ref, question, route, marks, router, history)
-    intake = time.perf_counter() - start
+    # Taken in here for its reference (the same picture sent again keeps its turns as history).
+    request = AskRequest(question=question, image=engine.tools.images.get(ref), route=state.get("route") or "auto",
+                         router=state.get("router") or None, marks=marks,
+                         history=history_on(state.get("turns", []), ref))
     # Nested in this run; tokens go out as custom stream events (a no-op unless the caller streams "custom").
     # Runs of other threads may ask at the same time: the engine batches their model calls.
-    answer = engine.run(inputs, start, intake, nested=True, stream_tokens=True)
+    answer = engine.answer(request, nested=True)
     turn = {"question": question, "asked": answer.question, "answer": answer.answer, "image_ref": ref,
             "route": answer.route}
     reply = AIMessage(content=answer.answer,

@@ -26,8 +26,8 @@ import anyio.to_thread
 from mcp.server.mcpserver import Image, MCPServer  # at run time: the SDK reads the tools' annotations
 from pydantic import BaseModel, Field, ValidationError
 
-from vqagraph.config import RequestedRoute
 from vqagraph.errors import ImageError, VQAGraphError, describe_validation_error
+from vqagraph.graphs.registry import RequestedRoute
 from vqagraph.media import image_from_string
 from vqagraph.request import AskRequest, validate_marks
 

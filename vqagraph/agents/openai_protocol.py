@@ -48,7 +48,7 @@ from pydantic import (
     field_validator,
 )
 
-from vqagraph.config import RequestedRoute
+from vqagraph.graphs.registry import RequestedRoute
 from vqagraph.tools.llm.postprocess import postprocess_answer
 
 if TYPE_CHECKING:

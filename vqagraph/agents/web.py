@@ -21,8 +21,9 @@ Threads are the server's thread store's; with keys on, each key sees only the th
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from importlib.resources import files
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request  # at run time: FastAPI reads the endpoints' annotations
@@ -34,13 +35,39 @@ if TYPE_CHECKING:
     from PIL import Image
     from starlette.responses import Response
 
-    from vqagraph.agents.openai_server import OpenAIServer
+    from vqagraph.answer import Answer
+    from vqagraph.engine import Engine
     from vqagraph.engine.conversation import Conversation
+
+T = TypeVar("T")
 
 ASSETS = ("index.html", "app.js", "style.css")
 # The page loads nothing from elsewhere; pictures it shows are data: or blob: URLs it made itself.
 CSP = ("default-src 'self'; img-src 'self' data: blob:; connect-src 'self'; style-src 'self'; script-src 'self'; "
        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'")
+
+
+class PageServer(Protocol):
+    """What the page's endpoints use of the server they join (agents/openai_server.py's `OpenAIServer`), named
+    here so that this module, which the server imports, does not import the server back."""
+
+    @property
+    def engine(self) -> Engine: ...
+
+    @property
+    def store(self) -> str | None: ...
+
+    def check_auth(self, request: Request) -> None: ...
+
+    def owner(self, request: Request) -> str: ...
+
+    async def read_body(self, request: Request) -> bytes: ...
+
+    async def in_thread(self, fn: Callable[[], T]) -> T: ...
+
+    def load(self, url: str) -> Image.Image: ...
+
+    def recalled(self, cid: str, owner: str) -> Answer: ...
 
 
 class RenderRequest(BaseModel):
@@ -68,7 +95,7 @@ def png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def add_web_page(app: FastAPI, server: OpenAIServer) -> None:
+def add_web_page(app: FastAPI, server: PageServer) -> None:
     """Register the page and its endpoints on the server's app."""
     from starlette.responses import Response as PlainResponse
 
@@ -114,6 +141,16 @@ def add_web_page(app: FastAPI, server: OpenAIServer) -> None:
         from vqagraph.tools.visual_prompt import COLOURS, SHAPES
 
         return {"shapes": list(SHAPES), "colours": COLOURS}
+
+    @app.get("/v1/routes")
+    async def routes() -> dict[str, Any]:
+        """The registered routes and which of them the served profile has, so the page offers exactly those
+        (public: no data in it)."""
+        from vqagraph.graphs.registry import ROUTES
+
+        available = ROUTES.available(server.engine.profile)
+        return {"routes": [{"name": r.name, "title": r.title, "summary": r.summary, "available": r.name in available}
+                           for r in ROUTES], "requested": list(ROUTES.requested())}
 
     @app.post("/v1/render")
     async def render(request: Request) -> Response:

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, TypedDict
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
@@ -27,10 +27,33 @@ from vqagraph.graphs.events import OnEvent, stream_event
 from vqagraph.request import AskRequest, validate_marks, validate_question
 
 if TYPE_CHECKING:
-    from vqagraph.engine.core import Engine
+    import threading
+    from pathlib import Path
+
+    from vqagraph.config import Profile
     from vqagraph.engine.threads import ThreadStore
     from vqagraph.media import ImageInput
     from vqagraph.tools.visual_prompt import Mark
+
+
+class TurnEngine(Protocol):
+    """What a conversation uses of the engine that opens it (engine/core.py's `Engine`), named here so that this
+    module, which the engine imports, does not import the engine back."""
+
+    @property
+    def profile(self) -> Profile: ...
+
+    def check_route(self, route: str, router: str | None = None) -> None: ...
+
+    def add_image(self, image: ImageInput, folder: str | Path | None = None) -> str: ...
+
+    def thread_lock(self, thread_id: str) -> threading.Lock: ...
+
+    def graph_inputs(self, ref: str, question: str, route: str = "auto", marks: Sequence[Mark] = (),
+                     router: str | None = None, history: Sequence[dict[str, str]] = ()) -> dict[str, Any]: ...
+
+    def run(self, inputs: dict[str, Any], start: float, intake: float, on_event: OnEvent | None = None, *,
+            nested: bool = False, stream_tokens: bool = False) -> Answer: ...
 
 
 class Turn(BaseModel):
@@ -60,7 +83,7 @@ class ThreadState(TypedDict, total=False):
 class TurnContext:
     """Per-call context of the thread graph (never checkpointed): the engine and the new turn's request."""
 
-    engine: Engine
+    engine: TurnEngine
     request: dict[str, Any]
     result: dict[str, Any] = field(default_factory=dict)
     stream_tokens: bool = False
@@ -120,7 +143,7 @@ StreamEvent = tuple[Literal["node", "token", "answer"], Any]
 class Conversation:
     """A thread of questions about images; `ask` adds a turn, `history` lists them, `stream` shows progress."""
 
-    def __init__(self, engine: Engine, store: ThreadStore, thread_id: str | None = None) -> None:
+    def __init__(self, engine: TurnEngine, store: ThreadStore, thread_id: str | None = None) -> None:
         self.engine = engine
         self.store = store
         self.thread_id = thread_id or uuid.uuid4().hex[:12]

@@ -17,11 +17,12 @@ from PIL import Image
 
 from vqagraph.answer import Answer, Trace
 from vqagraph.config import Profile, load_profile
-from vqagraph.errors import ImageError, ProfileError, QuestionError, VQAGraphError
+from vqagraph.errors import ImageError, QuestionError, VQAGraphError
 from vqagraph.graphs.events import OnEvent, stream_event
+from vqagraph.graphs.registry import ROUTES
 from vqagraph.graphs.router import POLICIES
-from vqagraph.graphs.state import RECORDS, STATE_KEYS, VQAContext
-from vqagraph.graphs.vqa import ROUTES, build_graph
+from vqagraph.graphs.state import STATE_KEYS, VQAContext
+from vqagraph.graphs.vqa import build_graph
 from vqagraph.media import ImageInput, load_image
 from vqagraph.request import AskRequest, validate_marks, validate_question
 from vqagraph.toolkit import Toolkit
@@ -37,6 +38,7 @@ class Engine:
     """Answers questions about images with a frozen LLM, through the VQA graph."""
 
     def __init__(self, profile: Profile, graph: Any = None) -> None:
+        ROUTES.check_profile(profile)
         self.profile = profile
         self.tools = Toolkit(profile)
         # Any compiled graph over VQAState with VQAContext works: the built-in one or a user's own.
@@ -129,27 +131,24 @@ class Engine:
 
     def check_route(self, route: str, router: str | None = None) -> None:
         """Reject an unknown route or policy, or a bridge the profile has no checkpoint for, before anything runs."""
-        if route not in ROUTES:
-            raise QuestionError(f"unknown route {route!r}; choose one of {', '.join(ROUTES)}")
+        ROUTES.check_request(route, self.profile)
         if router is not None and router not in POLICIES:
             raise QuestionError(f"unknown router policy {router!r}; choose one of {', '.join(POLICIES)}")
-        if route == "bridge" and "bridge" not in self.profile.routes():
-            raise ProfileError(f"route 'bridge' needs the Q-Former route, but profile {self.profile.name!r} has "
-                               "no `qformer` checkpoint (BLIP-2 or InstructBLIP)")
-        if route == "projection" and "projection" not in self.profile.routes():
-            raise ProfileError(f"route 'projection' needs the projection route, but profile {self.profile.name!r} "
-                               "has no `projector` checkpoint (LLaVA)")
 
-    def answer(self, request: AskRequest, on_event: OnEvent | None = None) -> Answer:
+    def answer(self, request: AskRequest, on_event: OnEvent | None = None, *, nested: bool = False) -> Answer:
         """The one entry point for a question. With `request.thread` the turn joins that conversation (its image
         and earlier turns come from the thread store); otherwise `request.image` is required and
         `request.history` holds the earlier turns the caller kept. `on_event(kind, value)` receives ("token",
-        text) as the LLM writes and ("node", name) as each node finishes."""
+        text) as the LLM writes and ("node", name) as each node finishes.
+        `nested`: called from a node of another LangGraph run (the LangGraph app), whose config makes the VQA graph
+        its subgraph: node events and the LLM's tokens (custom events) stream with that run's, not to `on_event`."""
         with self.in_flight:  # from intake on: the batchers wait for a question still reading its image
-            return self._answer(request, on_event)
+            return self._answer(request, on_event, nested)
 
-    def _answer(self, request: AskRequest, on_event: OnEvent | None) -> Answer:
+    def _answer(self, request: AskRequest, on_event: OnEvent | None, nested: bool) -> Answer:
         if request.thread is not None:
+            if nested:  # a thread's turn runs in the thread's own graph, under its store's checkpointer
+                raise ValueError("a question of a conversation thread cannot run nested in another graph")
             conversation = self.conversation(request.thread, store=request.store)
             return conversation.answer(request, on_event)
         start = time.perf_counter()
@@ -160,7 +159,7 @@ class Engine:
             raise ImageError("no image: give one (or a thread whose image the question is about)")
         ref = self.add_image(request.image)
         inputs = self.graph_inputs(ref, question, request.route, marks, request.router, request.history)
-        return self.run(inputs, start, time.perf_counter() - start, on_event)
+        return self.run(inputs, start, time.perf_counter() - start, on_event, nested=nested, stream_tokens=nested)
 
     def answer_batch(self, requests: Sequence[AskRequest], *, batch_size: int | None = None,
                      on_done: Callable[[int, Answer | VQAGraphError], None] | None = None,
@@ -275,8 +274,9 @@ class Engine:
         # The trace carries the state's records and answers as they are (a route that did not run has none);
         # the rest are the run's own facts.
         # (A record's channel reads as {} before any node writes it: that is no record.)
-        shared = {name: state[name] for name in Trace.model_fields
-                  if name in state and name in STATE_KEYS and (state[name] or name not in RECORDS)}
+        records = ROUTES.records()
+        shared = {name: state[name] for name in (*Trace.model_fields, *records)
+                  if name in state and (name in STATE_KEYS or name in records) and (state[name] or name not in records)}
         trace = Trace(**{
             **shared,
             "profile": self.profile.name,

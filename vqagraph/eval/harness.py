@@ -2,7 +2,7 @@
 
 Design points, and why:
 
-* Routes are plain strings passed to `Engine.ask`; the list of valid ones is the graph's (`graphs.vqa.ROUTES`),
+* Routes are plain strings passed to `Engine.ask`; the list of valid ones is the registry's (`graphs.registry.ROUTES`),
   read when the run starts, so a new route needs no change here and a typo fails before any question is asked.
 * One question's failure (an unreadable image, a mark outside it, the LLM server timing out) is part of the
   result, not the end of the run: it scores 0 and its record carries the error. Only `VQAGraphError`s are
@@ -23,11 +23,11 @@ from typing import IO, TYPE_CHECKING
 
 from tqdm import tqdm
 
-from vqagraph.config import REQUESTED_ROUTES
 from vqagraph.errors import QuestionError, VQAGraphError
 from vqagraph.eval.datasets import EvalItem
 from vqagraph.eval.metric import vqa_accuracy
 from vqagraph.eval.report import AnswerRecord, EvalReport, RouteRecord
+from vqagraph.graphs.registry import ROUTES
 from vqagraph.request import AskRequest
 
 if TYPE_CHECKING:
@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 
 
 def known_routes() -> tuple[str, ...]:
-    """The routes a caller may ask for (config.REQUESTED_ROUTES)."""
-    return tuple(REQUESTED_ROUTES)
+    """The routes a caller may ask for (graphs/registry.py)."""
+    return ROUTES.requested()
 
 
 def check_routes(routes: Iterable[str]) -> list[str]:

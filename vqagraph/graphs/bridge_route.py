@@ -1,23 +1,15 @@
-"""The Q-Former route (BLIP-2) as a subgraph: Q-Former soft prompt → prompt text → frozen LLM."""
+"""The Q-Former route (BLIP-2, InstructBLIP; docs/methods.md §2): Q-Former soft prompt → prompt text → frozen LLM."""
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any
 
-from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from vqagraph.answer import BridgeRecord, RouteAnswer
+from vqagraph.answer import BridgeRecord
 from vqagraph.graphs import bridge_nodes
+from vqagraph.graphs.routes import Route
 from vqagraph.graphs.state import VQAContext, VQAState
-
-
-class BridgeRouteOutput(TypedDict, total=False):
-    """Only these keys leave the subgraph, so it can run beside the text route (`both`) without clashes."""
-
-    bridge: BridgeRecord
-    route_answers: dict[str, RouteAnswer]
-    timings: dict[str, float]
 
 
 def _first_node(state: VQAState, runtime: Runtime[VQAContext]) -> str:
@@ -25,13 +17,25 @@ def _first_node(state: VQAState, runtime: Runtime[VQAContext]) -> str:
     return "bridge_prompt" if runtime.context.tools.profile.bridge.send == "image" else "qformer_encode"
 
 
-def build_bridge_route() -> Any:
-    graph = StateGraph(VQAState, context_schema=VQAContext, output_schema=BridgeRouteOutput)
-    graph.add_node("qformer_encode", bridge_nodes.qformer_encode)
-    graph.add_node("bridge_prompt", bridge_nodes.bridge_prompt)
-    graph.add_node("bridge_answer", bridge_nodes.bridge_answer)
-    graph.add_conditional_edges(START, _first_node, ["qformer_encode", "bridge_prompt"])
-    graph.add_edge("qformer_encode", "bridge_prompt")
-    graph.add_edge("bridge_prompt", "bridge_answer")
-    graph.add_edge("bridge_answer", END)
-    return graph.compile(name="bridge")
+def _describe(record: dict[str, Any]) -> str | None:
+    if not record.get("query_tokens"):
+        return None
+    return f"bridge: {record['query_tokens']} query tokens + {record.get('prompt', '')!r}"
+
+
+BRIDGE_ROUTE = Route(
+    name="bridge",
+    title="Q-Former route",
+    summary="Q-Former route (BLIP-2 / InstructBLIP): query tokens as a soft prompt before the question",
+    record=BridgeRecord,
+    nodes=(bridge_nodes.qformer_encode, bridge_nodes.bridge_prompt, bridge_nodes.bridge_answer),
+    settings=lambda profile: profile.bridge,
+    answer_cap=lambda profile: profile.bridge.max_new_tokens,
+    available=lambda profile: profile.qformer is not None or profile.bridge.send == "image",  # a BLIP-2 served
+    # whole by vLLM runs its own Q-Former
+    loads=("qformer", "llm"),
+    missing="no `qformer` checkpoint (BLIP-2 or InstructBLIP)",
+    first_node=_first_node,
+    optional_reads=("standalone_question", "history"),
+    describe=_describe,
+)

@@ -18,9 +18,9 @@ from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field
 
 from vqagraph.answer import RouteAnswer
-from vqagraph.config import RequestedRoute
 from vqagraph.errors import VQAGraphError
 from vqagraph.graphs.nodes import Node, node, route_answer
+from vqagraph.graphs.registry import RequestedRoute
 from vqagraph.graphs.router import pick_answer
 from vqagraph.graphs.state import VQAContext, VQAState
 from vqagraph.tools.llm.base import GenerationParams

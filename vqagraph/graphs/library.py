@@ -21,18 +21,16 @@ outcome`, and `outcomes` lists what it can answer (None: any text).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args, get_origin
 
 from vqagraph.graphs import bridge_nodes, composed_nodes, nodes, projection_nodes
 from vqagraph.graphs import vqa as vqa_graph
-from vqagraph.graphs.bridge_route import BridgeRouteOutput, build_bridge_route
 from vqagraph.graphs.composed_nodes import Condition, NoSettings, Settings, SubgraphSettings, subgraph_node
 from vqagraph.graphs.nodes import Node
-from vqagraph.graphs.projection_route import ProjectionRouteOutput, build_projection_route
-from vqagraph.graphs.state import RECORDS
-from vqagraph.graphs.text_route import TextRouteOutput, build_text_route
+from vqagraph.graphs.registry import ROUTES
+from vqagraph.graphs.routes import Route
 
 # What `Engine.ask` puts into every graph's input state, and what every node may write (bookkeeping).
 INPUTS = ("image_ref", "question", "route", "router_policy", "marks", "history")
@@ -86,21 +84,31 @@ def _made(factory: Callable[[Any], Node], settings: type[Settings], reads: tuple
 
 
 def _fields(keys: Iterable[str]) -> list[str]:
-    """State keys as nodes declare them: a nested record (graphs/state.RECORDS) as its "record.field"s."""
-    return [name for k in keys for name in ([f"{k}.{f}" for f in RECORDS[k].__annotations__] if k in RECORDS else [k])]
+    """State keys as nodes declare them: a nested record (graphs/registry.py `records`) as its "record.field"s."""
+    records = ROUTES.records()
+    return [name for k in keys for name in ([f"{k}.{f}" for f in records[k].__annotations__] if k in records else [k])]
 
 
-def _route(name: str, build: Callable[[], Any], output: type, optional: tuple[str, ...], doc: str) -> NodeEntry:
-    writes = tuple(_fields(k for k in output.__annotations__ if k not in BOOKKEEPING))
-    return NodeEntry(name, lambda s: subgraph_node(build(), name, s), ("image_ref", "question"), writes, optional,
-                     SubgraphSettings, doc, "subgraph")
+def _route(route: Route) -> NodeEntry:
+    """A registered route as one subgraph node."""
+    writes = tuple(_fields(k for k in route.output_schema().__annotations__ if k not in BOOKKEEPING))
+    chain = " → ".join(fn.NAME for fn in route.nodes)  # type: ignore[attr-defined]
+    return NodeEntry(route.name, lambda s: subgraph_node(route.subgraph(ROUTES.state_schema()), route.name, s),
+                     ("image_ref", "question"), writes, route.optional_reads, SubgraphSettings,
+                     f"The whole {route.title} as a subgraph: {chain}; files route_answers.{route.name}.", "subgraph")
 
 
 _VQA_PARTS = (nodes.render_marks, nodes.resolve_followup, vqa_graph.route_question, vqa_graph.pick)
-_VQA_WRITES = tuple(dict.fromkeys(
-    [k for fn in _VQA_PARTS for k in fn.WRITES]
-    + _fields(k for out in (TextRouteOutput, BridgeRouteOutput, ProjectionRouteOutput) for k in out.__annotations__
-              if k not in BOOKKEEPING)))
+
+
+def _vqa() -> NodeEntry:
+    writes = tuple(dict.fromkeys([k for fn in _VQA_PARTS for k in fn.WRITES]
+                                 + [k for route in ROUTES for k in _route(route).writes]))
+    return NodeEntry("vqa", lambda s: subgraph_node(vqa_graph.build_graph(), "vqa", s), ("image_ref", "question"),
+                     writes, ("route", "router_policy", "marks", "history"), SubgraphSettings,
+                     "The whole built-in VQA graph (marks, router, the chosen route(s), pick_answer) as a subgraph.",
+                     "subgraph")
+
 
 _ENTRIES = [
     _made(composed_nodes.make_intake, composed_nodes.IntakeSettings, ("image_ref", "question")),
@@ -137,26 +145,33 @@ _ENTRIES = [
     _made(composed_nodes.make_decompose_question, composed_nodes.DecomposeSettings, ("question",)),
     _made(composed_nodes.make_ask_subquestions, composed_nodes.SubquestionSettings, ("image_ref", "sub_questions")),
     _made(composed_nodes.make_compose_answer, composed_nodes.ComposeSettings, ("question", "sub_answers")),
-    _route("img2llm", build_text_route, TextRouteOutput, ("visual_prompt.boxes", "standalone_question", "history"),
-           "The whole text route as a subgraph: region_captions → question_generation → img2llm_prompt → "
-           "llm_answer; files route_answers.img2llm."),
-    _route("bridge", build_bridge_route, BridgeRouteOutput, ("standalone_question", "history"),
-           "The whole Q-Former route as a subgraph: qformer_encode → bridge_prompt → bridge_answer; files "
-           "route_answers.bridge."),
-    _route("projection", build_projection_route, ProjectionRouteOutput, ("history",),
-           "The whole projection route (LLaVA) as a subgraph: projection_encode → projection_prompt → "
-           "projection_answer; files route_answers.projection."),
-    NodeEntry("vqa", lambda s: subgraph_node(vqa_graph.build_graph(), "vqa", s), ("image_ref", "question"),
-              _VQA_WRITES, ("route", "router_policy", "marks", "history"), SubgraphSettings,
-              "The whole built-in VQA graph (marks, router, the chosen route(s), pick_answer) as a subgraph.",
-              "subgraph"),
 ]
-NODES: dict[str, NodeEntry] = {e.name: e for e in _ENTRIES}
+
+
+class _Catalogue(Mapping[str, NodeEntry]):
+    """The fixed nodes, then each registered route as a subgraph node, then the whole VQA graph: read from the
+    registry on each lookup, so a route registered after import is in the catalogue too."""
+
+    def _entries(self) -> dict[str, NodeEntry]:
+        return {e.name: e for e in [*_ENTRIES, *(_route(r) for r in ROUTES), _vqa()]}
+
+    def __getitem__(self, name: str) -> NodeEntry:
+        return self._entries()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries())
+
+    def __len__(self) -> int:
+        return len(self._entries())
+
+
+NODES: Mapping[str, NodeEntry] = _Catalogue()
+
 
 CONDITIONS: dict[str, ConditionEntry] = {
     "chosen_route": ConditionEntry("chosen_route", lambda _s: composed_nodes.chosen_route, ("chosen_route",),
-                                   ("img2llm", "bridge", "projection", "both"),
-                                   doc=_doc(composed_nodes.chosen_route)),
+                                   None, doc=_doc(composed_nodes.chosen_route) + " (a registered route's name, or "
+                                   "both)"),
     "confidence": ConditionEntry(
         "confidence", composed_nodes.make_confidence, ("route_answers",), ("low", "high"),
         composed_nodes.ConfidenceSettings, "low when a route's answer has a mean token log-prob below `below`"),

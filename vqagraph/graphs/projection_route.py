@@ -1,31 +1,32 @@
-"""The LLaVA projection route as a subgraph: projector soft prompt → prompt text → frozen LLM."""
+"""The LLaVA projection route (docs/methods.md §7): projector soft prompt → prompt text → frozen LLM."""
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any
 
-from langgraph.graph import END, START, StateGraph
-
-from vqagraph.answer import ProjectionRecord, RouteAnswer
+from vqagraph.answer import ProjectionRecord
 from vqagraph.graphs import projection_nodes
-from vqagraph.graphs.state import VQAContext, VQAState
+from vqagraph.graphs.routes import Route
 
 
-class ProjectionRouteOutput(TypedDict, total=False):
-    """Only these keys leave the subgraph, so it can run beside the other routes (`both`) without clashes."""
-
-    projection: ProjectionRecord
-    route_answers: dict[str, RouteAnswer]
-    timings: dict[str, float]
+def _describe(record: dict[str, Any]) -> str | None:
+    if not record.get("image_tokens"):
+        return None
+    return f"projection: {record['image_tokens']} image tokens in {record.get('prompt', '')!r}"
 
 
-def build_projection_route() -> Any:
-    graph = StateGraph(VQAState, context_schema=VQAContext, output_schema=ProjectionRouteOutput)
-    graph.add_node("projection_encode", projection_nodes.projection_encode)
-    graph.add_node("projection_prompt", projection_nodes.projection_prompt)
-    graph.add_node("projection_answer", projection_nodes.projection_answer)
-    graph.add_edge(START, "projection_encode")
-    graph.add_edge("projection_encode", "projection_prompt")
-    graph.add_edge("projection_prompt", "projection_answer")
-    graph.add_edge("projection_answer", END)
-    return graph.compile(name="projection")
+PROJECTION_ROUTE = Route(
+    name="projection",
+    title="projection route",
+    summary="projection route (LLaVA): the projected image tokens placed in the prompt",
+    record=ProjectionRecord,
+    nodes=(projection_nodes.projection_encode, projection_nodes.projection_prompt,
+           projection_nodes.projection_answer),
+    settings=lambda profile: profile.projection,
+    answer_cap=lambda profile: profile.projection.max_new_tokens,
+    available=lambda profile: profile.projector is not None,
+    loads=("projector", "llm"),
+    missing="no `projector` checkpoint (LLaVA)",
+    optional_reads=("history",),
+    describe=_describe,
+)

@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Literal
 
 from pydantic import BaseModel
 
 from vqagraph.answer import RouteAnswer
-from vqagraph.config import ANSWERING_ROUTES, CueName, RouteName, RouterSettings
+from vqagraph.config import CueName, RouteName, RouterSettings
+from vqagraph.graphs.registry import ROUTES
 
-Route = RouteName | Literal["both"]
 POLICIES = ("rules", "cascade", "both")
+# The cascade (docs/methods.md): the Q-Former route answers first, the text route when it is unsure.
+CASCADE_FIRST = "bridge"
+CASCADE_FALLBACK = "img2llm"
 
 KNOWLEDGE_CUES: tuple[tuple[str, str], ...] = (
     (r"\bwhy\b", "asks why"),
@@ -53,12 +55,9 @@ YES_NO = re.compile(r"^(is|are|was|were|does|do|did|can|could|has|have|will)\b",
 
 
 class RouteDecision(BaseModel):
-    route: Route
+    route: str  # a registered route, or "both"
     reason: str
     cascade: bool = False
-
-
-ROUTE_NAMES = {"img2llm": "text route", "bridge": "Q-Former route", "projection": "projection route"}
 
 
 def question_cue(question: str, marked: bool = False) -> tuple[CueName, str]:
@@ -79,19 +78,20 @@ def question_cue(question: str, marked: bool = False) -> tuple[CueName, str]:
 
 
 def rules_route(question: str, marked: bool = False, settings: RouterSettings | None = None,
-                available: Sequence[RouteName] = ANSWERING_ROUTES) -> RouteDecision:
+                available: Sequence[RouteName] | None = None) -> RouteDecision:
     """The `rules` policy: the question's cue, sent where the profile's `cue_routes` says (measured defaults
     live in the profile, not here); a route the profile lacks falls back to the text route."""
     cue, why = question_cue(question, marked)
     route = (settings or RouterSettings()).cue_routes[cue]
-    if route not in available:
-        return RouteDecision(route="img2llm", reason=f"rules: {why} → {ROUTE_NAMES[route]}, which the profile "
-                             "lacks → text route")
-    return RouteDecision(route=route, reason=f"rules: {why} → {ROUTE_NAMES[route]}")
+    title = ROUTES.get(route).title
+    if route not in (ROUTES.names() if available is None else available):
+        return RouteDecision(route=CASCADE_FALLBACK, reason=f"rules: {why} → {title}, which the profile lacks → "
+                             f"{ROUTES.get(CASCADE_FALLBACK).title}")
+    return RouteDecision(route=route, reason=f"rules: {why} → {title}")
 
 
 def choose_route(policy: str, question: str, marked: bool, settings: RouterSettings,
-                 available: Sequence[RouteName] = ANSWERING_ROUTES) -> RouteDecision:
+                 available: Sequence[RouteName] | None = None) -> RouteDecision:
     if policy == "rules":
         return rules_route(question, marked, settings, available)
     if policy == "cascade":
@@ -101,8 +101,8 @@ def choose_route(policy: str, question: str, marked: bool, settings: RouterSetti
             f"< {settings.cascade_threshold}",
         )
     if policy == "both":
-        return RouteDecision(route="both", reason=f"both: run {', '.join(available)} and keep the most confident "
-                             "answer")
+        every = ROUTES.names() if available is None else available
+        return RouteDecision(route="both", reason=f"both: run {', '.join(every)} and keep the most confident answer")
     raise ValueError(f"unknown router policy {policy!r}; choose one of {', '.join(POLICIES)}")
 
 
@@ -113,7 +113,7 @@ def cascade_falls_back(bridge: RouteAnswer, threshold: float) -> bool:
 def pick_answer(answers: dict[str, RouteAnswer]) -> tuple[str, str]:
     """With several routes' answers, keep the highest mean token log-probability; ties go to the text route, then
     to the routes in their fixed order."""
-    rank: dict[str, int] = {r: -k for k, r in enumerate(ANSWERING_ROUTES)}
+    rank: dict[str, int] = {r: -k for k, r in enumerate(ROUTES.names())}
     order = sorted(answers, key=lambda r: (answers[r]["mean_logprob"], rank.get(r, -99)), reverse=True)
     best = order[0]
     scores = ", ".join(f"{r} {answers[r]['mean_logprob']:.3f}" for r in sorted(answers))

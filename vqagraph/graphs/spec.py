@@ -28,6 +28,7 @@ import itertools
 import json
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,13 +169,13 @@ def _user_node(path: str, fn: Any, where: str, settings: dict[str, Any], issues:
                      tuple(getattr(fn, "OPTIONAL_READS", ())), doc=fn.__doc__ or "")
 
 
-def _unknown(kind: str, name: str, known: dict[str, Any]) -> str:
+def _unknown(kind: str, name: str, known: Mapping[str, Any]) -> str:
     close = difflib.get_close_matches(name, list(known), n=1)
     return (f"unknown {kind} {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
             + f"; built-in: {', '.join(known)}; or a dotted import path, package.module:function")
 
 
-def _resolve(use: str, where: str, base: Path, issues: list[Issue], table: dict[str, Any], kind: str) -> Any:
+def _resolve(use: str, where: str, base: Path, issues: list[Issue], table: Mapping[str, Any], kind: str) -> Any:
     if use in table:
         return table[use]
     if "." not in use and ":" not in use:

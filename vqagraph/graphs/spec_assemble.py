@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from vqagraph.graphs.composed_nodes import GraphRunError
 from vqagraph.graphs.library import ConditionEntry, NodeEntry
 from vqagraph.graphs.nodes import Node
+from vqagraph.graphs.registry import ROUTES
 from vqagraph.graphs.state import VQAContext, VQAState
 
 Bounds = dict[str, tuple[int, str]]  # node → (max_visits, on_limit)
@@ -62,7 +63,7 @@ LIMIT = " (limit)"  # the label of the way to `on_limit`, in a drawn graph
 
 def assemble(name: str, built: dict[str, Built], branches: list[Branch]) -> Any:
     """The compiled graph; its recursion limit leaves room for every bounded node's visits."""
-    graph = StateGraph(VQAState, context_schema=VQAContext)
+    graph: StateGraph[Any, VQAContext, Any, Any] = StateGraph(ROUTES.state_schema(), context_schema=VQAContext)
     for node_name, node in built.items():
         graph.add_node(node_name, _wrap(node_name, node.entry.make(node.settings)))  # type: ignore[call-overload,arg-type]
     bounds: Bounds = {n: (b.spec.max_visits, b.spec.on_limit) for n, b in built.items() if b.spec.max_visits}

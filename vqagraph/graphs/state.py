@@ -22,7 +22,7 @@ class VQAState(TypedDict, total=False):
     # inputs
     image_ref: str  # `sha256:...` of the image in the toolkit's image store
     question: str
-    route: str  # requested: auto | img2llm | bridge | projection | both
+    route: str  # requested: auto, a registered route (graphs/registry.py) or both
     router_policy: str  # for `auto`: rules | cascade | both (default: the profile's)
     marks: list[dict[str, Any]]  # visual prompts (Mark.model_dump), drawn onto the image by `render_marks`
     history: list[dict[str, str]]  # earlier turns of a conversation: {question, answer}, oldest first
@@ -31,10 +31,12 @@ class VQAState(TypedDict, total=False):
     # visual prompts: render_marks draws them and rewrites image_ref and question; what it did is kept here
     visual_prompt: Annotated[VisualPromptRecord, merge_dicts]
     # the routing decision
-    chosen_route: str  # img2llm | bridge | projection | both
+    chosen_route: str  # a registered route, or both
     route_reason: str
     cascade: bool  # the bridge answers first; the text route runs when the bridge is unsure
-    # one record per route, present only when the route ran (the soft prompts themselves stay in the feature cache)
+    # one record per route, present only when the route ran (the soft prompts themselves stay in the feature cache);
+    # the built-in routes' are typed here, a route registered later gets its channel when the graph is built
+    # (graphs/routes.py `state_schema`)
     img2llm: Annotated[TextRouteRecord, merge_dicts]
     bridge: Annotated[BridgeRecord, merge_dicts]
     projection: Annotated[ProjectionRecord, merge_dicts]
@@ -56,8 +58,6 @@ class VQAState(TypedDict, total=False):
 
 
 STATE_KEYS = frozenset(VQAState.__annotations__)  # what a trace may read from the final state by name
-RECORDS = {"visual_prompt": VisualPromptRecord, "img2llm": TextRouteRecord, "bridge": BridgeRecord,
-           "projection": ProjectionRecord}  # nested records: nodes declare their fields as "record.field"
 
 
 @dataclass

@@ -1,33 +1,31 @@
-"""The Img2LLM text route as a subgraph: region captions → exemplars → prompt → frozen LLM."""
+"""The Img2LLM text route (docs/methods.md §1): region captions → exemplars → prompt → frozen LLM."""
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any
 
-from langgraph.graph import END, START, StateGraph
-
-from vqagraph.answer import RouteAnswer, TextRouteRecord
+from vqagraph.answer import TextRouteRecord
 from vqagraph.graphs import nodes
-from vqagraph.graphs.state import VQAContext, VQAState
+from vqagraph.graphs.routes import Route
 
 
-class TextRouteOutput(TypedDict, total=False):
-    """Only these keys leave the subgraph, so it can run beside the Q-Former route (`both`) without clashes."""
+def _describe(record: dict[str, Any]) -> str | None:
+    stats = record.get("caption_stats")
+    if not stats:
+        return None
+    return (f"captions: {stats.get('kept', 0)} kept of {stats.get('generated', 0)} generated "
+            f"in {stats.get('rounds', 0)} round(s)")
 
-    img2llm: TextRouteRecord
-    route_answers: dict[str, RouteAnswer]
-    timings: dict[str, float]
 
-
-def build_text_route() -> Any:
-    graph = StateGraph(VQAState, context_schema=VQAContext, output_schema=TextRouteOutput)
-    graph.add_node("region_captions", nodes.region_captions)
-    graph.add_node("question_generation", nodes.question_generation)
-    graph.add_node("img2llm_prompt", nodes.img2llm_prompt)
-    graph.add_node("llm_answer", nodes.llm_answer)
-    graph.add_edge(START, "region_captions")
-    graph.add_edge("region_captions", "question_generation")
-    graph.add_edge("question_generation", "img2llm_prompt")
-    graph.add_edge("img2llm_prompt", "llm_answer")
-    graph.add_edge("llm_answer", END)
-    return graph.compile(name="img2llm")
+TEXT_ROUTE = Route(
+    name="img2llm",
+    title="text route",
+    summary="text route (Img2LLM): question-guided captions and synthetic QA exemplars in a text prompt",
+    record=TextRouteRecord,
+    nodes=(nodes.region_captions, nodes.question_generation, nodes.img2llm_prompt, nodes.llm_answer),
+    settings=lambda profile: profile.img2llm,
+    answer_cap=lambda profile: profile.img2llm.answer_max_new_tokens,
+    loads=("region_captioner", "question_generator", "extractor", "llm"),
+    optional_reads=("visual_prompt.boxes", "standalone_question", "history"),
+    describe=_describe,
+)

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
+from vqagraph.prompt_templates import BLIP2_HISTORY_TURN, IMG2LLM_CAPTION_PROMPT, IMG2LLM_CONTEXTS, IMG2LLM_HEADER
+
 VERSION = 3  # bump when a builder changes, so caches of older builds are not reused
 
 WORDS = (
@@ -30,11 +32,12 @@ WORDS = (
 
 
 def _corpus() -> list[str]:
-    """Deterministic sentences over WORDS: enough for BPE merges that cover every word."""
+    """Deterministic sentences over WORDS: enough for BPE merges that cover every word, and the prompts' words."""
     sentences = [" ".join(WORDS[i : i + 8]) for i in range(0, len(WORDS), 4)]
-    sentences += [f"a picture of a {c} {s}" for c in WORDS[60:78] for s in WORDS[78:88]]
-    sentences += ["Please reason the answer of the questions according to the given contexts.", "Contexts:"]
-    sentences += ["Question: What is it? Answer: a cat.", "How to describe one item in this picture?"]
+    sentences += [f"{IMG2LLM_CAPTION_PROMPT}a {c} {s}" for c in WORDS[60:78] for s in WORDS[78:88]]
+    sentences += [IMG2LLM_HEADER.strip(), IMG2LLM_CONTEXTS.format(contexts="")]
+    sentences += [BLIP2_HISTORY_TURN.format(question="What is it?", answer="a cat"),
+                  "How to describe one item in this picture?"]
     return sentences
 
 

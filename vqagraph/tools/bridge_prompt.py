@@ -12,13 +12,14 @@ from typing import Any
 import torch
 
 from vqagraph.errors import ModelMismatchError
+from vqagraph.prompt_templates import BLIP2_HISTORY_TURN, LLAVA_IMAGE_PLACEHOLDER
 
 
 def bridge_text(
     template: str,
     question: str,
     history: Sequence[tuple[str, str]] = (),
-    history_template: str = "Question: {question} Answer: {answer}.",
+    history_template: str = BLIP2_HISTORY_TURN,
 ) -> str:
     """The text after the soft prompt, e.g. `Question: What colour is it? Answer:`; earlier turns first."""
     turns = [history_template.format(question=q.strip(), answer=a.strip()) for q, a in history]
@@ -64,7 +65,7 @@ def image_token_id(tokenizer: Any, token: str) -> int | None:
     return int(found)
 
 
-def split_at_image(tokenizer: Any, text: str, placeholder: str = "<image>", add_bos: bool = True,
+def split_at_image(tokenizer: Any, text: str, placeholder: str = LLAVA_IMAGE_PLACEHOLDER, add_bos: bool = True,
                    ) -> tuple[list[int], list[int]]:
     """Token ids before and after the image placeholder of a LLaVA prompt (docs/methods.md §7): the image tokens go
     there. A tokenizer that knows the placeholder (a LLaVA checkpoint's) splits its own ids of the whole prompt, as

@@ -7,14 +7,12 @@ heads and then over the question's real tokens.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-from PIL import Image
 
 from vqagraph.errors import ModelMismatchError
-from vqagraph.tools.image_encoder import PixelVision, Vision
+from vqagraph.tools.blip_model import BlipModel
 
 
 def patch_grid(num_patches: int) -> tuple[int, int]:
@@ -89,25 +87,8 @@ def normalise_gradcam(gradcam: torch.Tensor, floor: float) -> torch.Tensor:
     return probs / probs.sum(dim=-1, keepdim=True)
 
 
-@dataclass
-class BlipMatcher:
+class BlipMatcher(BlipModel):
     """A BLIP ITM model with its tokenizer and image processor: encodes, explains (GradCAM) and scores."""
-
-    model: Any
-    tokenizer: Any
-    processor: Any
-    vision: Vision | None = None  # a frozen encoder + adapter (tools/image_encoder.py); None: the model's own ViT
-
-    def __post_init__(self) -> None:
-        self.pixels_or_grid: Vision = self.vision or PixelVision(self.model.vision_model, self.processor)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def encode_image(self, image: Image.Image, ref: str | None = None) -> torch.Tensor:
-        """(1, 1 + N, dim); `ref` (the image's content hash) lets a frozen encoder share its grid across models."""
-        return self.pixels_or_grid(ref, image)
 
     def gradcam(self, image_embeds: torch.Tensor, questions: list[str], layer: int) -> torch.Tensor:
         """GradCAM of each question over its image's patches (`image_embeds[i]`), in one pass: `(batch,

@@ -1,4 +1,5 @@
-"""The Img2LLM prompt (docs/methods.md §1.6), assembled inside the LLM's token budget.
+"""The Img2LLM prompt (docs/methods.md §1.6), assembled inside the LLM's token budget from the named templates of
+`vqagraph.prompt_templates` (IMG2LLM_HEADER, IMG2LLM_CONTEXTS, IMG2LLM_EXEMPLAR, IMG2LLM_QUESTION):
 
     Please reason the answer of the questions according to the given contexts.
     Contexts:{caption}. {caption}. ...
@@ -23,9 +24,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from vqagraph.errors import ProfileError, QuestionError
+from vqagraph.prompt_templates import IMG2LLM_CONTEXTS, IMG2LLM_EXEMPLAR, IMG2LLM_HEADER, IMG2LLM_QUESTION
 from vqagraph.tools.question_generator import Exemplar
-
-HEADER = "Please reason the answer of the questions according to the given contexts.\n"
 
 # Renders chat messages ({role, content}) as the LLM's own template, ending where the assistant's answer starts.
 ChatTemplate = Callable[[list[dict[str, str]]], str]
@@ -101,13 +101,14 @@ def render_prompt(
     the same content as chat turns in the LLM's own template."""
     contexts = " ".join(f"{c.strip().rstrip('.')}." for c in captions)
     if chat is not None:
-        messages = [{"role": "system", "content": f"{HEADER}Contexts:{contexts}"}]
+        messages = [{"role": "system", "content": IMG2LLM_HEADER + IMG2LLM_CONTEXTS.format(contexts=contexts)}]
         for q, a in [*((e.question, e.answer) for e in exemplars), *history]:
             messages += [{"role": "user", "content": q.strip()}, {"role": "assistant", "content": a.strip()}]
         return chat([*messages, {"role": "user", "content": question.strip()}])
-    pairs = "".join(f"Question:{e.question}\nAnswer:{e.answer}\n" for e in exemplars)
-    turns = "".join(f"Question:{q.strip()}\nAnswer:{a.strip()}\n" for q, a in history)
-    return f"{HEADER}Contexts:{contexts}\n{pairs}{turns}Question:{question.strip()}\nAnswer:"
+    pairs = "".join(IMG2LLM_EXEMPLAR.format(question=e.question, answer=e.answer) for e in exemplars)
+    turns = "".join(IMG2LLM_EXEMPLAR.format(question=q.strip(), answer=a.strip()) for q, a in history)
+    return (IMG2LLM_HEADER + IMG2LLM_CONTEXTS.format(contexts=contexts) + "\n" + pairs + turns
+            + IMG2LLM_QUESTION.format(question=question.strip()))
 
 
 def build_prompt(

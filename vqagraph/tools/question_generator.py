@@ -13,6 +13,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel
 
+from vqagraph.prompt_templates import IMG2LLM_QG_INPUT
 from vqagraph.tools.batching import Batcher, BatchPolicy
 
 # §1.5 templates (the first of each LAVIS list); NUM, ADV and YES are this project's additions.
@@ -42,8 +43,8 @@ def qg_context(captions: list[str]) -> str:
 
 
 def qg_input(answer: str, captions: list[str]) -> str:
-    """§1.5 input format, two spaces before `context:`."""
-    return f"answer: {answer}  context: {qg_context(captions)}."
+    """§1.5 input format (IMG2LLM_QG_INPUT), two spaces before `context:`."""
+    return IMG2LLM_QG_INPUT.format(answer=answer, context=qg_context(captions))
 
 
 def template_question(pos: str) -> str:

@@ -8,7 +8,6 @@ same patches. Each image is encoded once per model and reused from the feature c
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,8 +18,8 @@ from vqagraph.config import Img2LLMSettings
 from vqagraph.errors import ModelMismatchError
 from vqagraph.media import FeatureCache, letterbox_box
 from vqagraph.tools.batching import Batcher, BatchPolicy
+from vqagraph.tools.blip_model import BlipModel
 from vqagraph.tools.gradcam import BlipMatcher, normalise_gradcam, patch_grid
-from vqagraph.tools.image_encoder import PixelVision, Vision
 from vqagraph.tools.seeding import seeded
 
 Job = tuple[str, Image.Image, str, tuple[int, int, int, int] | None]  # image ref, image, question, region
@@ -41,25 +40,8 @@ class RegionCaptions(BaseModel):
     image_encoded: bool
 
 
-@dataclass
-class BlipCaptioner:
+class BlipCaptioner(BlipModel):
     """A BLIP captioning model whose decoder can be conditioned on any subset of the image's patches."""
-
-    model: Any
-    tokenizer: Any
-    processor: Any
-    vision: Vision | None = None  # a frozen encoder + adapter (tools/image_encoder.py); None: the model's own ViT
-
-    def __post_init__(self) -> None:
-        self.pixels_or_grid: Vision = self.vision or PixelVision(self.model.vision_model, self.processor)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def encode_image(self, image: Image.Image, ref: str | None = None) -> torch.Tensor:
-        """(1, 1 + N, dim); `ref` (the image's content hash) lets a frozen encoder share its grid across models."""
-        return self.pixels_or_grid(ref, image)
 
     @torch.no_grad()
     def caption(self, patch_embeds: torch.Tensor, settings: Img2LLMSettings, seed: int) -> list[str]:

@@ -11,16 +11,23 @@ positions are projected. Tuned with the LM loss through the frozen LLM on `Quest
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from vqagraph.prompt_templates import INSTRUCTBLIP_QFORMER_INSTRUCTION
 from vqagraph_lab.qformer.data import BridgeData, qa_sample
 from vqagraph_lab.qformer.stage1 import init_qformer_from_itm, new_bridge, query_outputs
 from vqagraph_lab.qformer.stage2 import PROMPT, FrozenLM, soft_prompt
 from vqagraph_lab.text_route.captioner import lr_at
+
+
+def instructions(pairs: Sequence[tuple[str, str]]) -> list[str]:
+    """The Q-Former's instruction for each (question, answer), as the route builds it (BridgeSettings'
+    instruction_template's default)."""
+    return [INSTRUCTBLIP_QFORMER_INSTRUCTION.format(question=q) for q, _ in pairs]
 
 
 def instruct_from_blip2(blip2: Any, itm: dict[str, torch.Tensor]) -> Any:
@@ -68,7 +75,7 @@ def train_instruct(bridge: Any, lm: FrozenLM, tokenizer: Any, data: BridgeData, 
             if qa is not None:
                 which.append(j)
                 pairs.append(qa)
-        enc = tokenizer([q for q, _ in pairs], return_tensors="pt", padding=True)
+        enc = tokenizer(instructions(pairs), return_tensors="pt", padding=True)
         soft = soft_prompt(bridge, data.features[which], enc["input_ids"], enc["attention_mask"])
         loss = lm.loss(soft, [lm.pieces(PROMPT.format(question=q), " " + a) for q, a in pairs])
         opt.zero_grad(set_to_none=True)
@@ -118,7 +125,7 @@ def train_align(bridge: Any, lm: FrozenLM, tokenizer: Any, data: BridgeData, *, 
             if qa is not None and qa[1] in answers:
                 which.append(j)
                 pairs.append(qa)
-        enc = tokenizer([q for q, _ in pairs], return_tensors="pt", padding=True)
+        enc = tokenizer(instructions(pairs), return_tensors="pt", padding=True)
         out = query_outputs(bridge, data.features[which], enc["input_ids"], enc["attention_mask"])
         loss = torch.nn.functional.cross_entropy(head(out.flatten(1)), torch.tensor([answers[a] for _, a in pairs]))
         opt.zero_grad(set_to_none=True)

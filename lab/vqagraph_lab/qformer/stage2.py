@@ -18,12 +18,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vqagraph.prompt_templates import BLIP2_OPT_VQA
 from vqagraph.tools.bridge_prompt import bridge_token_ids
 from vqagraph_lab.qformer.data import BridgeData, caption_sample, qa_sample
 from vqagraph_lab.qformer.stage1 import query_outputs
 from vqagraph_lab.text_route.captioner import lr_at
 
-PROMPT = "Question: {question} Answer:"  # BridgeSettings.prompt_template
+PROMPT = BLIP2_OPT_VQA  # BridgeSettings.prompt_template's default (docs/methods.md §2)
 
 
 @dataclass

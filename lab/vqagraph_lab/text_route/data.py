@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from vqagraph.prompt_templates import IMG2LLM_CAPTION_PROMPT
+
 # The frozen image encoder's input side and the stride of the stage read (EfficientNet-Lite0 stage 4, stride 16):
 # a 14×14 grid at 224 px, room for K'=20 samples. Chosen by the linear probe in docs/methods.md §6.1.
 IMAGE_SIZE = 224
@@ -29,7 +31,7 @@ PATCH_SIZE = 16
 GRID = IMAGE_SIZE // PATCH_SIZE
 NUM_PATCHES = GRID * GRID
 K_PATCHES = 20  # K' of Img2LLM (docs/methods.md §1.2); the engine's `num_patches`
-CAPTION_PROMPT = "a picture of "  # Img2LLMSettings.caption_prompt (§1.2)
+CAPTION_PROMPT = IMG2LLM_CAPTION_PROMPT  # Img2LLMSettings.caption_prompt's default (§1.2)
 # Question families whose questions train the models; `knowledge` never does (the issue), and `marked` needs
 # marks drawn on the picture, which the region captioner never sees (it gets the rendered image and a region).
 TRAIN_FAMILIES = ("colour", "shape", "count", "exists", "position", "size")

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from vqagraph import hub
+from vqagraph.prompt_templates import IMG2LLM_QG_INPUT
 from vqagraph_lab.progress import Progress, curve, default_out, default_threads
 
 LOG = logging.getLogger("vqagraph.training")
@@ -149,9 +150,9 @@ def train_all(out_dir: str | Path | None = None, seed: int = 0, quick: bool = Fa
         texts = _vocab_texts(corpus)
         ids = V.save_bert_tokenizer(texts, dirs["captioner"])
         V.save_bert_tokenizer(texts, dirs["itm"])
-        qg_ids = V.save_t5_tokenizer(
-            [*texts, "answer: yes  context: A red circle. Two shapes: a red circle and a blue square."],
-            dirs["question_generator"])
+        qg_sample = IMG2LLM_QG_INPUT.format(answer="yes",
+                                            context="A red circle. Two shapes: a red circle and a blue square")
+        qg_ids = V.save_t5_tokenizer([*texts, qg_sample], dirs["question_generator"])
         for role in ("captioner", "itm"):
             M.save_image_processor(dirs[role])
         bert = AutoTokenizer.from_pretrained(dirs["captioner"])

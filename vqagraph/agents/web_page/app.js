@@ -539,6 +539,12 @@ async function start() {
   $("api-key").value = localStorage.getItem("vqagraph.key") || "";
   $("api-key").addEventListener("change", () => { localStorage.setItem("vqagraph.key", $("api-key").value.trim()); loadThreads(); });
   try { state.vocabulary = await (await fetch("/v1/marks")).json(); } catch (e) { /* the defaults */ }
+  try {  // the routes the server has registered, each offered when the served profile can run it
+    const { routes } = await (await fetch("/v1/routes")).json();
+    $("route-both").before(...routes.filter((r) => r.available).map((r) => {
+      const option = new Option(`${r.name} (${r.title})`, r.name); option.title = r.summary; return option;
+    }));
+  } catch (e) { /* auto and both still work */ }
   const colour = $("colour");
   colour.replaceChildren(...Object.keys(state.vocabulary.colours).map((name) => new Option(name, name)));
   colour.onchange = () => { state.colour = colour.value; };

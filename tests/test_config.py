@@ -31,7 +31,7 @@ def test_builtin_profiles() -> None:
 
 
 def test_unknown_profile() -> None:
-    known = r"blip-opt, llava-1\.5, shapes, tiny"
+    known = r"blip-opt, llava-1\.5, photos, shapes, tiny"
     with pytest.raises(ProfileError, match=rf"unknown profile 'nope'; built-in profiles: {known}"):
         load_profile("nope")
 

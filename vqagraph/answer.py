@@ -7,6 +7,8 @@ any LangGraph checkpointer stores, which pydantic still validates inside `Trace`
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict  # pydantic validates TypedDicts from typing_extensions on Python < 3.12
 
@@ -41,6 +43,7 @@ class TextRouteRecord(TypedDict, total=False):
     caption_scores: list[float]
     caption_stats: dict[str, int]
     image_encoded: bool  # False when the vision features came from the cache
+    tags: list[dict[str, Any]]  # imagenet-tags captions: each tag's name, own label, probability, region, box
     candidates: list[str]
     answer_captions: dict[str, list[int]]
     exemplars: list[dict[str, str]]

@@ -39,6 +39,13 @@ class Img2LLMSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    captions: Literal["region-captioner", "imagenet-tags"] = Field(
+        "region-captioner", description="region-captioner: GradCAM-sampled patches, BLIP captions, ITM filter (§1.1-"
+        "1.3); imagenet-tags: the frozen encoder's ImageNet head over the photo's regions, named at the WordNet basic "
+        "level, and the main colours (real photographs, docs/methods.md §8; needs `image_encoder`)")
+    tag_min_probability: float = Field(0.1, ge=0, le=1, description="imagenet-tags: a class is a caption from this "
+                                       "probability up, in any region (§8)")
+    tag_top_k: int = Field(3, ge=1, description="imagenet-tags: classes read per region (§8)")
     gradcam_layer: int = Field(7, ge=0, description="ITM text-encoder layer whose cross-attention is used (§1.1)")
     gradcam_floor: float = Field(1e-6, gt=0, description="added to the normalised map so sampling never fails")
     num_patches: int = Field(20, ge=1, description="K' patches sampled per caption (§1.2)")
@@ -400,6 +407,23 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
                            "shape": "projection", "count": "projection", "position": "projection",
                            "size": "projection", "yes/no": "bridge", "open": "projection"},
         },
+    },
+    # Offline, for real photographs (docs/methods.md §8): the text route with captions from the frozen encoder's own
+    # ImageNet head (basic-level names, colours) and the strongest frozen instruction-tuned LLM that runs here, in its
+    # chat template. No bridge: the Shapes-trained ones never saw a photograph. The BLIP models and the T5 question
+    # generator named below are never loaded (imagenet-tags captions, template questions): a profile names every role.
+    "photos": {
+        "name": "photos",
+        "description": "real photographs: ImageNet tags and colours of the photo's regions from the frozen "
+        "EfficientNet-Lite0, template exemplars, Qwen2.5-Coder-0.5B-Instruct in its chat template; runs offline",
+        "itm": "builtin:shapes-blip-itm",
+        "captioner": "builtin:shapes-blip-captioner",
+        "question_generator": "builtin:shapes-t5-qg",
+        "llm": "builtin:qwen2.5-coder-0.5b-instruct",
+        "image_encoder": {"model": "builtin:efficientnet-lite0", "image_size": 224, "stages": [4],
+                          "resize": "stretch"},
+        "img2llm": {"captions": "imagenet-tags", "question_generation": "template", "prompt_format": "chat",
+                    "max_exemplars": 5, "unique_exemplar_questions": True},
     },
 }
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vqagraph import hub
 from vqagraph.config import CPU_ENCODER_CHUNK, CPU_STAGE_LIMITS, Profile
@@ -24,6 +24,9 @@ from vqagraph.tools.projector import ProjectionBridge, ProjectionEncoder
 from vqagraph.tools.qformer import QFormerBridge, QFormerEncoder
 from vqagraph.tools.question_generator import QuestionGenerator
 from vqagraph.tools.region_captioner import BlipCaptioner, RegionCaptioner
+
+if TYPE_CHECKING:
+    from vqagraph.tools.image_tags import ImageTagger
 
 _LOADING = threading.RLock()
 
@@ -116,6 +119,18 @@ class Toolkit:
     @loaded_once
     def region_captioner(self) -> RegionCaptioner:
         return RegionCaptioner(self.matcher, self.captioner, self.profile.img2llm, self.features, self.batching)
+
+    @loaded_once
+    def image_tagger(self) -> ImageTagger:
+        """The frozen encoder's own ImageNet head as a photo's captioner (docs/methods.md §8)."""
+        from vqagraph.tools.image_tags import ImageTagger
+
+        encoder = self.image_encoder
+        if encoder is None:
+            raise ProfileError(f"img2llm.captions = 'imagenet-tags' needs an `image_encoder` (profile "
+                               f"{self.profile.name!r} has none)")
+        settings = self.profile.img2llm
+        return ImageTagger(encoder.model, encoder.image_size, settings.tag_min_probability, settings.tag_top_k)
 
     @loaded_once
     def question_generator(self) -> QuestionGenerator:

@@ -96,10 +96,12 @@ def resolve_followup(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str,
 
 @node("region_captions", reads=("image_ref", "question", "standalone_question", "visual_prompt.boxes"),
       writes=("img2llm.captions", "img2llm.caption_scores", "img2llm.caption_stats", "img2llm.gradcam",
-              "img2llm.grid", "img2llm.patch_ids", "img2llm.image_encoded"))
+              "img2llm.grid", "img2llm.patch_ids", "img2llm.image_encoded", "img2llm.tags"))
 def region_captions(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
     tools = runtime.context.tools
     image = tools.images.get(state["image_ref"])
+    if tools.profile.img2llm.captions == "imagenet-tags":
+        return _photo_captions(image, tools)
     boxes = state.get("visual_prompt", {}).get("boxes") or []
     # With one mark, sample patches inside it so the captions describe what the user pointed at.
     region = tuple(boxes[0]) if len(boxes) == 1 and tools.profile.img2llm.restrict_to_mark else None
@@ -118,6 +120,24 @@ def region_captions(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, 
         "grid": list(result.grid),
         "patch_ids": result.patch_ids,
         "image_encoded": result.image_encoded,
+    }}
+
+
+def _photo_captions(image: Any, tools: Any) -> dict[str, Any]:
+    """A real photograph's captions: ImageNet tags over its regions and its main colours (docs/methods.md §8); the
+    record keeps each tag's probability as its caption score and the regions as the boxes they came from."""
+    from vqagraph.tools.image_tags import photo_captions
+
+    tags = tools.image_tagger(image)
+    captions, scores = photo_captions(tags, image)
+    return {"img2llm": {
+        "captions": captions,
+        "caption_scores": scores,
+        "caption_stats": {"kept": len(captions), "generated": len(captions), "rejected_itm": 0,
+                          "rejected_duplicate": 0, "rounds": 1},
+        "gradcam": [], "grid": [], "patch_ids": [], "image_encoded": True,
+        "tags": [{"name": t.name, "label": t.label, "probability": t.probability, "region": t.region,
+                  "box": list(t.box)} for t in tags],
     }}
 
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from vqagraph.tools.image_tags import (
-    COLOUR_TERMS,
+    COLOUR_SHADES,
     ImageTagger,
     Tag,
     colour_captions,
@@ -22,8 +22,9 @@ from vqagraph.tools.image_tags import (
 
 
 def test_each_colour_term_is_its_own_nearest_name() -> None:
-    for name, rgb in COLOUR_TERMS.items():
-        assert main_colours(Image.new("RGB", (40, 30), rgb)) == [name]
+    for name, shades in COLOUR_SHADES.items():
+        for rgb in shades:
+            assert main_colours(Image.new("RGB", (40, 30), rgb)) == [name], (name, rgb)
     assert np.allclose(srgb_to_lab(np.array([255, 255, 255])), [100, 0, 0], atol=0.05)  # D65 white
     assert np.allclose(srgb_to_lab(np.array([0, 0, 0])), [0, 0, 0], atol=1e-6)
 
@@ -41,7 +42,8 @@ def test_regions_cover_the_photo_and_captions_read_naturally() -> None:
     assert boxes["whole"] == (0, 0, 300, 150) and boxes["middle"] == (50, 25, 250, 125)
     assert boxes["bottom right"] == (100, 50, 300, 150) and len(boxes) == 6
     cat = Tag("cat", "Egyptian cat", 285, 0.77, "whole", (0, 0, 300, 150))
-    assert tag_caption(cat) == "a photo of a cat (Egyptian cat)"
+    assert tag_caption(cat) == "a photo of a cat"
+    assert tag_caption(cat, own_name=True) == "a photo of a cat (Egyptian cat)"
     orange = Tag("orange", "orange", 950, 0.5, "top left", (0, 0, 200, 100))
     assert tag_caption(orange) == "a photo of an orange in the top left"
 
@@ -80,3 +82,4 @@ def test_the_photos_profile_answers_from_tags_and_colours(model_cache: Path) -> 
     assert all(c.startswith("a photo of ") for c in record["captions"][:len(record["tags"])])
     assert record["caption_scores"][:len(record["tags"])] == [t["probability"] for t in record["tags"]]
     assert "the main colour is orange" in record["prompt"]
+    assert record["text_lines"] == [] and not any("text reads" in c for c in record["captions"])  # none invented

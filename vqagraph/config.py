@@ -46,6 +46,12 @@ class Img2LLMSettings(BaseModel):
     tag_min_probability: float = Field(0.1, ge=0, le=1, description="imagenet-tags: a class is a caption from this "
                                        "probability up, in any region (§8)")
     tag_top_k: int = Field(3, ge=1, description="imagenet-tags: classes read per region (§8)")
+    tag_own_names: bool = Field(False, description="imagenet-tags: the classifier's own name beside the basic one "
+                                "('a photo of a butterfly (monarch)'); off: the LLM answered with the specific name")
+    read_text: bool = Field(False, description="imagenet-tags: read the text in the photo (RapidOCR) and add each "
+                            "line as a caption (§8)")
+    text_min_score: float = Field(0.6, ge=0, le=1, description="read_text: a word is kept from this recognition "
+                                  "score up")
     gradcam_layer: int = Field(7, ge=0, description="ITM text-encoder layer whose cross-attention is used (§1.1)")
     gradcam_floor: float = Field(1e-6, gt=0, description="added to the normalised map so sampling never fails")
     num_patches: int = Field(20, ge=1, description="K' patches sampled per caption (§1.2)")
@@ -422,7 +428,8 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
         "llm": "builtin:qwen2.5-coder-0.5b-instruct",
         "image_encoder": {"model": "builtin:efficientnet-lite0", "image_size": 224, "stages": [4],
                           "resize": "stretch"},
-        "img2llm": {"captions": "imagenet-tags", "question_generation": "template", "prompt_format": "chat",
+        "img2llm": {"captions": "imagenet-tags", "read_text": True, "question_generation": "template",
+                    "prompt_format": "chat",
                     "max_exemplars": 5, "unique_exemplar_questions": True},
     },
 }

@@ -27,6 +27,7 @@ from vqagraph.tools.region_captioner import BlipCaptioner, RegionCaptioner
 
 if TYPE_CHECKING:
     from vqagraph.tools.image_tags import ImageTagger
+    from vqagraph.tools.ocr import TextReader
 
 _LOADING = threading.RLock()
 
@@ -131,6 +132,13 @@ class Toolkit:
                                f"{self.profile.name!r} has none)")
         settings = self.profile.img2llm
         return ImageTagger(encoder.model, encoder.image_size, settings.tag_min_probability, settings.tag_top_k)
+
+    @loaded_once
+    def text_reader(self) -> TextReader:
+        """RapidOCR's detection and recognition models, from its wheel (docs/methods.md §8)."""
+        from vqagraph.tools.ocr import TextReader
+
+        return TextReader(self.profile.img2llm.text_min_score)
 
     @loaded_once
     def question_generator(self) -> QuestionGenerator:

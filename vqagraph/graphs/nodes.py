@@ -96,7 +96,8 @@ def resolve_followup(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str,
 
 @node("region_captions", reads=("image_ref", "question", "standalone_question", "visual_prompt.boxes"),
       writes=("img2llm.captions", "img2llm.caption_scores", "img2llm.caption_stats", "img2llm.gradcam",
-              "img2llm.grid", "img2llm.patch_ids", "img2llm.image_encoded", "img2llm.tags"))
+              "img2llm.grid", "img2llm.patch_ids", "img2llm.image_encoded", "img2llm.tags",
+              "img2llm.text_lines"))
 def region_captions(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
     tools = runtime.context.tools
     image = tools.images.get(state["image_ref"])
@@ -127,9 +128,13 @@ def _photo_captions(image: Any, tools: Any) -> dict[str, Any]:
     """A real photograph's captions: ImageNet tags over its regions and its main colours (docs/methods.md §8); the
     record keeps each tag's probability as its caption score and the regions as the boxes they came from."""
     from vqagraph.tools.image_tags import photo_captions
+    from vqagraph.tools.ocr import text_caption
 
     tags = tools.image_tagger(image)
-    captions, scores = photo_captions(tags, image)
+    captions, scores = photo_captions(tags, image, tools.profile.img2llm.tag_own_names)
+    lines = tools.text_reader(image) if tools.profile.img2llm.read_text else []
+    captions += [text_caption(line) for line in lines]
+    scores += [line.score for line in lines]
     return {"img2llm": {
         "captions": captions,
         "caption_scores": scores,
@@ -138,6 +143,7 @@ def _photo_captions(image: Any, tools: Any) -> dict[str, Any]:
         "gradcam": [], "grid": [], "patch_ids": [], "image_encoded": True,
         "tags": [{"name": t.name, "label": t.label, "probability": t.probability, "region": t.region,
                   "box": list(t.box)} for t in tags],
+        "text_lines": [{"text": line.text, "score": line.score, "box": list(line.box)} for line in lines],
     }}
 
 

@@ -32,12 +32,22 @@ REGIONS: tuple[tuple[str, tuple[float, float, float, float]], ...] = (
     ("bottom right", (1 / 3, 1 / 3, 1.0, 1.0)),
 )
 
-# Basic colour terms (Berlin & Kay's eleven, the words VQA answers use) as sRGB prototypes.
-COLOUR_TERMS: dict[str, tuple[int, int, int]] = {
-    "black": (20, 20, 20), "white": (245, 245, 245), "gray": (128, 128, 128), "red": (200, 30, 35),
-    "green": (40, 150, 50), "yellow": (240, 210, 30), "blue": (30, 70, 200), "brown": (120, 75, 35),
-    "orange": (245, 135, 20), "pink": (240, 160, 190), "purple": (130, 50, 160),
+# Basic colour terms (Berlin & Kay's eleven, the words VQA answers use), each with a few sRGB shades as photographs
+# show it (in light, in shade): the first is the term's prototype.
+COLOUR_SHADES: dict[str, tuple[tuple[int, int, int], ...]] = {
+    "black": ((20, 20, 20), (45, 45, 50)),
+    "white": ((245, 245, 245), (220, 220, 225)),
+    "gray": ((128, 128, 128), (90, 90, 95), (175, 175, 180)),
+    "red": ((200, 30, 35), (150, 20, 25), (230, 70, 60)),
+    "green": ((40, 150, 50), (30, 90, 40), (120, 190, 90)),
+    "yellow": ((240, 210, 30), (250, 235, 120), (200, 170, 40)),
+    "blue": ((30, 70, 200), (20, 40, 120), (100, 150, 230)),
+    "brown": ((120, 75, 35), (80, 50, 25), (160, 110, 70)),
+    "orange": ((245, 135, 20), (210, 100, 30), (250, 170, 80)),
+    "pink": ((240, 160, 190), (220, 100, 150)),
+    "purple": ((130, 50, 160), (90, 30, 110), (170, 120, 210)),
 }
+COLOUR_TERMS = {name: shades[0] for name, shades in COLOUR_SHADES.items()}
 
 
 @dataclass(frozen=True)
@@ -68,16 +78,20 @@ def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], axis=-1)
 
 
-_TERM_LAB = srgb_to_lab(np.array(list(COLOUR_TERMS.values())))
+_SHADE_TERMS = [name for name, shades in COLOUR_SHADES.items() for _ in shades]
+_SHADE_LAB = srgb_to_lab(np.array([shade for shades in COLOUR_SHADES.values() for shade in shades]))
 
 
 def colour_shares(image: Image.Image, box: tuple[int, int, int, int] | None = None) -> dict[str, float]:
     """The share of each basic colour term among the pixels of `box` (the nearest term in CIELAB per pixel)."""
     region = image.convert("RGB").crop(box) if box else image.convert("RGB")
     pixels = np.asarray(region.resize((48, 48), Image.Resampling.BILINEAR)).reshape(-1, 3)
-    distances = ((srgb_to_lab(pixels)[:, None, :] - _TERM_LAB[None, :, :]) ** 2).sum(-1)
-    counts = np.bincount(distances.argmin(1), minlength=len(COLOUR_TERMS)) / len(pixels)
-    return {name: float(share) for name, share in zip(COLOUR_TERMS, counts, strict=True) if share > 0}
+    distances = ((srgb_to_lab(pixels)[:, None, :] - _SHADE_LAB[None, :, :]) ** 2).sum(-1)
+    shares: dict[str, float] = {}
+    for shade, count in enumerate(np.bincount(distances.argmin(1), minlength=len(_SHADE_TERMS))):
+        if count:
+            shares[_SHADE_TERMS[shade]] = shares.get(_SHADE_TERMS[shade], 0.0) + float(count) / len(pixels)
+    return shares
 
 
 def main_colours(image: Image.Image, box: tuple[int, int, int, int] | None = None, min_share: float = 0.2,
@@ -124,10 +138,11 @@ def _article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
 
 
-def tag_caption(tag: Tag) -> str:
-    """'a photo of a cat (Egyptian cat)': the basic name, the classifier's own name when it says more."""
+def tag_caption(tag: Tag, own_name: bool = False) -> str:
+    """'a photo of a cat': the basic name; with `own_name`, the classifier's own name after it when it says more
+    ('a photo of a cat (Egyptian cat)')."""
     where = "" if tag.region == "whole" else f" in the {tag.region}"
-    own = f" ({tag.label})" if tag.label.lower() != tag.name.lower() else ""
+    own = f" ({tag.label})" if own_name and tag.label.lower() != tag.name.lower() else ""
     return f"a photo of {_article(tag.name)} {tag.name}{own}{where}"
 
 
@@ -142,9 +157,9 @@ def colour_captions(image: Image.Image) -> list[str]:
     return captions
 
 
-def photo_captions(tags: Sequence[Tag], image: Image.Image) -> tuple[list[str], list[float]]:
+def photo_captions(tags: Sequence[Tag], image: Image.Image, own_names: bool = False) -> tuple[list[str], list[float]]:
     """The captions the text route reads for a photo, with each one's confidence (colours: 1.0)."""
-    captions = [tag_caption(t) for t in tags]
+    captions = [tag_caption(t, own_names) for t in tags]
     scores = [t.probability for t in tags]
     colours = colour_captions(image)
     return captions + colours, scores + [1.0] * len(colours)

@@ -1,0 +1,35 @@
+"""Text in the image (docs/methods.md §8): RapidOCR's models from its wheel read a sign; a blank image reads nothing."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from vqagraph.tools.ocr import TextLine, TextReader, join_lines, text_caption
+
+
+def test_words_on_one_line_are_joined_top_to_bottom() -> None:
+    words = [TextLine("PARKING", 0.9, (130, 100, 260, 140)), TextLine("NO", 0.99, (60, 102, 110, 140)),
+             TextLine("NOTICE", 0.95, (60, 20, 200, 60))]
+    assert [(line.text, line.score) for line in join_lines(words)] == [("NOTICE", 0.95), ("NO PARKING", 0.9)]
+    assert join_lines(words)[1].box == (60, 100, 260, 140)
+    far = [TextLine("LEFT", 0.9, (0, 0, 40, 20)), TextLine("RIGHT", 0.9, (400, 0, 440, 20))]
+    assert [line.text for line in join_lines(far)] == ["LEFT", "RIGHT"]  # too far apart for one line
+    assert text_caption(words[2]) == 'the text reads "NOTICE"'
+
+
+@pytest.fixture(scope="module")
+def reader() -> TextReader:
+    return TextReader(threads=1)
+
+
+def test_a_sign_is_read_and_a_blank_image_gets_nothing(reader: TextReader) -> None:
+    sign = Image.new("RGB", (520, 220), "white")
+    draw = ImageDraw.Draw(sign)
+    font = ImageFont.load_default(size=64)  # Pillow's own font: no system font needed
+    draw.text((20, 20), "HELLO 42", font=font, fill="black")
+    draw.text((20, 120), "NO PARKING", font=font, fill=(200, 0, 0))
+    lines = reader(sign)
+    assert [line.text for line in lines] == ["HELLO 42", "NO PARKING"]
+    assert all(line.score > 0.9 for line in lines) and lines[0].box[3] <= lines[1].box[1] + 5
+    assert reader(Image.new("RGB", (200, 100), "white")) == []

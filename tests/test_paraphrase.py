@@ -90,7 +90,7 @@ def test_write_split_paraphrase(tmp_path: Path) -> None:
 def test_no_trainer_reaches_the_paraphrases() -> None:
     """The rewordings live in paraphrase.py alone: nothing the trainers or the generator read imports it."""
     reach = re.compile(r"paraphrase_examples|world\.paraphrase|import paraphrase|[\"']paraphrase[\"']")
-    sources = [*(ROOT / "vqagraph" / "lab").rglob("*.py"),
+    sources = [*(ROOT / "lab" / "vqagraph_lab").rglob("*.py"),
                *(ROOT / "vqagraph" / "world" / name for name in ("questions.py", "dataset.py", "scene.py",
                                                                  "captions.py", "__init__.py"))]
     assert len(sources) > 15 and all(p.is_file() for p in sources)

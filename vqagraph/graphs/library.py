@@ -149,11 +149,17 @@ _ENTRIES = [
 
 
 class _Catalogue(Mapping[str, NodeEntry]):
-    """The fixed nodes, then each registered route as a subgraph node, then the whole VQA graph: read from the
-    registry on each lookup, so a route registered after import is in the catalogue too."""
+    """The fixed nodes, then each registered route as a subgraph node, then the whole VQA graph: built again only
+    when the registry's routes change, so a route registered after import is in the catalogue too."""
+
+    def __init__(self) -> None:
+        self._built: tuple[tuple[Route, ...], dict[str, NodeEntry]] | None = None
 
     def _entries(self) -> dict[str, NodeEntry]:
-        return {e.name: e for e in [*_ENTRIES, *(_route(r) for r in ROUTES), _vqa()]}
+        routes = tuple(ROUTES)
+        if self._built is None or self._built[0] != routes:
+            self._built = (routes, {e.name: e for e in [*_ENTRIES, *(_route(r) for r in routes), _vqa()]})
+        return self._built[1]
 
     def __getitem__(self, name: str) -> NodeEntry:
         return self._entries()[name]

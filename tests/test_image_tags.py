@@ -12,9 +12,13 @@ from PIL import Image, ImageDraw
 from vqagraph.tools.image_tags import (
     COLOUR_SHADES,
     ImageTagger,
+    PhotoReading,
     Tag,
-    colour_captions,
+    band_captions,
     main_colours,
+    named_phrases,
+    photo_captions,
+    question_kind,
     region_boxes,
     srgb_to_lab,
     tag_caption,
@@ -29,12 +33,38 @@ def test_each_colour_term_is_its_own_nearest_name() -> None:
     assert np.allclose(srgb_to_lab(np.array([0, 0, 0])), [0, 0, 0], atol=1e-6)
 
 
-def test_colours_of_the_middle_come_first() -> None:
+def test_colours_under_a_mask_and_of_the_bands() -> None:
     picture = Image.new("RGB", (200, 200), (40, 150, 50))  # green all round
     ImageDraw.Draw(picture).rectangle((50, 50, 150, 150), fill=(240, 210, 30))  # a yellow middle
-    assert colour_captions(picture) == ["the main colour is yellow", "the colours of the whole picture are green "
-                                        "and yellow"]
-    assert colour_captions(Image.new("RGB", (64, 64), (30, 70, 200))) == ["the main colour is blue"]
+    inside = np.zeros((4, 4), dtype=bool)
+    inside[1:3, 1:3] = True  # the middle cells of a 4x4 grid over the picture
+    assert main_colours(picture, mask=inside) == ["yellow"]
+    assert main_colours(picture, mask=~inside) == ["green"]
+    reading = PhotoReading(tags=[], band_colours={"top": ["blue"], "middle": ["yellow", "green"], "bottom": []},
+                           dark=True)
+    assert band_captions(reading) == ["the top of the picture is blue", "the middle of the picture is yellow and "
+                                      "green", "the picture is dark"]
+
+
+def test_the_question_orders_the_captions() -> None:
+    cat = Tag("cat", "Egyptian cat", 285, 0.7, "whole", (0, 0, 10, 10), ("gray", "white"))
+    lemon = Tag("lemon", "lemon", 951, 0.2, "top left", (0, 0, 5, 5), ("yellow",))
+    reading = PhotoReading(tags=[cat, lemon], band_colours={"top": ["blue"]})
+    text = [('the text reads "HOTEL"', 0.9)]
+    captions, scores = photo_captions(reading, "What colour is the lemon?", text)
+    assert captions[:2] == ["a photo of a lemon in the top left", "the lemon is yellow"] and scores[:2] == [0.2, 0.2]
+    assert "the cat is gray and white" in captions and "the top of the picture is blue" in captions
+    captions, _ = photo_captions(reading, "What word is on the sign?", text)
+    assert captions[0] == 'the text reads "HOTEL"' and not any(" is gray" in c or " is blue" in c for c in captions)
+    captions, _ = photo_captions(reading, "What colour is the sky?", text)
+    assert captions[0] == "the top of the picture is blue"  # no tag names the sky: the bands first
+    captions, _ = photo_captions(reading, "What animal is this?", [])
+    assert captions == ["a photo of a cat", "a photo of a lemon in the top left"]  # kinds name the cat; no colours
+    assert named_phrases("What animal is this?") == ["animal"] and named_phrases("Is it a street sign?")[0] == \
+        "street sign"
+    assert named_phrases("What colour are the flowers?") == ["flower"] and named_phrases("What is it?") == []
+    assert [question_kind(q) for q in ("What does it say?", "Is there a cat?", "What colour is it?", "What is it?")] \
+        == ["text", "yes/no", "colour", "object"]
 
 
 def test_regions_cover_the_photo_and_captions_read_naturally() -> None:
@@ -60,13 +90,33 @@ def tagger(model_cache: Path) -> ImageTagger:
 def test_tags_are_named_once_at_their_best_region(tagger: ImageTagger) -> None:
     rng = np.random.default_rng(0)
     picture = Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8))
-    tags = tagger(picture)
-    assert tags == tagger(picture)  # deterministic
+    tags = tagger(picture).tags
+    assert tags == tagger(picture).tags  # deterministic
     assert len({t.name for t in tags}) == len(tags) and 1 <= len(tags) <= 12
     assert [t.probability for t in tags] == sorted((t.probability for t in tags), reverse=True)
     for t in tags:
         assert t.name == tagger.classes[t.index].basic and t.label == tagger.classes[t.index].names[0]
-        assert t.region in dict(region_boxes(picture.size)) and 0 < t.probability <= 1
+        assert t.region in dict(region_boxes(picture.size)) and 0 < t.probability <= 1 and not t.asked
+        x0, y0, x1, y1 = t.box
+        assert 0 <= x0 < x1 <= 160 and 0 <= y0 < y1 <= 120 and t.colours
+
+
+def test_a_yes_no_question_reads_the_class_it_names(tagger: ImageTagger) -> None:
+    strict = ImageTagger(tagger.model, min_probability=0.9, top_k=1, question_min_probability=0.0)
+    picture = Image.new("RGB", (160, 120), (240, 210, 30))
+    assert not any(t.name == "lemon" for t in strict(picture).tags)
+    asked = [t for t in strict(picture, "Is there a lemon in the picture?").tags if t.name == "lemon"]
+    assert len(asked) == 1 and asked[0].asked and asked[0].label == "lemon"
+    assert not any(t.asked for t in strict(picture, "What fruit is this?").tags)  # open questions add nothing
+
+
+def test_the_class_activation_maps_sum_to_the_logits(tagger: ImageTagger) -> None:
+    import torch
+
+    pixels = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits, maps = tagger.model.class_activation_maps(pixels)
+        assert maps.shape == (2, 1000, 7, 7) and torch.allclose(logits, tagger.model(pixels), atol=1e-4)
 
 
 def test_the_photos_profile_answers_from_tags_and_colours(model_cache: Path) -> None:
@@ -78,8 +128,9 @@ def test_the_photos_profile_answers_from_tags_and_colours(model_cache: Path) -> 
     answer: Any = engine.answer(AskRequest(question="What colour is it?", image=picture))
     record = answer.trace.img2llm
     assert answer.route == "img2llm" and "no bridge" in answer.trace.route_reason
-    assert "the main colour is orange" in record["captions"]
-    assert all(c.startswith("a photo of ") for c in record["captions"][:len(record["tags"])])
-    assert record["caption_scores"][:len(record["tags"])] == [t["probability"] for t in record["tags"]]
-    assert "the main colour is orange" in record["prompt"]
+    assert record["captions"][0] == "the top of the picture is orange" and record["band_colours"]["middle"] == \
+        ["orange"]
+    tag_captions = [c for c in record["captions"] if c.startswith("a photo of ")]
+    assert len(tag_captions) == len(record["tags"]) and all(t["colours"] == ["orange"] for t in record["tags"])
+    assert "the middle of the picture is orange" in record["prompt"]
     assert record["text_lines"] == [] and not any("text reads" in c for c in record["captions"])  # none invented

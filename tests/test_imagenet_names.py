@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from vqagraph import imagenet_names
-from vqagraph.imagenet_names import ImageNetClass, basic_name, load, names
+from vqagraph.imagenet_names import ImageNetClass, basic_name, kinds, load, names
 
 # The general words a basic name must never be: an answer like "animal" or "device" says nothing.
 TOO_GENERAL = {
@@ -39,6 +39,37 @@ SPOT_CHECKS = [
     (309, {"bee"}),  # bee
     (950, {"orange"}),  # orange: a basic word keeps itself
 ]
+
+
+# What a class is a kind of (index → words its kinds must include): the questions people ask ("what animal is
+# this?", "is this a building?", "what fruit is this?").
+KIND_CHECKS = [
+    (285, {"cat", "feline", "carnivore", "mammal", "animal"}),  # Egyptian cat
+    (951, {"citrus", "edible fruit", "fruit"}),  # lemon
+    (950, {"citrus", "edible fruit", "fruit"}),  # orange
+    (717, {"truck", "motor vehicle", "vehicle"}),  # pickup
+    (734, {"van", "truck", "vehicle"}),  # police van
+    (407, {"car", "motor vehicle", "vehicle"}),  # ambulance
+    (671, {"bicycle", "vehicle"}),  # mountain bike
+    (698, {"residence", "house", "building"}),  # palace
+    (497, {"building", "place of worship"}),  # church
+    (668, {"building", "place of worship"}),  # mosque
+    (624, {"building"}),  # library
+    (727, {"building"}),  # planetarium
+    (498, {"building", "theater", "theatre"}),  # cinema, movie theater
+    (985, {"flower", "plant"}),  # daisy
+    (967, {"coffee", "beverage", "drink"}),  # espresso
+    (207, {"dog", "retriever", "animal"}),  # golden retriever
+]
+
+# The very abstract WordNet words that are never a kind (scripts/imagenet_names.py's ABSTRACT holds these and more).
+ABSTRACT = {
+    "entity", "physical entity", "abstraction", "object", "whole", "artifact", "artefact", "unit", "living thing",
+    "organism", "being", "matter", "substance", "thing", "instrumentality", "part", "portion", "relation",
+    "attribute", "group", "causal agent", "cause", "measure", "psychological feature", "event", "act", "location",
+    "point", "region", "vertebrate", "chordate", "craniate", "placental", "eutherian mammal", "metazoan", "covering",
+    "device", "commodity", "consumer goods", "structure",
+}  # fmt: skip
 
 
 def document() -> dict:
@@ -84,6 +115,29 @@ def test_basic_names_are_what_people_say(index: int, accepted: set[str]) -> None
     assert basic_name(index) in accepted, (index, names(index), basic_name(index))
 
 
+@pytest.mark.parametrize(("index", "expected"), KIND_CHECKS)
+def test_kinds_hold_the_words_people_ask_about(index: int, expected: set[str]) -> None:
+    assert expected <= set(kinds(index)), (index, names(index), kinds(index))
+
+
+def test_kinds_are_nearest_first() -> None:
+    got = kinds(285)  # Egyptian cat
+    assert got[:2] == ("domestic cat", "cat")
+    assert got.index("cat") < got.index("feline") < got.index("animal")
+    assert kinds(967)[0] == "coffee" and kinds(717)[0] == "truck" and kinds(985)[0] == "flower"
+
+
+def test_every_class_has_kinds_and_none_is_abstract() -> None:
+    rows = document()["classes"]
+    assert len(rows) == 1000 and all(isinstance(row.get("kinds"), list) for row in rows)
+    assert sum(bool(row["kinds"]) for row in rows) >= 990  # only a few classes have nothing but abstract ancestors
+    for c in load():
+        assert isinstance(c.kinds, tuple) and len(c.kinds) <= 12 and len(set(c.kinds)) == len(c.kinds), c
+        assert all(k == k.strip().lower() and k and "_" not in k for k in c.kinds), c
+        assert not set(c.kinds) & ABSTRACT, (c.index, c.names, sorted(set(c.kinds) & ABSTRACT))
+        assert not set(c.kinds) & {n.lower() for n in c.names}, c  # a kind is broader than the class itself
+
+
 def test_synonyms_are_kept_in_the_source_order() -> None:
     assert names(670) == ("motor scooter", "scooter")
     assert names(285) == ("Egyptian cat",)
@@ -98,6 +152,8 @@ def test_out_of_range_index_is_an_error() -> None:
     for index in (-1, 1000):
         with pytest.raises(IndexError):
             basic_name(index)
+        with pytest.raises(IndexError):
+            kinds(index)
 
 
 def test_foundation_module_imports_only_the_standard_library() -> None:

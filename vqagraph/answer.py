@@ -45,6 +45,7 @@ class TextRouteRecord(TypedDict, total=False):
     image_encoded: bool  # False when the vision features came from the cache
     tags: list[dict[str, Any]]  # imagenet-tags captions: each tag's name, own label, probability, region, box
     text_lines: list[dict[str, Any]]  # read_text: each line of text read, its score and box
+    band_colours: dict[str, list[str]]  # imagenet-tags: the main colour terms of the photo's top, middle, bottom
     candidates: list[str]
     answer_captions: dict[str, list[int]]
     exemplars: list[dict[str, str]]

@@ -131,7 +131,8 @@ class Toolkit:
             raise ProfileError(f"img2llm.captions = 'imagenet-tags' needs an `image_encoder` (profile "
                                f"{self.profile.name!r} has none)")
         settings = self.profile.img2llm
-        return ImageTagger(encoder.model, encoder.image_size, settings.tag_min_probability, settings.tag_top_k)
+        return ImageTagger(encoder.model, encoder.image_size, settings.tag_min_probability, settings.tag_top_k,
+                           settings.tag_question_min_probability)
 
     @loaded_once
     def text_reader(self) -> TextReader:

@@ -97,12 +97,12 @@ def resolve_followup(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str,
 @node("region_captions", reads=("image_ref", "question", "standalone_question", "visual_prompt.boxes"),
       writes=("img2llm.captions", "img2llm.caption_scores", "img2llm.caption_stats", "img2llm.gradcam",
               "img2llm.grid", "img2llm.patch_ids", "img2llm.image_encoded", "img2llm.tags",
-              "img2llm.text_lines"))
+              "img2llm.text_lines", "img2llm.band_colours"))
 def region_captions(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
     tools = runtime.context.tools
     image = tools.images.get(state["image_ref"])
     if tools.profile.img2llm.captions == "imagenet-tags":
-        return _photo_captions(image, tools)
+        return _photo_captions(image, vision_question(state), tools)
     boxes = state.get("visual_prompt", {}).get("boxes") or []
     # With one mark, sample patches inside it so the captions describe what the user pointed at.
     region = tuple(boxes[0]) if len(boxes) == 1 and tools.profile.img2llm.restrict_to_mark else None
@@ -124,17 +124,17 @@ def region_captions(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, 
     }}
 
 
-def _photo_captions(image: Any, tools: Any) -> dict[str, Any]:
-    """A real photograph's captions: ImageNet tags over its regions and its main colours (docs/methods.md §8); the
-    record keeps each tag's probability as its caption score and the regions as the boxes they came from."""
+def _photo_captions(image: Any, question: str, tools: Any) -> dict[str, Any]:
+    """A real photograph's captions: ImageNet tags over its regions with their colours, the colours of its top,
+    middle and bottom, and the text read in it, what the question asks about first (docs/methods.md §8); the record
+    keeps each tag's probability as its caption score and the box its activation map covers."""
     from vqagraph.tools.image_tags import photo_captions
     from vqagraph.tools.ocr import text_caption
 
-    tags = tools.image_tagger(image)
-    captions, scores = photo_captions(tags, image, tools.profile.img2llm.tag_own_names)
+    reading = tools.image_tagger(image, question)
     lines = tools.text_reader(image) if tools.profile.img2llm.read_text else []
-    captions += [text_caption(line) for line in lines]
-    scores += [line.score for line in lines]
+    captions, scores = photo_captions(reading, question, [(text_caption(line), line.score) for line in lines],
+                                      tools.profile.img2llm.tag_own_names)
     return {"img2llm": {
         "captions": captions,
         "caption_scores": scores,
@@ -142,7 +142,8 @@ def _photo_captions(image: Any, tools: Any) -> dict[str, Any]:
                           "rejected_duplicate": 0, "rounds": 1},
         "gradcam": [], "grid": [], "patch_ids": [], "image_encoded": True,
         "tags": [{"name": t.name, "label": t.label, "probability": t.probability, "region": t.region,
-                  "box": list(t.box)} for t in tags],
+                  "box": list(t.box), "colours": list(t.colours), "asked": t.asked} for t in reading.tags],
+        "band_colours": reading.band_colours,
         "text_lines": [{"text": line.text, "score": line.score, "box": list(line.box)} for line in lines],
     }}
 
@@ -173,7 +174,11 @@ def img2llm_prompt(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, A
     record = state.get("img2llm", {})
     captions = record.get("captions", [])
     where = record.get("answer_captions", {})
-    ids = select_context_captions(record.get("candidates", []), where, len(captions), settings.max_context_captions)
+    if settings.captions == "imagenet-tags":  # a photo's captions come ordered by what the question asks (§8)
+        ids = list(range(min(len(captions), settings.max_context_captions)))
+    else:
+        ids = select_context_captions(record.get("candidates", []), where, len(captions),
+                                      settings.max_context_captions)
     exemplars = select_exemplars(
         [Exemplar(**e) for e in record.get("exemplars", [])],
         settings.max_exemplars,

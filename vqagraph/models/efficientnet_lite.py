@@ -206,6 +206,18 @@ class EfficientNetLiteModel(PreTrainedModel):
             x = stage(x)
         return self.classifier(self.head(x).mean(dim=(2, 3)))
 
+    def class_activation_maps(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """ImageNet logits (B, classes) and each class's activation map (B, classes, h, w) on the head's grid.
+
+        The head pools its grid before one linear layer, so each class's logit is the mean of its map plus the
+        bias: the map says where in the image the class was seen (CAM, Zhou et al., CVPR 2016)."""
+        x = self.stem(pixel_values)
+        for stage in self.stages:
+            x = stage(x)
+        grid = self.head(x)
+        maps = torch.einsum("kc,bchw->bkhw", self.classifier.weight, grid)
+        return maps.mean(dim=(2, 3)) + self.classifier.bias, maps
+
     def stage_features(self, pixel_values: torch.Tensor, stages: Sequence[int]) -> list[torch.Tensor]:
         """The output of each requested stage (0..6), in the order asked; runs only up to the deepest one."""
         if any(not 0 <= s < len(self.stages) for s in stages):

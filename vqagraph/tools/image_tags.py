@@ -10,9 +10,11 @@ in CIELAB (§8), so "what colour is …?" has something to read.
 
 from __future__ import annotations
 
+import functools
+import re
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -52,14 +54,26 @@ COLOUR_TERMS = {name: shades[0] for name, shades in COLOUR_SHADES.items()}
 
 @dataclass(frozen=True)
 class Tag:
-    """One class the classifier saw: the word a person would say, its own names, where and how sure."""
+    """One class the classifier saw: the word a person would say, its own names, where, how sure and what colour."""
 
     name: str  # the basic-level name ("cat")
     label: str  # the classifier's first name for the class ("Egyptian cat")
     index: int
     probability: float
-    region: str
-    box: tuple[int, int, int, int]  # in the photo's pixels
+    region: str  # the region whose crop saw it best
+    box: tuple[int, int, int, int]  # where its class activation map is strong, in the photo's pixels
+    colours: tuple[str, ...] = ()  # the main colour terms under that map, most first
+    asked: bool = False  # below the caption threshold, kept because the question names it
+
+
+@dataclass(frozen=True)
+class PhotoReading:
+    """What the photo captioner saw in one photo: its tags, the colours of its top, middle and bottom, whether it
+    is dark. Captions, answer candidates and exemplars are all written from this one reading."""
+
+    tags: list[Tag]
+    band_colours: dict[str, list[str]] = field(default_factory=dict)  # "top" / "middle" / "bottom" → terms
+    dark: bool = False
 
 
 def region_boxes(size: tuple[int, int]) -> list[tuple[str, tuple[int, int, int, int]]]:
@@ -82,10 +96,15 @@ _SHADE_TERMS = [name for name, shades in COLOUR_SHADES.items() for _ in shades]
 _SHADE_LAB = srgb_to_lab(np.array([shade for shades in COLOUR_SHADES.values() for shade in shades]))
 
 
-def colour_shares(image: Image.Image, box: tuple[int, int, int, int] | None = None) -> dict[str, float]:
-    """The share of each basic colour term among the pixels of `box` (the nearest term in CIELAB per pixel)."""
+def colour_shares(image: Image.Image, box: tuple[int, int, int, int] | None = None,
+                  mask: np.ndarray | None = None) -> dict[str, float]:
+    """The share of each basic colour term among the pixels of `box` (the nearest term in CIELAB per pixel); with
+    `mask` (a boolean grid over the box, any size), among the pixels it covers."""
     region = image.convert("RGB").crop(box) if box else image.convert("RGB")
     pixels = np.asarray(region.resize((48, 48), Image.Resampling.BILINEAR)).reshape(-1, 3)
+    if mask is not None and mask.any():
+        cells = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((48, 48), Image.Resampling.NEAREST))
+        pixels = pixels[cells.reshape(-1) > 0]
     distances = ((srgb_to_lab(pixels)[:, None, :] - _SHADE_LAB[None, :, :]) ** 2).sum(-1)
     shares: dict[str, float] = {}
     for shade, count in enumerate(np.bincount(distances.argmin(1), minlength=len(_SHADE_TERMS))):
@@ -95,47 +114,144 @@ def colour_shares(image: Image.Image, box: tuple[int, int, int, int] | None = No
 
 
 def main_colours(image: Image.Image, box: tuple[int, int, int, int] | None = None, min_share: float = 0.2,
-                 most: int = 2) -> list[str]:
+                 most: int = 2, mask: np.ndarray | None = None) -> list[str]:
     """The colour terms covering at least `min_share` of the region, most first (at most `most`)."""
-    shares = sorted(colour_shares(image, box).items(), key=lambda kv: -kv[1])
+    shares = sorted(colour_shares(image, box, mask).items(), key=lambda kv: -kv[1])
     return [name for name, share in shares[:most] if share >= min_share]
 
 
-class ImageTagger:
-    """The frozen encoder's ImageNet head over the photo's regions, one batched pass per photo."""
+# Question words that name no thing in the photo, though a class's names or kinds may hold them.
+_NOT_THINGS = frozenset({"picture", "photo", "image", "thing", "object", "colour", "color", "kind", "type", "one",
+                         "this", "that", "it", "is", "are", "the", "a", "an", "there", "what", "which"})
+# A question about text in the photo (docs/methods.md §8): its text captions go first in the prompt.
+TEXT_CUE = re.compile(r"\b(read|reads|say|says|written|write|words?|text|title|brand|names?|signs?|labels?|"
+                      r"letters?|numbers?|logo|spell)\b", re.IGNORECASE)
+DARK_LIGHTNESS = 30.0  # mean CIELAB L* (0-100) under which the photo is called dark
 
-    def __init__(self, model: Any, image_size: int = 224, min_probability: float = 0.1, top_k: int = 3) -> None:
+
+def _singular(word: str) -> str:
+    for end, repl in (("'s", ""), ("s'", ""), ("ies", "y"), ("ches", "ch"), ("shes", "sh"), ("xes", "x"), ("s", "")):
+        if word.endswith(end) and len(word) > len(end) + 2:
+            return word[: -len(end)] + repl
+    return word
+
+
+@functools.cache
+def _vocabulary() -> dict[str, tuple[int, ...]]:
+    """Every word or phrase a question may use for a class (its basic name, own names and WordNet kinds) → the
+    classes it names."""
+    vocab: dict[str, list[int]] = {}
+    for cls in load():
+        for phrase in {cls.basic, *cls.names, *cls.kinds}:
+            key = phrase.lower()
+            if key not in _NOT_THINGS and key not in COLOUR_SHADES:
+                vocab.setdefault(key, []).append(cls.index)
+    return {k: tuple(v) for k, v in vocab.items()}
+
+
+def named_phrases(question: str) -> list[str]:
+    """The phrases of `question` (one to three words, singular too) that name ImageNet classes or their kinds,
+    longest first."""
+    words = re.findall(r"[a-z]+(?:'[a-z]*)?", question.lower())
+    vocab = _vocabulary()
+    found: list[str] = []
+    for n in (3, 2, 1):
+        for i in range(len(words) - n + 1):
+            gram = words[i:i + n]
+            for phrase in (" ".join(gram), " ".join([*gram[:-1], _singular(gram[-1])])):
+                if phrase in vocab and phrase not in found and not any(phrase in f.split() for f in found):
+                    found.append(phrase)
+    return found
+
+
+def names_tag(phrase: str, tag: Tag) -> bool:
+    """The question's phrase names this tag: its basic name, one of the class's own names or one of its kinds."""
+    return tag.index in _vocabulary().get(phrase, ())
+
+
+class ImageTagger:
+    """The frozen encoder's ImageNet head over the photo's regions, one batched pass per photo; each tag's class
+    activation map (CAM) says where it is and so what colour it is."""
+
+    def __init__(self, model: Any, image_size: int = 224, min_probability: float = 0.1, top_k: int = 3,
+                 question_min_probability: float = 0.03) -> None:
         self.model = model.eval()
         self.image_size = image_size
         self.min_probability = min_probability
         self.top_k = top_k
+        self.question_min_probability = question_min_probability
         self.classes: tuple[ImageNetClass, ...] = load()
         self._lock = threading.Lock()
 
     @torch.no_grad()
-    def __call__(self, image: Image.Image) -> list[Tag]:
-        """Each basic-level name once, at its highest probability over the regions, most probable first."""
+    def __call__(self, image: Image.Image, question: str = "") -> PhotoReading:
+        """Each basic-level name once, at its highest probability over the regions, most probable first; a class a
+        yes/no question names is kept from `question_min_probability` (so "is there a lemon?" reads a weak lemon;
+        open questions got wrong answers from weak classes of the kind they name: "what animal?" → monkey)."""
         from vqagraph.models.efficientnet_lite import preprocess
 
         rgb = image.convert("RGB")
         boxes = region_boxes(rgb.size)
         pixels = preprocess([rgb.crop(box) for _, box in boxes], self.image_size)
         with self._lock:
-            probabilities = self.model(pixels.to(next(self.model.parameters()).device)).softmax(-1).float().cpu()
-        best: dict[str, Tag] = {}
-        for (region, box), row in zip(boxes, probabilities, strict=True):
+            logits, maps = self.model.class_activation_maps(pixels.to(next(self.model.parameters()).device))
+        probabilities, maps = logits.softmax(-1).float().cpu(), maps.float().cpu()
+        best: dict[str, tuple[float, int, int, bool]] = {}  # basic name → probability, class, region, asked
+
+        def keep(p: float, index: int, region: int, asked: bool) -> None:
+            basic = self.classes[index].basic
+            if basic not in best or p > best[basic][0]:
+                best[basic] = (p, index, region, asked)
+
+        for region, row in enumerate(probabilities):
             values, indices = row.topk(self.top_k)
             for p, i in zip(values.tolist(), indices.tolist(), strict=True):
-                if p < self.min_probability:
-                    continue
-                cls = self.classes[i]
-                if cls.basic not in best or p > best[cls.basic].probability:
-                    best[cls.basic] = Tag(cls.basic, cls.names[0], i, round(p, 4), region, box)
-        return sorted(best.values(), key=lambda t: -t.probability)
+                if p >= self.min_probability:
+                    keep(p, i, region, False)
+        phrases = named_phrases(question) if question_kind(question) == "yes/no" else []
+        for phrase in phrases:  # "is there a lemon?": the lemon classes, however weak (not every fruit's)
+            named = [i for i in _vocabulary()[phrase]
+                     if phrase in {n.lower() for n in (self.classes[i].basic, *self.classes[i].names)}]
+            if not named:
+                continue
+            p_region, region = probabilities[:, named].max(dim=1)[0].max(dim=0)
+            i = named[int(probabilities[int(region), named].argmax())]
+            p = float(p_region)
+            if p >= self.question_min_probability and self.classes[i].basic not in best:
+                keep(p, i, int(region), True)
+        tags = [self._tag(rgb, boxes[r], maps[r, i], p, i, asked) for p, i, r, asked in best.values()]
+        width, height = rgb.size
+        bands = {"top": (0, 0, width, max(1, height // 3)),
+                 "middle": (width // 4, height // 4, width - width // 4, height - height // 4),
+                 "bottom": (0, height - max(1, height // 3), width, height)}
+        lightness = srgb_to_lab(np.asarray(rgb.resize((48, 48), Image.Resampling.BILINEAR)))[..., 0].mean()
+        return PhotoReading(tags=sorted(tags, key=lambda t: (t.asked, -t.probability)),
+                            band_colours={name: main_colours(rgb, box) for name, box in bands.items()},
+                            dark=bool(lightness < DARK_LIGHTNESS))
+
+    def _tag(self, image: Image.Image, region: tuple[str, tuple[int, int, int, int]], cam: torch.Tensor, p: float,
+             index: int, asked: bool) -> Tag:
+        """The class's map over its region, cut at half its peak: the cells where it was seen, their bounding box
+        in the photo, and the colours of the pixels under them."""
+        name, (x0, y0, x1, y1) = region
+        mask = (cam.clamp(min=0) >= 0.5 * cam.max().clamp(min=1e-6)).numpy()
+        if not mask.any():
+            mask = np.ones_like(mask)
+        rows, cols = np.nonzero(mask)
+        h, w = mask.shape
+        box = (x0 + round(cols.min() / w * (x1 - x0)), y0 + round(rows.min() / h * (y1 - y0)),
+               x0 + round((cols.max() + 1) / w * (x1 - x0)), y0 + round((rows.max() + 1) / h * (y1 - y0)))
+        cls = self.classes[index]
+        return Tag(cls.basic, cls.names[0], index, round(p, 4), name, box,
+                   tuple(main_colours(image, (x0, y0, x1, y1), mask=mask)), asked)
 
 
 def _article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def _terms(colours: Sequence[str]) -> str:
+    return " and ".join(colours)
 
 
 def tag_caption(tag: Tag, own_name: bool = False) -> str:
@@ -146,20 +262,55 @@ def tag_caption(tag: Tag, own_name: bool = False) -> str:
     return f"a photo of {_article(tag.name)} {tag.name}{own}{where}"
 
 
-def colour_captions(image: Image.Image) -> list[str]:
-    """'the main colours are yellow and green': of the middle of the photo, then of the whole when it differs."""
-    width, height = image.size
-    middle = main_colours(image, (width // 4, height // 4, width - width // 4, height - height // 4))
-    whole = main_colours(image)
-    captions = [f"the main colour{'s are' if len(middle) > 1 else ' is'} {' and '.join(middle)}"] if middle else []
-    if whole and set(whole) != set(middle):
-        captions.append(f"the colours of the whole picture are {' and '.join(whole)}")
-    return captions
+def tag_colour_caption(tag: Tag) -> str | None:
+    """'the cat is gray and white': the colours under the tag's activation map."""
+    return f"the {tag.name} is {_terms(tag.colours)}" if tag.colours else None
 
 
-def photo_captions(tags: Sequence[Tag], image: Image.Image, own_names: bool = False) -> tuple[list[str], list[float]]:
-    """The captions the text route reads for a photo, with each one's confidence (colours: 1.0)."""
-    captions = [tag_caption(t, own_names) for t in tags]
-    scores = [t.probability for t in tags]
-    colours = colour_captions(image)
-    return captions + colours, scores + [1.0] * len(colours)
+def band_captions(reading: PhotoReading) -> list[str]:
+    """'the top of the picture is blue': the main colours of its top, middle and bottom, for what no tag names
+    (the sky, grass, a wall); 'the picture is dark' for a night or unlit photo."""
+    captions = [f"the {band} of the picture is {_terms(colours)}"
+                for band, colours in reading.band_colours.items() if colours]
+    return captions + (["the picture is dark"] if reading.dark else [])
+
+
+def asks_colour(question: str) -> bool:
+    """The question asks for a colour or names one ("is there a blue candy?"): colour captions are worth reading."""
+    words = set(re.findall(r"[a-z]+", question.lower()))
+    return bool(words & {"colour", "color", "colours", "colors", *COLOUR_SHADES})
+
+
+def photo_captions(reading: PhotoReading, question: str = "", text_captions: Sequence[tuple[str, float]] = (),
+                   own_names: bool = False) -> tuple[list[str], list[float]]:
+    """The captions the text route reads for a photo, with each one's confidence (colours: 1.0), what the question
+    asks about first: the text read for a question about text, the tags it names, then the rest. Colour captions
+    only for a question about colour: a 0.5B LLM answers "black" to "what word is on the sign?" next to "the sign is
+    black" (measured on the photo dev set, docs/methods.md §8)."""
+    phrases = named_phrases(question)
+    named = [t for t in reading.tags if any(names_tag(p, t) for p in phrases)]
+    colour = asks_colour(question)
+    tagged: list[tuple[str, float]] = []
+    for tag in named + [t for t in reading.tags if t not in named]:
+        tagged.append((tag_caption(tag, own_names), tag.probability))
+        coloured = tag_colour_caption(tag) if colour else None
+        if coloured:
+            tagged.append((coloured, tag.probability))
+    bands = [(c, 1.0) for c in band_captions(reading) if colour or c == "the picture is dark"]
+    texts = list(text_captions)
+    if TEXT_CUE.search(question):
+        pairs = texts + tagged + bands
+    elif colour and not named:
+        pairs = bands + tagged + texts
+    else:
+        pairs = tagged + bands + texts
+    return [c for c, _ in pairs], [s for _, s in pairs]
+
+
+def question_kind(question: str) -> str:
+    """What a question about a photo asks for: text, yes/no, colour or an object."""
+    if TEXT_CUE.search(question):
+        return "text"
+    if re.match(r"\s*(is|are|was|were|does|do|did|can|has|have)\b", question, re.IGNORECASE):
+        return "yes/no"
+    return "colour" if asks_colour(question) else "object"

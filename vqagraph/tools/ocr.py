@@ -55,6 +55,7 @@ class TextReader:
         self._lock = threading.Lock()
 
     def __call__(self, image: Image.Image) -> list[TextLine]:
+        """The lines of text read, top to bottom; a line read twice (the detector's overlapping boxes) once."""
         with self._lock:
             out = self.engine(image.convert("RGB"))
         if out.boxes is None or out.txts is None:
@@ -65,7 +66,8 @@ class TextReader:
             if score >= self.min_score and text.strip():
                 words.append(TextLine(text.strip(), round(float(score), 4),
                                       (round(min(xs)), round(min(ys)), round(max(xs)), round(max(ys)))))
-        return join_lines(words)
+        lines = join_lines(words)
+        return [line for i, line in enumerate(lines) if line.text not in {seen.text for seen in lines[:i]}]
 
 
 def text_caption(line: TextLine) -> str:

@@ -18,10 +18,11 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ask_json(red_circle_path: Path) -> None:
-    done = run("ask", str(red_circle_path), "What colour is the circle?", "--route", "img2llm", "--json")
+    done = run("ask", str(red_circle_path), "What colour is the circle?", "--route", "img2llm", "--json",
+               "--profile", "shapes")
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
-    # The default profile is `shapes`: trained models, so the answer is not flagged meaningless.
+    # `shapes`: trained models, so the answer is not flagged meaningless.
     assert answer["route"] == "img2llm" and answer["meaningless"] is False and answer["trace"]["profile"] == "shapes"
     assert answer["trace"]["img2llm"]["prompt"].endswith("Question:What colour is the circle?\nAnswer:")
     assert answer["image_ref"].startswith("sha256:")
@@ -59,10 +60,11 @@ def test_bad_route_is_a_usage_error(red_circle_path: Path) -> None:
 def test_ask_thread_continues_in_another_process(red_circle_path: Path, tmp_path: Path) -> None:
     store = str(tmp_path / "threads.sqlite")
     first = run("ask", str(red_circle_path), "What colour is the circle?", "--thread", "cli-t", "--store", store,
-                "--route", "bridge", "--json")
+                "--route", "bridge", "--json", "--profile", "shapes")
     assert first.returncode == 0, first.stderr
     assert "thread: cli-t (turn 1)" in first.stderr
-    second = run("ask", "Is it big?", "--thread", "cli-t", "--store", store, "--route", "bridge", "--json")
+    second = run("ask", "Is it big?", "--thread", "cli-t", "--store", store, "--route", "bridge", "--json",
+                 "--profile", "shapes")
     assert second.returncode == 0, second.stderr
     answer = json.loads(second.stdout)
     assert answer["trace"]["history_turns"] == 1 and answer["trace"]["standalone_question"] == "Is the circle big?"

@@ -17,9 +17,11 @@ def test_builtin_profiles() -> None:
     assert real.captioner.id == "Salesforce/blip-image-captioning-large"
     assert real.img2llm.gradcam_layer == 7 and real.img2llm.num_patches == 20  # docs/methods.md §1.1-1.2
     assert real.img2llm.itm_threshold == 0.5 and real.img2llm.num_candidates == 30
-    default = load_profile()  # the offline default: models trained on the Shapes world, shipped in the package
-    assert default.name == "shapes" and not default.meaningless
-    assert default.captioner.id == "builtin:shapes-blip-captioner" and default.qformer is not None
+    default = load_profile()  # the offline default reads real photographs (issue 33): tags, colours, text, Qwen
+    assert default.name == "photos" and not default.meaningless and default.img2llm.captions == "imagenet-tags"
+    assert default.img2llm.read_text and default.llm.id == "builtin:qwen2.5-coder-0.5b-instruct"
+    shapes = load_profile("shapes")  # the Shapes world's models, trained here and shipped in the package
+    assert shapes.captioner.id == "builtin:shapes-blip-captioner" and shapes.qformer is not None
     assert load_profile("tiny").meaningless
     assert set(BUILTIN_PROFILES) >= {"shapes", "tiny", "blip-opt", "llava-1.5"}
     llava = load_profile("llava-1.5")  # the projection route's real checkpoint; its LLM is LLaVA's own

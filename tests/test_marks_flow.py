@@ -85,7 +85,7 @@ def test_cli_render_and_explain(red_circle_path: Path, tmp_path: Path, engine) -
     assert marked.size == (200, 150) and marked.tobytes() != Image.open(red_circle_path).convert("RGB").tobytes()
     explain = tmp_path / "explain.png"
     done = run("ask", str(red_circle_path), "What is this?", "--mark", "rectangle:20,20,90,90:red",
-               "--explain", str(explain), "--route", "img2llm")
+               "--explain", str(explain), "--route", "img2llm", "--profile", "shapes")
     assert done.returncode == 0, done.stderr
     assert "asked:  What is the object within the red rectangle?" in done.stdout
     picture = Image.open(explain)

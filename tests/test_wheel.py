@@ -1,7 +1,7 @@
 """The package installs whole (issue 32): the wheel and the sdist are built with pypa `build`, the wheel is installed
-into a fresh venv outside the checkout, and the demo and one `ask` per route of the default profile run there with
-the venv's own `vqagraph` script, from a folder outside the checkout. The Shapes-world weights the default profile
-needs come from inside the wheel, never from the checkout.
+into a fresh venv outside the checkout, and the demo (the Shapes world, then the default profile's photographs) and
+one `ask` per route of the `shapes` profile run there with the venv's own `vqagraph` script, from a folder outside
+the checkout. The Shapes-world weights and the demo photographs come from inside the wheel, never from the checkout.
 
 The build works on a copy of the checkout holding what git would check out (tracked files and untracked ones git
 does not ignore), as CI's fresh clone does: a git-ignored `build/` left by an earlier setuptools build holds stale
@@ -37,7 +37,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES_MODELS = ("shapes-blip-itm", "shapes-blip-captioner", "shapes-t5-qg", "shapes-instructblip",
-                 "shapes-llava-projector")  # what the default profile ("shapes") loads
+                 "shapes-llava-projector")  # what the `shapes` profile loads
 ROUTES = ("img2llm", "bridge", "projection")
 # What the plain copy leaves out where git cannot list the checkout's files: venvs, caches, earlier builds.
 NOT_SOURCE = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".ci-*", "out")
@@ -149,6 +149,7 @@ def test_the_wheel_holds_the_package_its_weights_and_page_and_no_lab(built: Buil
         assert f"vqagraph/weights/{model}/config.json" in names, f"{model} is not in the wheel"
         assert any(n.startswith(f"vqagraph/weights/{model}/") and n.endswith(".safetensors") for n in names), model
     assert "vqagraph/agents/web_page/index.html" in names
+    assert {"vqagraph/data/demo/bee.jpg", "vqagraph/data/demo/fosters-sign.jpg"} <= set(names)
     assert "vqagraph/__main__.py" in names
     assert not any(n.startswith(("vqagraph/lab/", "vqagraph_lab/", "lab/")) for n in names), "the lab is in the wheel"
     with zipfile.ZipFile(built.wheel) as archive:
@@ -211,16 +212,18 @@ def test_the_demo_runs_from_the_installed_wheel(venv: Venv, outside: Path) -> No
         with Image.open(picture) as image:
             assert image.size[0] > 0 and image.size[1] > 0
     assert "the same questions through each route" in done.stdout
+    assert "real photographs - profile: photos" in done.stdout and "[photo] bee.jpg" in done.stdout
+    assert len(list(out.glob("explain-photo-*.png"))) == 3  # the photos' tags and text boxes
     assert "done in" in done.stdout
 
 
 @pytest.mark.parametrize("route", ROUTES)
-def test_the_installed_wheel_answers_on_every_route_of_the_default_profile(venv: Venv, outside: Path,
-                                                                           route: str) -> None:
+def test_the_installed_wheel_answers_on_every_route_of_the_shapes_profile(venv: Venv, outside: Path,
+                                                                          route: str) -> None:
     image = outside / "red.png"
     picture = Image.new("RGB", (224, 224), "white")
     picture.paste((220, 30, 30), (60, 60, 160, 160))
     picture.save(image)
-    done = _run([venv.script, "ask", image, "What colour is the square?", "--route", route], cwd=outside,
-                env=venv.env())
+    done = _run([venv.script, "ask", image, "What colour is the square?", "--route", route, "--profile", "shapes"],
+                cwd=outside, env=venv.env())
     assert done.stdout.startswith("answer: ") and f"route:  {route}" in done.stdout, done.stdout

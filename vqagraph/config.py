@@ -436,7 +436,7 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
     },
 }
 
-DEFAULT_PROFILE = "shapes"
+DEFAULT_PROFILE = "photos"
 
 
 def _read_profile_file(path: Path) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from vqagraph.agents.options import add_engine_options, open_engine, quiet_libraries, run_command
+from vqagraph.config import DEFAULT_PROFILE
 from vqagraph.errors import VQAGraphError
 from vqagraph.graphs.registry import ROUTES as REGISTRY
 
@@ -373,7 +374,7 @@ def run_chat(args: argparse.Namespace) -> int:
     if sys.stdin.isatty():
         with contextlib.suppress(ImportError):
             import readline  # noqa: F401  (line editing and history for input())
-    print(f"loading profile {args.profile or 'tiny (default)'}…", flush=True)
+    print(f"loading profile {args.profile or f'{DEFAULT_PROFILE} (default)'}…", flush=True)
     engine = open_engine(args)
     try:
         engine.check_route(args.route, args.router)

@@ -93,17 +93,20 @@ class Engine:
         return drawn
 
     def explain(self, answer: Answer) -> Image.Image | None:
-        """The explain picture of a text-route answer (GradCAM, sampled patches, kept captions); None when the
-        text route did not run."""
+        """The explain picture of a text-route answer (GradCAM, sampled patches, kept captions; a photo's tags and
+        text boxes); None when the text route did not run."""
         from vqagraph.tools.explain_picture import explain_picture
 
         trace = answer.trace
         work = trace.img2llm
-        if not work or not work.get("gradcam"):
+        if not work or not (work.get("gradcam") or work.get("tags") or work.get("text_lines")):
             return None
-        return explain_picture(self.tools.images.get(trace.seen_image_ref), work["gradcam"], work["grid"],
-                               work.get("patch_ids", []), work.get("captions", []), answer.question, answer.answer,
-                               notes=(trace.visual_prompt or {}).get("notes", []), letterboxed=self.letterboxed)
+        boxes = [(f"{t['name']} {t['probability']:.2f}", t["box"]) for t in work.get("tags", [])]
+        boxes += [(f'"{line["text"]}"', line["box"]) for line in work.get("text_lines", [])]
+        return explain_picture(self.tools.images.get(trace.seen_image_ref), work.get("gradcam", []),
+                               work.get("grid", []), work.get("patch_ids", []), work.get("captions", []),
+                               answer.question, answer.answer, notes=(trace.visual_prompt or {}).get("notes", []),
+                               letterboxed=self.letterboxed and not boxes, labelled_boxes=boxes)
 
     def conversation(self, thread_id: str | None = None, store: str | None = None) -> Conversation:
         """A multi-turn thread (new, or continued by id) persisted in `store`: a SQLite path (default: under

@@ -1,5 +1,6 @@
 """One picture that explains an answer at a glance: the marked image, the GradCAM heat map with the sampled
-patches, and the kept captions with the answer beside them."""
+patches (or, for a photo, the boxes of its tags and of the text read in it), and the kept captions with the answer
+beside them."""
 
 from __future__ import annotations
 
@@ -37,9 +38,12 @@ def explain_picture(
     answer: str,
     notes: Sequence[str] = (),
     letterboxed: bool = False,
+    labelled_boxes: Sequence[tuple[str, Sequence[int]]] = (),
 ) -> Image.Image:
     """Three panels side by side: marked image | heat map + sampled patches | question, captions, answer.
-    `letterboxed`: the encoder saw the image centred on a square, so that square is shown (the grid covers it)."""
+    `letterboxed`: the encoder saw the image centred on a square, so that square is shown (the grid covers it).
+    `labelled_boxes` (label, (x0, y0, x1, y1) in the image's pixels) are drawn on the middle panel: a photo's tags
+    where their class activation maps are strong, and its lines of text (docs/methods.md §8)."""
     image = letterbox(image.convert("RGB")) if letterboxed else image
     shown = _fit(image.convert("RGB"))
     rows, cols = (int(grid[0]), int(grid[1])) if len(grid) == 2 else (1, 1)
@@ -61,6 +65,14 @@ def explain_picture(
             draw.rectangle((c * cell_w, r * cell_h, (c + 1) * cell_w - 1, (r + 1) * cell_h - 1),
                            outline=(255, 255, 255), width=1)
     font = ImageFont.load_default()
+    if labelled_boxes:
+        draw = ImageDraw.Draw(heat_panel)
+        scale = shown.width / image.width
+        for k, (label, box) in enumerate(labelled_boxes):
+            colour = (220, 30, 30) if k == 0 else (250, 220, 40) if label.startswith('"') else (30, 60, 200)
+            x0, y0, x1, y1 = (round(v * scale) for v in box)
+            draw.rectangle((x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)), outline=colour, width=2)
+            draw.text((x0 + 3, y0 + 2), label[:40], fill=colour, font=font)
     text_w = 420
     lines = [f"Q: {question}", f"A: {answer}", "", f"kept captions ({len(captions)}):"]
     for caption in list(captions)[:14]:
@@ -75,7 +87,9 @@ def explain_picture(
     canvas.paste(heat_panel, (PANEL + 20, 24))
     draw = ImageDraw.Draw(canvas)
     draw.text((10, 6), "image as the model saw it", fill=(0, 0, 0), font=font)
-    draw.text((PANEL + 20, 6), "GradCAM heat map, sampled patches outlined", fill=(0, 0, 0), font=font)
+    middle = "tags (class activation boxes) and text read" if labelled_boxes else \
+        "GradCAM heat map, sampled patches outlined"
+    draw.text((PANEL + 20, 6), middle, fill=(0, 0, 0), font=font)
     y = 24
     for line in lines:
         draw.text((2 * PANEL + 30, y), line, fill=(0, 0, 0), font=font)

@@ -7,8 +7,9 @@ about the thread's current image and get the earlier turns on it as history.
 
 The models cannot travel in a server run's context (it is JSON), so this module holds one `Engine`, built on
 first use from the `VQAGRAPH_PROFILE` environment variable (unset: the default profile; `langgraph.json` sets
-`tiny`); `set_engine()` replaces it (tests, or an application that embeds the graph). Each turn asks through `Engine.answer`, the entry point of every front
-end (the same checks, the same errors); the VQA graph runs nested as a subgraph of the turn, so its node events
+`tiny`); `set_engine()` replaces it (tests, or an application that embeds the graph). Each turn asks through
+`Engine.answer`, the entry point of every front end (the same checks, the same errors); the VQA graph runs nested
+as a subgraph of the turn, so its node events
 and the LLM's tokens (`stream_mode="custom"`) stream with the run's.
 """
 

@@ -9,8 +9,7 @@ The models cannot travel in a server run's context (it is JSON), so this module 
 first use from the `VQAGRAPH_PROFILE` environment variable (unset: the default profile; `langgraph.json` sets
 `tiny`); `set_engine()` replaces it (tests, or an application that embeds the graph). Each turn asks through
 `Engine.answer`, the entry point of every front end (the same checks, the same errors); the VQA graph runs nested
-as a subgraph of the turn, so its node events
-and the LLM's tokens (`stream_mode="custom"`) stream with the run's.
+as a subgraph of the turn, so its node events and the LLM's tokens (`stream_mode="custom"`) stream with the run's.
 """
 
 from __future__ import annotations

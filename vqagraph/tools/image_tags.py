@@ -4,8 +4,9 @@ Img2LLM's premise is that any captioner can stand in front of the frozen LLM (§
 captioner for photographs, the frozen EfficientNet-Lite's 1,000-way ImageNet classifier is one. It reads the whole
 photo and overlapping crops at two scales (an object that fills a corner is named too), keeps the classes above a
 probability, and names each by the word a person would use (the WordNet basic level: Egyptian cat → cat) with the
-classifier's own names beside it. The colours of the photo's middle and of the whole come from a named-colour table
-in CIELAB (§8), so "what colour is …?" has something to read.
+classifier's own names beside it. Each class's activation map says where it is and so what colour it is; the
+photo's top, middle and bottom get their colours from a named-colour table in CIELAB (§8), so "what colour is …?"
+has something to read. The question orders the captions and says which of them it needs.
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ import tarfile
 import tempfile
 import zipfile
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -326,39 +327,35 @@ class DataNoun:
             self.cache[offset] = (lemmas, hypernyms)
         return self.cache[offset]
 
-    def nearest_basic(self, offset: int) -> tuple[str, int] | None:
-        """(BASIC lemma, hops) of the nearest proper ancestor with one, breadth first over every hypernym path."""
-        seen, frontier, hops = {offset}, [offset], 0
+    def ancestor_levels(self, offset: int) -> Iterator[list[int]]:
+        """The proper ancestors over every hypernym path, breadth first: one list per hop, each ancestor once."""
+        seen, frontier = {offset}, [offset]
         while frontier:
-            hops += 1
             following = []
             for node in frontier:
                 for parent in self.synset(node)[1]:
                     if parent not in seen:
                         seen.add(parent)
                         following.append(parent)
-            for node in following:
+            if following:
+                yield following
+            frontier = following
+
+    def nearest_basic(self, offset: int) -> tuple[str, int] | None:
+        """(BASIC lemma, hops) of the nearest proper ancestor with one, breadth first over every hypernym path."""
+        for hops, level in enumerate(self.ancestor_levels(offset), start=1):
+            for node in level:
                 if node in SYNSET_WORDS:
                     return SYNSET_WORDS[node], hops
                 for lemma in self.synset(node)[0]:
                     word = lemma.replace("_", " ").lower()
                     if word in BASIC and NOT_BASIC.get(node) != word:
                         return word, hops
-            frontier = following
         return None
 
     def kinds(self, offset: int, own_names: list[str]) -> list[str]:
         """The lemmas of every ancestor, breadth first, ABSTRACT ones left out; first lemmas before the others."""
-        seen, frontier, ancestors = {offset}, [offset], []
-        while frontier:
-            following = []
-            for node in frontier:
-                for parent in self.synset(node)[1]:
-                    if parent not in seen:
-                        seen.add(parent)
-                        following.append(parent)
-            ancestors += following
-            frontier = following
+        ancestors = [node for level in self.ancestor_levels(offset) for node in level]
         words = [[lemma.replace("_", " ").lower() for lemma in self.synset(node)[0]] for node in ancestors]
         kept = [lemmas for lemmas in words if lemmas[0] not in ABSTRACT]
         skip = ABSTRACT | {name.lower() for name in own_names}

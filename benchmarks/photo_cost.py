@@ -24,19 +24,13 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from bench_llm_backends import other_cpu_seconds  # benchmarks/ is on the path when run as a script
+
 from vqagraph.config import DEFAULT_PROFILE
 from vqagraph.engine import Engine
 from vqagraph.world import write_dataset
 
 SEED = 7_100_001  # Shapes scenes no training run uses
-
-
-def cpu_busy_elsewhere(since: float, own: float) -> float:
-    """CPU seconds all processes used since `since` (from /proc/stat), less this process's own."""
-    with open("/proc/stat") as stat:
-        fields = [int(v) for v in stat.readline().split()[1:]]
-    total = (fields[0] + fields[2]) / os.sysconf("SC_CLK_TCK")
-    return total - since - (time.process_time() - own)
 
 
 def main() -> int:
@@ -65,10 +59,7 @@ def main() -> int:
         photos.ask(args.photos / photo_items[0]["image"], photo_items[0]["question"])
         seconds: dict[str, list[float]] = {"shapes": [], "photos": []}
         nodes: dict[str, list[float]] = defaultdict(list)
-        with open("/proc/stat") as stat:
-            fields = [int(v) for v in stat.readline().split()[1:]]
-        since, own = (fields[0] + fields[2]) / os.sysconf("SC_CLK_TCK"), time.process_time()
-        start = time.perf_counter()
+        before, start = other_cpu_seconds(), time.perf_counter()
         for shape_q, photo_q in zip(shapes_items[1:], photo_items[1:], strict=False):
             t = time.perf_counter()
             shapes.ask(Path(tmp) / shape_q["image"], shape_q["question"], route="img2llm")
@@ -79,7 +70,7 @@ def main() -> int:
             for node, took in answer.trace.timings.items():
                 nodes[node].append(took)
         wall = time.perf_counter() - start
-        elsewhere = cpu_busy_elsewhere(since, own)
+        elsewhere = other_cpu_seconds() - before
     shapes_median, photos_median = statistics.median(seconds["shapes"]), statistics.median(seconds["photos"])
     print(f"questions: {len(seconds['shapes'])} of each, alternating, one at a time; torch threads "
           f"{os.environ.get('OMP_NUM_THREADS', 'default')}")

@@ -46,8 +46,8 @@ class Img2LLMSettings(BaseModel):
     tag_min_probability: float = Field(0.1, ge=0, le=1, description="imagenet-tags: a class is a caption from this "
                                        "probability up, in any region (§8)")
     tag_top_k: int = Field(3, ge=1, description="imagenet-tags: classes read per region (§8)")
-    tag_question_min_probability: float = Field(0.03, ge=0, le=1, description="imagenet-tags: a class the question "
-                                                "names (or one of its kinds) is a caption from this probability (§8)")
+    tag_question_min_probability: float = Field(0.03, ge=0, le=1, description="imagenet-tags: a class a yes/no "
+                                                "question names is a caption from this probability up (§8)")
     tag_own_names: bool = Field(False, description="imagenet-tags: the classifier's own name beside the basic one "
                                 "('a photo of a butterfly (monarch)'); off: the LLM answered with the specific name")
     read_text: bool = Field(False, description="imagenet-tags: read the text in the photo (RapidOCR) and add each "

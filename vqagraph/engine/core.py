@@ -101,12 +101,14 @@ class Engine:
         work = trace.img2llm
         if not work or not (work.get("gradcam") or work.get("tags") or work.get("text_lines")):
             return None
-        boxes = [(f"{t['name']} {t['probability']:.2f}", t["box"]) for t in work.get("tags", [])]
-        boxes += [(f'"{line["text"]}"', line["box"]) for line in work.get("text_lines", [])]
+        tags = [(f"{t['name']} {t['probability']:.2f}", t["box"]) for t in work.get("tags", [])]
+        texts = [(f'"{line["text"]}"', line["box"]) for line in work.get("text_lines", [])]
+        # A photo's boxes are in its own pixels: it is shown as it is, not letterboxed.
         return explain_picture(self.tools.images.get(trace.seen_image_ref), work.get("gradcam", []),
                                work.get("grid", []), work.get("patch_ids", []), work.get("captions", []),
                                answer.question, answer.answer, notes=(trace.visual_prompt or {}).get("notes", []),
-                               letterboxed=self.letterboxed and not boxes, labelled_boxes=boxes)
+                               letterboxed=self.letterboxed and not (tags or texts), tag_boxes=tags,
+                               text_boxes=texts)
 
     def conversation(self, thread_id: str | None = None, store: str | None = None) -> Conversation:
         """A multi-turn thread (new, or continued by id) persisted in `store`: a SQLite path (default: under

@@ -199,23 +199,23 @@ class EfficientNetLiteModel(PreTrainedModel):
         """How many input pixels one feature of `stage` steps over (the stem halves once)."""
         return 2 * math.prod(spec["stride"] for spec in self.specs[: stage + 1])
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """ImageNet logits (B, num_classes) for images (B, 3, H, W) scaled as `preprocess` does."""
+    def head_grid(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The head's features (B, head_channels, h, w), the grid the classifier pools."""
         x = self.stem(pixel_values)
         for stage in self.stages:
             x = stage(x)
-        return self.classifier(self.head(x).mean(dim=(2, 3)))
+        return self.head(x)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """ImageNet logits (B, num_classes) for images (B, 3, H, W) scaled as `preprocess` does."""
+        return self.classifier(self.head_grid(pixel_values).mean(dim=(2, 3)))
 
     def class_activation_maps(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """ImageNet logits (B, classes) and each class's activation map (B, classes, h, w) on the head's grid.
 
         The head pools its grid before one linear layer, so each class's logit is the mean of its map plus the
         bias: the map says where in the image the class was seen (CAM, Zhou et al., CVPR 2016)."""
-        x = self.stem(pixel_values)
-        for stage in self.stages:
-            x = stage(x)
-        grid = self.head(x)
-        maps = torch.einsum("kc,bchw->bkhw", self.classifier.weight, grid)
+        maps = torch.einsum("kc,bchw->bkhw", self.classifier.weight, self.head_grid(pixel_values))
         return maps.mean(dim=(2, 3)) + self.classifier.bias, maps
 
     def stage_features(self, pixel_values: torch.Tensor, stages: Sequence[int]) -> list[torch.Tensor]:

@@ -38,12 +38,14 @@ def explain_picture(
     answer: str,
     notes: Sequence[str] = (),
     letterboxed: bool = False,
-    labelled_boxes: Sequence[tuple[str, Sequence[int]]] = (),
+    tag_boxes: Sequence[tuple[str, Sequence[int]]] = (),
+    text_boxes: Sequence[tuple[str, Sequence[int]]] = (),
 ) -> Image.Image:
     """Three panels side by side: marked image | heat map + sampled patches | question, captions, answer.
     `letterboxed`: the encoder saw the image centred on a square, so that square is shown (the grid covers it).
-    `labelled_boxes` (label, (x0, y0, x1, y1) in the image's pixels) are drawn on the middle panel: a photo's tags
-    where their class activation maps are strong, and its lines of text (docs/methods.md §8)."""
+    `tag_boxes` and `text_boxes` (label, (x0, y0, x1, y1) in the image's pixels) are drawn on the middle panel: a
+    photo's tags where their class activation maps are strong (the first in red), and its lines of text in yellow
+    (docs/methods.md §8)."""
     image = letterbox(image.convert("RGB")) if letterboxed else image
     shown = _fit(image.convert("RGB"))
     rows, cols = (int(grid[0]), int(grid[1])) if len(grid) == 2 else (1, 1)
@@ -65,11 +67,12 @@ def explain_picture(
             draw.rectangle((c * cell_w, r * cell_h, (c + 1) * cell_w - 1, (r + 1) * cell_h - 1),
                            outline=(255, 255, 255), width=1)
     font = ImageFont.load_default()
-    if labelled_boxes:
+    labelled = [(label, box, (220, 30, 30) if k == 0 else (30, 60, 200)) for k, (label, box) in enumerate(tag_boxes)]
+    labelled += [(label, box, (250, 220, 40)) for label, box in text_boxes]
+    if labelled:
         draw = ImageDraw.Draw(heat_panel)
         scale = shown.width / image.width
-        for k, (label, box) in enumerate(labelled_boxes):
-            colour = (220, 30, 30) if k == 0 else (250, 220, 40) if label.startswith('"') else (30, 60, 200)
+        for label, box, colour in labelled:
             x0, y0, x1, y1 = (round(v * scale) for v in box)
             draw.rectangle((x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)), outline=colour, width=2)
             draw.text((x0 + 3, y0 + 2), label[:40], fill=colour, font=font)
@@ -87,7 +90,7 @@ def explain_picture(
     canvas.paste(heat_panel, (PANEL + 20, 24))
     draw = ImageDraw.Draw(canvas)
     draw.text((10, 6), "image as the model saw it", fill=(0, 0, 0), font=font)
-    middle = "tags (class activation boxes) and text read" if labelled_boxes else \
+    middle = "tags (class activation boxes) and text read" if labelled else \
         "GradCAM heat map, sampled patches outlined"
     draw.text((PANEL + 20, 6), middle, fill=(0, 0, 0), font=font)
     y = 24

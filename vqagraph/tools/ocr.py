@@ -66,8 +66,10 @@ class TextReader:
             if score >= self.min_score and text.strip():
                 words.append(TextLine(text.strip(), round(float(score), 4),
                                       (round(min(xs)), round(min(ys)), round(max(xs)), round(max(ys)))))
-        lines = join_lines(words)
-        return [line for i, line in enumerate(lines) if line.text not in {seen.text for seen in lines[:i]}]
+        kept: dict[str, TextLine] = {}
+        for line in join_lines(words):
+            kept.setdefault(line.text, line)
+        return list(kept.values())
 
 
 def text_caption(line: TextLine) -> str:

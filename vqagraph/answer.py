@@ -72,6 +72,20 @@ class ProjectionRecord(TypedDict, total=False):
     prompt_tokens: int  # text tokens around the image
 
 
+class AdapterRecord(TypedDict, total=False):
+    """The adapter route's work (LLaMA-Adapter, docs/methods.md §9); the prompts stay in the cache and the model."""
+
+    query_tokens: int  # the Q-Former's queries: the visual feature added to the adaption prompts
+    conditioned: bool  # InstructBLIP: the Q-Former read the question
+    image_encoded: bool  # False when the Q-Former's output came from the cache
+    visual_norm: float  # the visual feature's mean L2 norm per query, before its projection
+    adapter_layers: int  # L: the adapted layers, from the top
+    adapter_len: int  # K: adaption prompts per layer
+    gates: list[float]  # mean |gate| per adapted layer, bottom to top (0: the layer ignores its prompts)
+    prompt: str  # the text the LLM reads (no image tokens: the image is inside the layers)
+    prompt_tokens: int
+
+
 class Trace(BaseModel):
     """How the answer was reached. A route registered beyond the built-in three (graphs/registry.py) files its
     record under its own name too, as an extra field (`trace.model_extra`, and in `model_dump()`)."""
@@ -96,6 +110,7 @@ class Trace(BaseModel):
     img2llm: TextRouteRecord | None = Field(None, description="the text route's work, when it ran")
     bridge: BridgeRecord | None = Field(None, description="the Q-Former route's work, when it ran")
     projection: ProjectionRecord | None = Field(None, description="the projection route's work, when it ran")
+    adapter: AdapterRecord | None = Field(None, description="the adapter route's work, when it ran")
 
 
 class Answer(BaseModel):

@@ -91,8 +91,9 @@ class Img2LLMSettings(BaseModel):
     seed: int = Field(0, description="seeds patch and caption sampling: a question answers the same way twice")
 
 
-class BridgeSettings(BaseModel):
-    """The Q-Former route's knobs; defaults reproduce BLIP-2's zero-shot VQA (docs/methods.md §2)."""
+class QueryPromptSettings(BaseModel):
+    """The text a Q-Former's queries go with: BLIP-2's zero-shot VQA prompt (docs/methods.md §2), shared by the
+    Q-Former route and the adapter route, so the two differ only in where the queries enter the LLM."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -109,11 +110,22 @@ class BridgeSettings(BaseModel):
         description="InstructBLIP: the Q-Former's instruction text (the question itself)",
     )
     history_template: str = Field(BLIP2_HISTORY_TURN, description="an earlier turn, as LAVIS concatenates them (§2)")
+
+
+class BridgeSettings(QueryPromptSettings):
+    """The Q-Former route's knobs; defaults reproduce BLIP-2's zero-shot VQA (docs/methods.md §2)."""
+
     send: Literal["prompt-embeds", "image", "image-embeds"] = Field(
         "prompt-embeds",
         description="prompt-embeds: [soft prompt; text] to any served LLM; image / image-embeds: to a BLIP-2 "
         "checkpoint vLLM serves whole, the image itself or the locally projected query embeddings",
     )
+
+
+class AdapterSettings(QueryPromptSettings):
+    """The adapter route's knobs (LLaMA-Adapter, docs/methods.md §9): the Q-Former route's prompt, with the queries
+    added to the adaption prompts inside the LLM instead of placed before the text. With `add_bos`, BOS starts the
+    text, as the adapter was trained."""
 
 
 class ProjectionSettings(BaseModel):
@@ -248,7 +260,7 @@ class Limits(BaseModel):
     max_question_chars: int = Field(1000, ge=1)
 
 
-ROLES = ("itm", "captioner", "question_generator", "llm", "qformer", "projector")
+ROLES = ("itm", "captioner", "question_generator", "llm", "qformer", "projector", "llama_adapter")
 
 
 class ImageEncoderSettings(BaseModel):
@@ -291,6 +303,9 @@ class Profile(BaseModel):
     projector: ModelRef | None = Field(
         None, description="LLaVA-family checkpoint for the projection route (only its vision tower and "
         "multi_modal_projector are loaded; with `image_encoder`, the projector alone)")
+    llama_adapter: ModelRef | None = Field(
+        None, description="LLaMA-Adapter checkpoint for the adapter route: a Q-Former checkpoint (its visual feature) "
+        "with llama_adapter_config.json and llama_adapter.safetensors beside it; runs on the transformers backend only")
     image_encoder: ImageEncoderSettings | None = Field(
         None, description="a frozen pretrained encoder under the ITM, captioner and Q-Former (each then carries an "
         "image_adapter/); None: each checkpoint's own vision model reads pixels (BLIP's ViT)")
@@ -299,6 +314,7 @@ class Profile(BaseModel):
     img2llm: Img2LLMSettings = Field(default_factory=Img2LLMSettings)
     bridge: BridgeSettings = Field(default_factory=BridgeSettings)
     projection: ProjectionSettings = Field(default_factory=ProjectionSettings)
+    adapter: AdapterSettings = Field(default_factory=AdapterSettings)
     router: RouterSettings = Field(default_factory=RouterSettings)
     conversation: ConversationSettings = Field(default_factory=ConversationSettings)
     batching: BatchingSettings = Field(default_factory=BatchingSettings)

@@ -27,6 +27,7 @@ from vqagraph.tools.region_captioner import BlipCaptioner, RegionCaptioner
 
 if TYPE_CHECKING:
     from vqagraph.tools.image_tags import ImageTagger
+    from vqagraph.tools.llama_adapter import AdapterEncoder
     from vqagraph.tools.ocr import TextReader
 
 _LOADING = threading.RLock()
@@ -157,19 +158,55 @@ class Toolkit:
     @loaded_once
     def qformer(self) -> QFormerEncoder:
         """The Q-Former route's encoder: only the Q-Former parts of the checkpoint are loaded."""
-        from transformers import AutoTokenizer, BlipImageProcessorPil
-
-        ref = self.profile.qformer
-        if ref is None:
+        if self.profile.qformer is None:
             raise ProfileError(f"profile {self.profile.name!r} has no `qformer` checkpoint: the Q-Former route "
                                "(bridge) needs a BLIP-2 or InstructBLIP checkpoint")
-        bridge = hub.load(QFormerBridge, ref, "qformer", device=self.device).keep_qformer_fp32()
-        processor = hub.load(BlipImageProcessorPil, ref, "qformer")
+        return self._qformer_encoder("qformer")
+
+    def _qformer_encoder(self, role: str) -> QFormerEncoder:
+        from transformers import AutoTokenizer, BlipImageProcessorPil
+
+        ref = getattr(self.profile, role)
+        bridge = hub.load(QFormerBridge, ref, role, device=self.device).keep_qformer_fp32()
+        processor = hub.load(BlipImageProcessorPil, ref, role)
         instruction_tokenizer = None
         if bridge.conditioned:
-            instruction_tokenizer = hub.load(AutoTokenizer, ref, "qformer", subfolder="qformer_tokenizer")
-        return QFormerEncoder(bridge, processor, self.features, ref.id, instruction_tokenizer, self.vision("qformer"),
+            instruction_tokenizer = hub.load(AutoTokenizer, ref, role, subfolder="qformer_tokenizer")
+        return QFormerEncoder(bridge, processor, self.features, ref.id, instruction_tokenizer, self.vision(role),
                               self.batching)
+
+    @loaded_once
+    def llama_adapter(self) -> AdapterEncoder:
+        """The adapter route's encoder: the checkpoint's frozen Q-Former and its adaption prompts, checked against
+        the profile's LLM, whose attention modules get the (inert) adapter hooks."""
+        from vqagraph.models.llama_adapter import LlamaAdapter
+        from vqagraph.tools.llama_adapter import AdapterEncoder
+
+        if self.profile.llama_adapter is None:
+            raise ProfileError(f"profile {self.profile.name!r} has no `llama_adapter` checkpoint: the adapter route "
+                               "needs a LLaMA-Adapter checkpoint")
+        adapter = hub.load(LlamaAdapter, self.profile.llama_adapter, "llama_adapter", device=self.device)
+        backend = self.adapted_llm.llm
+        adapter.check_llm(backend.model.config, backend.name)  # type: ignore[attr-defined]
+        return AdapterEncoder(self._qformer_encoder("llama_adapter"), adapter)
+
+    @loaded_once
+    def adapted_llm(self) -> BatchedLLM:
+        """The profile's LLM (batched as `llm`), its in-process model hooked for adaption prompts (the adapter
+        route); the other routes' calls on the same model are untouched. vLLM runs no such hooks, so a vLLM backend
+        is refused here."""
+        from vqagraph.tools.llm.transformers_backend import TransformersLLM
+
+        backend = self.profile.llm_backend
+        if backend.kind != "transformers" or backend.url:
+            raise ProfileError(f"the adapter route runs on the transformers backend only (vLLM cannot run "
+                               f"LLaMA-Adapter's gated adaption prompts); profile {self.profile.name!r} uses "
+                               f"{backend.url or backend.kind}")
+        llm = self.llm
+        if not isinstance(llm, BatchedLLM) or not isinstance(llm.llm, TransformersLLM):
+            raise ProfileError(f"the adapter route needs the transformers backend, not {type(llm).__name__}")
+        llm.llm.enable_adaption()
+        return llm
 
     @loaded_once
     def projector(self) -> ProjectionEncoder:
@@ -201,6 +238,8 @@ class Toolkit:
 
     def _backend(self) -> FrozenLLM:
         """The profile's backend; the server and engine backends read the tokenizer from the local model dir."""
+        from vqagraph.tools.llm.transformers_backend import TransformersLLM
+
         backend = self.profile.llm_backend
         ref = self.profile.llm
         if backend.kind == "vllm-server" or backend.url:
@@ -213,8 +252,6 @@ class Toolkit:
 
             return VLLMEngineLLM(hub.resolve(ref), max_model_len=backend.max_model_len)
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
-
-        from vqagraph.tools.llm.transformers_backend import TransformersLLM
 
         # LLaVA-1.5 tunes its LLM in its second stage, so the projection route needs the checkpoint's own language
         # model: a LLaVA checkpoint named as the LLM runs whole here, answering from prompt embeddings alone.

@@ -1,6 +1,6 @@
-"""`vqagraph-lab [--bridge | --projection] [--quick] [--out DIR] [--seed S] …` (or `python -m vqagraph_lab`): train
-the `shapes` profile's models from a seed, into a folder the user names (default: the cache's `lab/` folder; the
-shipped weights change only with `--out vqagraph/weights`)."""
+"""`vqagraph-lab [--bridge | --projection | --adapter] [--quick] [--out DIR] [--seed S] …` (or `python -m
+vqagraph_lab`): train the `shapes` profile's models from a seed, into a folder the user names (default: the cache's
+`lab/` folder; the shipped weights change only with `--out vqagraph/weights`)."""
 
 from __future__ import annotations
 
@@ -19,12 +19,21 @@ from vqagraph_lab.progress import default_out
 
 def add_train_options(train: argparse.ArgumentParser) -> None:
     """The trainers' options: the text route's models by default, the Q-Formers with --bridge, the projector with
-    --projection."""
+    --projection, LLaMA-Adapter with --adapter."""
     train.add_argument("--bridge", action="store_true",
                        help="train the BLIP-2 and InstructBLIP bridges into the frozen LLM (needs the text route's "
                        "trained vision model, see --vision-dir)")
     train.add_argument("--projection", action="store_true",
                        help="train the projection bridge (LLaVA's projector) into the frozen LLM")
+    train.add_argument("--adapter", action="store_true",
+                       help="train LLaMA-Adapter's gated adaption prompts inside the frozen LLM, on a trained "
+                       "Q-Former's visual feature (see --qformer)")
+    train.add_argument("--qformer", default=None,
+                       help="--adapter: the frozen Q-Former checkpoint whose queries are the visual feature "
+                       "(default builtin:shapes-blip2; builtin:shapes-instructblip for question-conditioned ones)")
+    train.add_argument("--layers", type=int, default=None, help="--adapter: adapted layers L, from the top")
+    train.add_argument("--prompt-len", type=int, default=None, help="--adapter: adaption prompts K per layer")
+    train.add_argument("--steps", type=int, default=None, help="--adapter: training steps (default: the plan's)")
     train.add_argument("--quick", action="store_true", help="a tiny run (under a minute) that shows the losses drop")
     train.add_argument("--out", default=None,
                        help=f"where the model folders go (default: {default_out()}; the shipped models are "
@@ -44,7 +53,8 @@ def add_train_options(train: argparse.ArgumentParser) -> None:
     train.add_argument("--lm-steps", type=int, default=None, help="--projection: LM-stage steps (default: the plan's)")
     train.add_argument("--lm-lr", type=float, default=None, help="--projection: LM-stage peak learning rate")
     train.add_argument("--budget-minutes", type=float, default=None,
-                       help="--projection: the run stops its LM stage at this deadline (default: the plan's 90)")
+                       help="--projection, --adapter: the run stops training at this deadline (default: the "
+                       "plan's 90)")
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
@@ -59,6 +69,19 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         notes = train_projection(args.out, seed=args.seed, quick=args.quick, threads=args.threads, resume=args.resume,
                                  plan=plan, continue_from=args.continue_from)
         return {k: notes[k] for k in ("timings_s", "losses", "heldout_accuracy", "model")}
+    if args.adapter:
+        from vqagraph_lab.adapter import FULL as ADAPTER_FULL
+        from vqagraph_lab.adapter import QFORMER, train_adapter
+        from vqagraph_lab.adapter import QUICK as ADAPTER_QUICK
+
+        adapter_plan = ADAPTER_QUICK if args.quick else ADAPTER_FULL
+        changes = {"adapter_layers": args.layers, "adapter_len": args.prompt_len, "steps": args.steps,
+                   "budget_s": None if args.budget_minutes is None else 60 * args.budget_minutes}
+        adapter_plan = replace(adapter_plan, **{k: v for k, v in changes.items() if v is not None})
+        notes = train_adapter(args.out, seed=args.seed, quick=args.quick, llm=args.llm,
+                              qformer=args.qformer or QFORMER, threads=args.threads, workers=args.workers,
+                              plan=adapter_plan, resume=args.resume)
+        return {k: notes[k] for k in ("timings_s", "losses", "heldout_accuracy", "gates", "model")}
     if args.bridge:
         from vqagraph_lab.qformer import train_bridge
 
@@ -81,13 +104,18 @@ def main(argv: list[str] | None = None) -> int:
     add_train_options(parser)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    if args.bridge and args.projection:
-        parser.error("choose --bridge or --projection, one per run")
+    if sum((args.bridge, args.projection, args.adapter)) > 1:
+        parser.error("choose one of --bridge, --projection, --adapter per run")
     projection_only = [f for f, v in (("--continue-from", args.continue_from), ("--lm-steps", args.lm_steps),
-                                      ("--lm-lr", args.lm_lr), ("--budget-minutes", args.budget_minutes))
-                       if v is not None]
+                                      ("--lm-lr", args.lm_lr)) if v is not None]
     if projection_only and not args.projection:
         parser.error(f"{', '.join(projection_only)} only go with --projection")
+    adapter_only = [f for f, v in (("--qformer", args.qformer), ("--layers", args.layers),
+                                   ("--prompt-len", args.prompt_len), ("--steps", args.steps)) if v is not None]
+    if adapter_only and not args.adapter:
+        parser.error(f"{', '.join(adapter_only)} only go with --adapter")
+    if args.budget_minutes is not None and not (args.projection or args.adapter):
+        parser.error("--budget-minutes only goes with --projection or --adapter")
     if os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE" and args.threads is None:
         # OpenMP reads its wait policy when torch loads, and spinning threads are 10-20x slower on a busy 2-core
         # CPU (lab/progress.py `default_threads`): run again in a fresh process that waits passively.

@@ -36,7 +36,7 @@ Type a question about the current image, or a command:
   /image PATH     switch image: the next question is about it
   /mark SPEC      a visual prompt for the next question, e.g. /mark rectangle:10,20,120,90:red
                   (repeat for several; /mark alone lists them; /mark clear drops them)
-  /route R        auto | img2llm | bridge | projection | both (now: {route})
+  /route R        {choices} (now: {route})
   /history        this thread's turns
   /thread         the thread id, and how to continue it later
   /help           this text
@@ -245,7 +245,7 @@ class ChatSession:
         self.say(f"continue it with: {self.continue_hint()}")
 
     def cmd_help(self, _rest: str = "") -> None:
-        self.say(HELP.format(route=self.route))
+        self.say(HELP.format(route=self.route, choices=" | ".join(REGISTRY.requested())))
 
     # ---- a question ---------------------------------------------------------------------------------------
 
@@ -355,8 +355,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--thread", default=None, metavar="ID", help="continue this thread (its image comes with it)")
     add_engine_options(parser)
     parser.add_argument("--route", default="auto", choices=REGISTRY.requested(),
-                        help="auto: the router decides; img2llm: text route; bridge: Q-Former route; "
-                        "projection: LLaVA projection route; both: every route the profile has")
+                        help="auto: the router decides; " + "; ".join(f"{r.name}: {r.title}" for r in REGISTRY)
+                        + "; both: every route the profile has")
     parser.add_argument("--router", default=None, choices=POLICIES,
                         help="the router's policy for route auto (default: the profile's)")
     parser.set_defaults(func=run_chat)

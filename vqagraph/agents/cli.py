@@ -37,7 +37,8 @@ def _ask_batch(args: argparse.Namespace) -> int:
     if not args.out:
         raise QuestionError("--batch needs --out OUT.jsonl (the answers, one a line; a rerun resumes it)")
     if args.route == "both" or args.batch_size < 1:
-        raise QuestionError("--batch takes one route (auto, img2llm, bridge or projection) and --batch-size >= 1")
+        raise QuestionError(f"--batch takes one route ({', '.join(r for r in ROUTES.requested() if r != 'both')}) "
+                            "and --batch-size >= 1")
     items = load_dataset(args.batch, images=args.images, annotations=args.annotations, scored=False)
     graph = None
     if args.graph:

@@ -60,7 +60,8 @@ class VisualQuestionInput(BaseModel):
     thread: str | None = Field(None, description="optional conversation id: the question becomes a turn of it")
     route: RequestedRoute = Field(
         "auto", description="auto (the router decides), img2llm (text route), bridge (Q-Former route), "
-        "projection (LLaVA projection route), or both (every route the profile has)")
+        "projection (LLaVA projection route), adapter (LLaMA-Adapter route), a route the application registered, "
+        "or both (every route the profile has)")
 
 
 def validation_message(exc: ValidationError | ValidationErrorV1) -> str:

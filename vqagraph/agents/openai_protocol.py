@@ -48,7 +48,7 @@ from pydantic import (
     field_validator,
 )
 
-from vqagraph.graphs.registry import RequestedRoute
+from vqagraph.graphs.registry import ROUTES, RequestedRoute, route_record
 from vqagraph.tools.llm.postprocess import postprocess_answer
 
 if TYPE_CHECKING:
@@ -407,12 +407,10 @@ def usage_of(answer: Answer) -> Usage:
     prompt = completion_tokens = 0
     for result in trace.route_answers.values():
         completion_tokens += len(result["token_ids"])
-    if trace.img2llm:
-        prompt += int(trace.img2llm.get("prompt_stats", {}).get("tokens", 0))
-    if trace.bridge:
-        prompt += trace.bridge.get("prompt_tokens", 0) + trace.bridge.get("query_tokens", 0)
-    if trace.projection:
-        prompt += trace.projection.get("prompt_tokens", 0) + trace.projection.get("image_tokens", 0)
+    for route in ROUTES:
+        record = route_record(trace, route.name)
+        if record:
+            prompt += route.prompt_tokens(record)
     return Usage(prompt_tokens=prompt, completion_tokens=completion_tokens, total_tokens=prompt + completion_tokens)
 
 

@@ -97,6 +97,7 @@ from vqagraph.errors import (
     QuestionError,
     VQAGraphError,
 )
+from vqagraph.graphs.registry import ROUTES
 from vqagraph.request import AskRequest
 
 if TYPE_CHECKING:
@@ -284,8 +285,7 @@ class OpenAIServer:
         self.created = int(time.time())
         profile = engine.profile
         # The most tokens an answer can have: each answering route's cap.
-        self.answer_cap = max(profile.img2llm.answer_max_new_tokens, profile.bridge.max_new_tokens,
-                              profile.projection.max_new_tokens)
+        self.answer_cap = max(ROUTES.get(name).answer_cap(profile) for name in ROUTES.available(profile))
         # Recent answers by completion id (the web page's explain picture), each with its owner; the oldest go.
         self.recent: OrderedDict[str, tuple[str, Answer]] = OrderedDict()
         self.max_recent = 64

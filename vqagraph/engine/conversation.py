@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from vqagraph.answer import Answer
 from vqagraph.errors import ImageError
 from vqagraph.graphs.events import OnEvent, stream_event
+from vqagraph.graphs.registry import ROUTES, route_record
 from vqagraph.request import AskRequest, validate_marks, validate_question
 
 if TYPE_CHECKING:
@@ -102,8 +103,8 @@ def history_on(turns: Sequence[dict[str, Any]], image_ref: str) -> list[dict[str
 def vision_encoded(answer: Answer) -> bool:
     """Did any route that ran encode the image (rather than reuse cached features)?"""
     trace = answer.trace
-    return any(record.get("image_encoded", False) for record in (trace.img2llm, trace.bridge, trace.projection)
-               if record is not None)
+    return any(record.get("image_encoded", False) for record in (route_record(trace, r.name) for r in ROUTES)
+               if record)
 
 
 def answer_turn(state: ThreadState, runtime: Runtime[TurnContext]) -> dict[str, Any]:

@@ -252,8 +252,8 @@ class Engine:
     ) -> Answer:
         """Answer `question` about `image`; `marks` (visual prompts) are drawn on it first.
 
-        `route`: auto (the router's `policy` decides; `router` overrides the profile's), img2llm, bridge,
-        projection, or both (every route the profile has)."""
+        `route`: auto (the router's `policy` decides; `router` overrides the profile's), a registered route
+        (img2llm, bridge, projection, adapter, …), or both (every route the profile has)."""
         return self.answer(AskRequest(question=question, image=image, route=route, marks=list(marks or []),
                                       router=router))
 

@@ -38,4 +38,5 @@ BRIDGE_ROUTE = Route(
     first_node=_first_node,
     optional_reads=("standalone_question", "history"),
     describe=_describe,
+    prompt_tokens=lambda record: record.get("prompt_tokens", 0) + record.get("query_tokens", 0),
 )

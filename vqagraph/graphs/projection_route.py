@@ -29,4 +29,5 @@ PROJECTION_ROUTE = Route(
     missing="no `projector` checkpoint (LLaVA)",
     optional_reads=("history",),
     describe=_describe,
+    prompt_tokens=lambda record: record.get("prompt_tokens", 0) + record.get("image_tokens", 0),
 )

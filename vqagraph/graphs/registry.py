@@ -18,6 +18,7 @@ from pydantic import AfterValidator
 from vqagraph.answer import VisualPromptRecord
 from vqagraph.config import Profile
 from vqagraph.errors import ProfileError, QuestionError
+from vqagraph.graphs.adapter_route import ADAPTER_ROUTE
 from vqagraph.graphs.bridge_route import BRIDGE_ROUTE
 from vqagraph.graphs.projection_route import PROJECTION_ROUTE
 from vqagraph.graphs.routes import Route, state_schema
@@ -25,7 +26,7 @@ from vqagraph.graphs.state import VQAState
 from vqagraph.graphs.text_route import TEXT_ROUTE
 
 CHOICES = ("auto", "both")  # what a caller may ask for besides a route: the router decides, or every route runs
-_BUILT_IN_RECORDS = ("img2llm", "bridge", "projection")  # VQAState's typed record channels
+_BUILT_IN_RECORDS = ("img2llm", "bridge", "projection", "adapter")  # VQAState's typed record channels
 
 
 class RouteRegistry:
@@ -101,7 +102,7 @@ class RouteRegistry:
         return state_schema(tuple(self))
 
 
-ROUTES = RouteRegistry((TEXT_ROUTE, BRIDGE_ROUTE, PROJECTION_ROUTE))
+ROUTES = RouteRegistry((TEXT_ROUTE, BRIDGE_ROUTE, PROJECTION_ROUTE, ADAPTER_ROUTE))
 register = ROUTES.register
 
 
@@ -115,11 +116,16 @@ def _requested_route(value: str) -> str:
 RequestedRoute = Annotated[str, AfterValidator(_requested_route)]
 
 
+def route_record(trace: Any, name: str) -> dict[str, Any] | None:
+    """A route's record in a trace: a typed field for the built-in routes, an extra field for an added one."""
+    return getattr(trace, name, None) or (trace.model_extra or {}).get(name)
+
+
 def route_lines(trace: Any) -> list[str]:
     """Each route record's line for the CLI (the route's own `describe`), in the registry's order."""
     lines = []
     for route in ROUTES:
-        record = getattr(trace, route.name, None) or (trace.model_extra or {}).get(route.name)
+        record = route_record(trace, route.name)
         line = route.describe(record) if record else None
         if line:
             lines.append(line)

@@ -45,6 +45,7 @@ class Route:
     first_node: FirstNode | None = None
     optional_reads: tuple[str, ...] = ()  # what the subgraph reads when present (the catalogue says it)
     describe: Callable[[dict[str, Any]], str | None] = lambda _record: None  # a line for the CLI, from its record
+    prompt_tokens: Callable[[dict[str, Any]], int] = lambda _record: 0  # what the LLM read, from its record (usage)
 
     def output_schema(self) -> type:
         """Only its record, its answer and its timings leave the subgraph, so routes run side by side (`both`)."""

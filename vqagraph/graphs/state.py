@@ -6,7 +6,14 @@ import operator
 from dataclasses import dataclass
 from typing import Annotated, Any, TypedDict
 
-from vqagraph.answer import BridgeRecord, ProjectionRecord, RouteAnswer, TextRouteRecord, VisualPromptRecord
+from vqagraph.answer import (
+    AdapterRecord,
+    BridgeRecord,
+    ProjectionRecord,
+    RouteAnswer,
+    TextRouteRecord,
+    VisualPromptRecord,
+)
 from vqagraph.toolkit import Toolkit
 
 
@@ -40,6 +47,7 @@ class VQAState(TypedDict, total=False):
     img2llm: Annotated[TextRouteRecord, merge_dicts]
     bridge: Annotated[BridgeRecord, merge_dicts]
     projection: Annotated[ProjectionRecord, merge_dicts]
+    adapter: Annotated[AdapterRecord, merge_dicts]
     # each route's answer, by route name: {answer, raw_answer, token_logprobs, mean_logprob}
     route_answers: Annotated[dict[str, RouteAnswer], merge_dicts]
     # answer

@@ -28,4 +28,5 @@ TEXT_ROUTE = Route(
     loads=("region_captioner", "question_generator", "extractor", "llm"),
     optional_reads=("visual_prompt.boxes", "standalone_question", "history"),
     describe=_describe,
+    prompt_tokens=lambda record: int(record.get("prompt_stats", {}).get("tokens", 0)),
 )

@@ -17,6 +17,7 @@ const state = {
   drag: null,         // the gesture in progress
   thread: localStorage.getItem("vqagraph.thread") || null,
   busy: false,
+  routes: ["img2llm", "bridge", "projection", "adapter"],  // replaced by the server's registry (GET /v1/routes)
 };
 
 // ------------------------------------------------------------------------------------------- server calls
@@ -418,7 +419,7 @@ async function explain(target) {
   picture.hidden = true;
   const t = target.trace;
   const records = {};
-  for (const key of ["img2llm", "bridge", "projection", "visual_prompt"]) if (t[key]) records[key] = t[key];
+  for (const key of [...state.routes, "visual_prompt"]) if (t[key]) records[key] = t[key];
   if (records.img2llm) {
     const { gradcam, grid, patch_ids, ...rest } = records.img2llm;
     records.img2llm = { ...rest, gradcam: `(${(gradcam || []).length} values on a ${grid} grid)` };
@@ -541,6 +542,7 @@ async function start() {
   try { state.vocabulary = await (await fetch("/v1/marks")).json(); } catch (e) { /* the defaults */ }
   try {  // the routes the server has registered, each offered when the served profile can run it
     const { routes } = await (await fetch("/v1/routes")).json();
+    state.routes = routes.map((r) => r.name);  // each route's trace record is filed under its name
     $("route-both").before(...routes.filter((r) => r.available).map((r) => {
       const option = new Option(`${r.name} (${r.title})`, r.name); option.title = r.summary; return option;
     }));

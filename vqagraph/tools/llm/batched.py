@@ -14,10 +14,13 @@ from typing import Any
 
 import torch
 
+from vqagraph.errors import ProfileError
+from vqagraph.models.llama_adapter import AdaptionPrompts
 from vqagraph.tools.batching import Batcher, BatchPolicy
 from vqagraph.tools.llm.base import FrozenLLM, Generation, GenerationParams, OnToken, OnTokens, row_callbacks
 
 Call = tuple[Any, GenerationParams, OnToken]  # a prompt (text or embeddings), its settings, its token callback
+AdaptedCall = tuple[torch.Tensor, GenerationParams, OnToken, AdaptionPrompts]  # and its adaption prompts
 
 
 class BatchedLLM:
@@ -32,6 +35,8 @@ class BatchedLLM:
         self.embeds: Batcher[Call, Generation] = policy.batcher(
             lambda calls: llm.generate_from_embeddings([c[0] for c in calls], calls[0][1], [c[2] for c in calls]),
             _same_settings, "llm_embeddings")
+        self.adapted: Batcher[AdaptedCall, Generation] = policy.batcher(self._adapted_batch, _same_adapter,
+                                                                        "llm_adapted")
 
     @property
     def context_length(self) -> int:
@@ -57,6 +62,24 @@ class BatchedLLM:
     ) -> list[Generation]:
         return self._each(self.embeds, embeds, params, on_token)
 
+    def generate_adapted(
+        self, embeds: list[torch.Tensor], adaption: list[AdaptionPrompts], params: GenerationParams | None = None,
+        on_token: OnTokens = None,
+    ) -> list[Generation]:
+        """Prompt embeddings, each with its LLaMA-Adapter prompts; the transformers backend only
+        (`TransformersLLM.generate_adapted`)."""
+        if not hasattr(self.llm, "generate_adapted"):
+            raise ProfileError(f"{type(self.llm).__name__} cannot run adaption prompts: the adapter route needs the "
+                               "transformers backend")
+        settings = params or GenerationParams()
+        callbacks = [_in_this_context(call) for call in row_callbacks(on_token, len(embeds))]
+        return self.adapted.map([(e, settings, call, prompts) for e, call, prompts in zip(embeds, callbacks, adaption,
+                                                                                           strict=True)])
+
+    def _adapted_batch(self, calls: list[AdaptedCall]) -> list[Generation]:
+        return self.llm.generate_adapted(  # type: ignore[attr-defined, no-any-return]
+            [c[0] for c in calls], [c[3] for c in calls], calls[0][1], [c[2] for c in calls])
+
     @staticmethod
     def _each(batcher: Batcher[Call, Generation], inputs: Sequence[Any], params: GenerationParams | None,
               on_token: OnTokens) -> list[Generation]:
@@ -72,6 +95,11 @@ def _in_this_context(call: OnToken) -> OnToken:
         return None
     context = contextvars.copy_context()
     return lambda text: context.run(call, text)
+
+
+def _same_adapter(call: AdaptedCall) -> Any:
+    """Calls share a batch when their settings share one and their prompts come from one adapter (its gates)."""
+    return (_same_settings(call[:3]), id(call[3].gates))  # type: ignore[arg-type]
 
 
 def _same_settings(call: Call) -> Any:

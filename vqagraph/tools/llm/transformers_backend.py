@@ -8,6 +8,7 @@ import torch
 from transformers.generation.stopping_criteria import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
+from vqagraph.models.llama_adapter import AdaptionPrompts, adapted, attach
 from vqagraph.tools.llm.base import Generation, GenerationParams, OnToken, OnTokens, cut_at_stop, row_callbacks
 from vqagraph.tools.seeding import seeded
 
@@ -123,6 +124,19 @@ class TransformersLLM:
             mask[i, longest - len(r):] = 1
         return self._generate(params or GenerationParams(), on_token, input_ids=ids.to(self.device),
                               attention_mask=mask.to(self.device))
+
+    def enable_adaption(self) -> None:
+        """Hook the model's attention modules for adaption prompts (LLaMA-Adapter, models/llama_adapter.py); the
+        hooks act only in `generate_adapted`, so every other call computes what it did before."""
+        attach(self.model)
+
+    def generate_adapted(
+        self, embeds: list[torch.Tensor], adaption: list[AdaptionPrompts], params: GenerationParams | None = None,
+        on_token: OnTokens = None,
+    ) -> list[Generation]:
+        """`generate_from_embeddings` with each prompt's adaption prompts active in the adapted layers."""
+        with adapted(AdaptionPrompts.cat(adaption)):
+            return self.generate_from_embeddings(embeds, params, on_token)
 
     def generate_from_embeddings(
         self, embeds: list[torch.Tensor], params: GenerationParams | None = None, on_token: OnTokens = None

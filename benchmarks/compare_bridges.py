@@ -1,8 +1,11 @@
-"""The bridge survey's comparison inside one engine, in the Shapes world (docs/methods.md §1, §2, §7): the text route,
-the Q-Former unconditioned (BLIP-2) and conditioned on the question (InstructBLIP), and the projection (LLaVA),
-all into the same frozen SmolLM2-135M.
+"""The bridge survey's comparison inside one engine, in the Shapes world (docs/methods.md §1, §2, §7, §9): the text
+route, the Q-Former unconditioned (BLIP-2) and conditioned on the question (InstructBLIP), the projection (LLaVA),
+and LLaMA-Adapter's gated prompts inside the LLM fed by a Q-Former's queries, all into the same frozen SmolLM2-135M.
+The Q-Former arms form the survey's 2×2: BLIP-2 or InstructBLIP queries × at the LLM's input or through adapters
+in its layers (an InstructBLIP-query adapter is measured when `--adapter-instructblip` names one).
 
-1. Per-family VQA accuracy on a held-out split, the soft-prompt length and the seconds per question of each.
+1. Per-family VQA accuracy on a held-out split, the soft-prompt length, the trainable parameters and the seconds
+   per question of each.
 2. Image-to-text retrieval in the LLM's input space: each picture's soft prompt (mean over its tokens) against the
    LLM's input embeddings of every picture's caption (mean over tokens), by cosine similarity; top-k accuracy over
    pictures never trained on (chance: k / N).
@@ -37,8 +40,13 @@ ARMS: list[tuple[str, str, dict[str, Any]]] = [
     ("Q-Former (BLIP-2)", "bridge", {"qformer": {"id": "builtin:shapes-blip2"}}),
     ("Q-Former (InstructBLIP)", "bridge", {}),
     ("projection (LLaVA)", "projection", {}),
+    ("adapter (BLIP-2 queries)", "adapter", {"llama_adapter": {"id": "builtin:shapes-llama-adapter"}}),
 ]
-BRIDGES = ARMS[1:]
+BRIDGES = ARMS[1:4]  # the retrieval test reads soft prompts at the LLM's input; the adapter's queries are BLIP-2's
+# the survey's 2×2: (queries, where they enter) → arm
+CELLS = {("BLIP-2", "input"): "Q-Former (BLIP-2)", ("InstructBLIP", "input"): "Q-Former (InstructBLIP)",
+         ("BLIP-2", "adapter"): "adapter (BLIP-2 queries)",
+         ("InstructBLIP", "adapter"): "adapter (InstructBLIP queries)"}
 RETRIEVAL_INSTRUCTION = "What is in the picture?"  # what InstructBLIP's Q-Former reads for retrieval
 
 
@@ -50,7 +58,29 @@ def soft_prompt(engine: Engine, route: str, image: Image.Image) -> torch.Tensor:
 
 
 def prompt_length(engine: Engine, route: str, image: Image.Image) -> int:
+    if route == "adapter":
+        ref = engine.add_image(image)
+        return int(engine.tools.llama_adapter(ref, engine.tools.images.get(ref), RETRIEVAL_INSTRUCTION)[1].shape[0])
     return int(soft_prompt(engine, route, image).shape[0])
+
+
+def trainable_parameters(engine: Engine, route: str) -> int:
+    """What the arm's own training taught (the frozen encoder's grid adapter included; the LLM never)."""
+    tools = engine.tools
+
+    def count(*modules: Any) -> int:
+        return sum(p.numel() for m in modules for p in (m.parameters() if hasattr(m, "parameters") else [m]))
+
+    if route == "projection":
+        return count(tools.projector.bridge.multi_modal_projector)
+    if route == "adapter":
+        return count(tools.llama_adapter.adapter)  # its Q-Former is a frozen, already trained BLIP-2's
+    if route == "bridge":
+        bridge = tools.qformer.bridge
+        vision = tools.qformer.vision
+        return count(bridge.query_tokens, bridge.qformer, bridge.language_projection,
+                     *([vision.adapter] if vision is not None else []))  # type: ignore[attr-defined]
+    return 0
 
 
 def caption_vector(engine: Engine, caption: str) -> torch.Tensor:
@@ -109,15 +139,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=12345, help="seeds the retrieval pictures (unseen scenes)")
     parser.add_argument("--plot", type=Path, default=None, help="write the PCA view of each bridge here (PNG)")
     parser.add_argument("--json", type=Path, default=None, help="write every number here")
+    parser.add_argument("--adapter-instructblip", default=None,
+                        help="an adapter trained on InstructBLIP's queries (`vqagraph-lab --adapter --qformer "
+                        "builtin:shapes-instructblip`): the 2×2's fourth cell")
     args = parser.parse_args(argv)
+    arms = list(ARMS)
+    if args.adapter_instructblip:
+        arms.append((CELLS[("InstructBLIP", "adapter")], "adapter",
+                     {"llama_adapter": {"id": args.adapter_instructblip}}))
 
     # knowledge questions are kept out, as from every overall number (the bridges never train on them)
     items = [i for i in load_dataset(args.questions) if i.family != "knowledge"][: args.limit]
-    engines = {name: Engine.from_profile("shapes", **over) for name, _, over in ARMS}
+    engines = {name: Engine.from_profile("shapes", **over) for name, _, over in arms}
     records: list[AnswerRecord] = []
     lengths: dict[str, int] = {}
     seconds: dict[str, float] = {}
-    for name, route, _ in ARMS:
+    parameters: dict[str, int] = {}
+    for name, route, _ in arms:
         engine = engines[name]
         if route == "img2llm" and args.text_answers is not None:
             wanted = {(str(i.image), i.question) for i in items}
@@ -129,9 +167,17 @@ def main(argv: list[str] | None = None) -> int:
         seconds[name] = round(statistics.median(r.seconds for r in arm), 3) if arm else float("nan")
         if route != "img2llm":
             lengths[name] = prompt_length(engine, route, Image.open(items[0].image).convert("RGB"))
+            parameters[name] = trainable_parameters(engine, route)
         print(f"{name}: {len(arm)} answers, median {seconds[name]} s a question", file=sys.stderr)
-    report = EvalReport.from_records(records, [name for name, _, _ in ARMS])
+    report = EvalReport.from_records(records, [name for name, _, _ in arms])
     print(report.table())
+    overall = {name: report.routes[name].overall for name, _, _ in arms}
+    print("\nthe survey's 2×2 (overall, trainable parameters):")
+    print(f"{'queries':14} {'input':>22} {'adapter':>22}")
+    for queries in ("BLIP-2", "InstructBLIP"):
+        cells = [CELLS[(queries, where)] for where in ("input", "adapter")]
+        shown = [f"{overall[c]:5.1f} ({parameters[c]:,})" if c in overall else "not trained" for c in cells]
+        print(f"{queries:14} {shown[0]:>22} {shown[1]:>22}")
 
     pictures = retrieval_pictures(args.retrieval, args.seed)
     found: dict[str, dict[str, float]] = {}
@@ -164,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"PCA view: {args.plot}")
     if args.json is not None:
         args.json.write_text(json.dumps({"report": report.to_dict(), "tokens": lengths, "seconds": seconds,
-                                         "retrieval": found, "chance": chance}, indent=1) + "\n")
+                                         "parameters": parameters, "retrieval": found, "chance": chance},
+                                        indent=1) + "\n")
     return 0
 
 

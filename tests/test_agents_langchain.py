@@ -135,11 +135,18 @@ def test_tool_thread_and_errors(engine: Any, picture: Path, tmp_path: Path) -> N
                                    "route": "bridge",
                                    "marks": [{"shape": "rectangle", "box": [10, 10, 100, 100]}]}})
     assert marked.artifact["trace"]["visual_prompt"]["phrases"]
+    # The agent may set how the LLM decodes: a short, sampled, seeded answer, recorded in the trace.
+    sampled = tool.invoke({"name": tool.name, "id": "4", "type": "tool_call",
+                           "args": {"image": str(picture), "question": "What colour is it?", "route": "bridge",
+                                    "temperature": 0.7, "max_tokens": 2, "seed": 5}})
+    assert sampled.artifact["trace"]["generation"] == {"temperature": 0.7, "max_tokens": 2, "seed": 5}
+    assert len(sampled.artifact["trace"]["route_answers"]["bridge"]["token_ids"]) <= 2
     # Errors the agent can fix come back as the tool's content, not as an exception.
     for args, words in [({"image": str(tmp_path / "missing.png"), "question": "What?"}, "not found"),
                         ({"image": str(picture), "question": " "}, "empty"),
                         ({"question": "What?"}, "give the image"),
-                        ({"image": "/etc/hostname", "question": "What?"}, "outside the folder")]:
+                        ({"image": "/etc/hostname", "question": "What?"}, "outside the folder"),
+                        ({"image": str(picture), "question": "What?", "temperature": 9}, "temperature")]:
         message = tool.invoke({"name": tool.name, "id": "e", "type": "tool_call", "args": args})
         assert message.status == "error" and words in message.content, message.content
 

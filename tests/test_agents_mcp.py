@@ -40,7 +40,8 @@ async def drive(params: StdioServerParameters, picture: Path, errlog: Any) -> di
         seen["ask"] = await session.call_tool("ask_image", {"image": str(picture), "question": "What colour is it?",
                                                             "thread": "mcp-1", "route": "bridge"})
         seen["turn"] = await session.call_tool("ask_image", {"image": None, "question": "and what shape?",
-                                                             "thread": "mcp-1", "route": "bridge"})
+                                                             "thread": "mcp-1", "route": "bridge",
+                                                             "temperature": 0.7, "max_tokens": 2, "seed": 3})
         seen["render"] = await session.call_tool(
             "render_marks", {"image": str(picture), "marks": [{"shape": "rectangle", "box": [10, 10, 100, 100]}]})
         seen["missing"] = await session.call_tool("ask_image", {"image": str(picture.with_name("gone.png")),
@@ -64,6 +65,7 @@ def test_stdio_server_lists_and_answers(model_cache: Path, tmp_path: Path) -> No
     assert {"ask_image", "render_marks"} <= set(seen["tools"])
     schema = seen["tools"]["ask_image"].input_schema
     assert set(schema["required"]) >= {"question"} and "marks" in schema["properties"]
+    assert {"temperature", "max_tokens", "seed"} <= set(schema["properties"])  # how the LLM decodes, per call
 
     ask = seen["ask"]
     assert not ask.is_error, ask.content

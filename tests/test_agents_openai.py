@@ -111,8 +111,10 @@ def test_models_and_one_question(client: Any, engine: Any) -> None:
     response = client.chat.completions.create(
         model=engine.profile.name, messages=[user("What colour is the circle?", scene(1))],
         extra_body={"vqagraph": BRIDGE})
-    assert response.object == "chat.completion" and response.choices[0].finish_reason == "stop"
     answer = extension(response)["answer"]
+    assert response.object == "chat.completion"
+    # as vLLM says it: "length" when the route's 10-token cap ended the answer (the tiny LLM rarely stops early)
+    assert response.choices[0].finish_reason == answer["trace"]["route_answers"]["bridge"]["finish_reason"]
     assert response.choices[0].message.content == answer["answer"] and answer["route"] == "bridge"
     trace = answer["trace"]
     assert response.usage.prompt_tokens == trace["bridge"]["query_tokens"] + trace["bridge"]["prompt_tokens"] > 0
@@ -129,7 +131,7 @@ def test_streamed_answer_is_the_answer(client: Any, engine: Any) -> None:
     assert all(c.object == "chat.completion.chunk" for c in chunks)
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    final = next(c for c in chunks if c.choices and c.choices[0].finish_reason == "stop")
+    final = next(c for c in chunks if c.choices and c.choices[0].finish_reason in ("stop", "length"))
     answer = final.model_extra["vqagraph"]["answer"]
     assert text == answer["answer"]
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0 and not chunks[-1].choices
@@ -285,18 +287,42 @@ def test_serve_command_starts_on_loopback_with_a_key(model_cache: Path, tmp_path
     assert "127.0.0.1" in output and "API key required" in output
 
 
-def test_default_sampling_parameters_are_accepted(client: Any) -> None:
-    """What the engine does anyway (greedy decoding, answers within the cap, plain text) is accepted as asked."""
-    response = client.chat.completions.create(
-        model="vqagraph", messages=[user("What colour is the circle?", scene(9))], max_tokens=256,
-        max_completion_tokens=64, temperature=0, top_p=1, frequency_penalty=0, presence_penalty=0, logprobs=False,
-        response_format={"type": "text"}, n=1, extra_body={"vqagraph": BRIDGE})
-    assert response.choices[0].message.content is not None
-    with pytest.raises(openai.BadRequestError) as caught:  # below the answer cap: it could not be honoured
-        client.chat.completions.create(model="vqagraph", messages=[user("What is it?", scene(9))], max_tokens=3,
-                                       extra_body={"vqagraph": BRIDGE})
-    assert caught.value.body["param"] == "max_tokens"  # type: ignore[index]
-    assert "at least 10" in caught.value.body["message"]  # type: ignore[index]
+def test_sampling_parameters_are_honoured(client: Any) -> None:
+    """What real clients send by default or by habit (LlamaIndex's temperature 0.1, chat front ends' top_p and
+    max_tokens, a seed, a stop) is honoured per request, as vLLM honours it, and recorded in the trace."""
+    asked = {"model": "vqagraph", "messages": [user("What colour is the circle?", scene(9))],
+             "extra_body": {"vqagraph": BRIDGE}}
+    greedy = client.chat.completions.create(**asked, max_tokens=256, max_completion_tokens=64, temperature=0, top_p=1,
+                                            frequency_penalty=0, presence_penalty=0, logprobs=False,
+                                            response_format={"type": "text"}, n=1)
+    plain = extension(greedy)["answer"]["trace"]
+    assert plain["generation"] == {"max_tokens": 64}  # only what differs from greedy is recorded
+    greedy_ids = plain["route_answers"]["bridge"]["token_ids"]
+
+    def sampled(seed: int, **more: Any) -> dict[str, Any]:
+        reply = client.chat.completions.create(**asked, temperature=1.5, top_p=0.9, seed=seed, **more)
+        return extension(reply)["answer"]["trace"]  # type: ignore[no-any-return]
+
+    first = sampled(1)
+    assert first["generation"] == {"temperature": 1.5, "top_p": 0.9, "seed": 1}
+    assert sampled(1)["route_answers"] == first["route_answers"]  # a seeded request is reproducible
+    draws = {tuple(sampled(seed)["route_answers"]["bridge"]["token_ids"]) for seed in (1, 2, 3, 4)}
+    assert len(draws | {tuple(greedy_ids)}) > 1  # and it samples: not every seed gives the greedy tokens
+
+    short = client.chat.completions.create(**asked, max_tokens=1)
+    ids = extension(short)["answer"]["trace"]["route_answers"]["bridge"]["token_ids"]
+    assert ids == greedy_ids[:1] and short.choices[0].finish_reason == "length"  # cut there, and said so
+    raw = plain["route_answers"]["bridge"]["raw_answer"]
+    assert raw  # the greedy answer's first character, as a stop string: the answer ends before it
+    stopped = extension(client.chat.completions.create(**asked, stop=raw[0]))["answer"]["trace"]
+    assert stopped["generation"] == {"stop": [raw[0]]}
+    assert stopped["route_answers"]["bridge"]["raw_answer"] == ""
+    assert stopped["route_answers"]["bridge"]["finish_reason"] == "stop"
+    for bad, param in (({"n": 2}, "n"), ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+                       ({"max_tokens": 0}, "max_tokens")):
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(**asked, **bad)
+        assert caught.value.body["param"] == param  # type: ignore[index]
 
 
 def test_api_keys_from_flags_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -233,7 +233,8 @@ def test_the_route_matches_transformers_generate(engine: Engine, adapter_checkpo
             assert record["adapter_layers"] == 4 and record["adapter_len"] == 8 and len(record["gates"]) == 4
             assert min(record["gates"]) > 0 and record["visual_norm"] > 0 and not record["conditioned"]
             answers.add(tuple(got["token_ids"]))
-    assert len(answers) > 1 and max(map(len, answers)) > 0  # the image steers the answer through the layers: the check is not vacuous
+    # the image steers the answer through the layers: the check is not vacuous
+    assert len(answers) > 1 and max(map(len, answers)) > 0
 
 
 def test_the_other_routes_are_untouched_by_the_adapter(engine: Engine) -> None:

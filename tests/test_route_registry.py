@@ -77,8 +77,8 @@ def tiny_engine() -> Any:
 
 
 def test_the_registry_lists_the_built_in_routes_in_order() -> None:
-    assert ROUTES.names() == ("img2llm", "bridge", "projection")
-    assert ROUTES.requested() == ("auto", "img2llm", "bridge", "projection", "both")
+    assert ROUTES.names() == ("img2llm", "bridge", "projection", "adapter")
+    assert ROUTES.requested() == ("auto", "img2llm", "bridge", "projection", "adapter", "both")
     assert ROUTES.get("bridge").title == "Q-Former route"
     with pytest.raises(QuestionError, match="unknown route 'telepathy'"):
         ROUTES.get("telepathy")
@@ -137,7 +137,7 @@ def test_the_server_answers_by_it_and_the_page_lists_it(toy_route: Route, serve_
     url = "data:image/png;base64," + base64.b64encode(picture.getvalue()).decode()
     with serve_app(app) as base:
         listed = httpx.get(base + "/v1/routes", timeout=30).json()
-        assert [r["name"] for r in listed["routes"]] == ["img2llm", "bridge", "projection", "mean_colour"]
+        assert [r["name"] for r in listed["routes"]] == ["img2llm", "bridge", "projection", "adapter", "mean_colour"]
         assert {r["name"]: r["available"] for r in listed["routes"]}["mean_colour"] is True
         assert listed["requested"][-2:] == ["mean_colour", "both"]
         client = openai.OpenAI(base_url=base + "/v1", api_key="k", max_retries=0, timeout=120)

@@ -7,7 +7,7 @@ any LangGraph checkpointer stores, which pydantic still validates inside `Trace`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NotRequired
 
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict  # pydantic validates TypedDicts from typing_extensions on Python < 3.12
@@ -21,6 +21,7 @@ class RouteAnswer(TypedDict):
     token_ids: list[int]
     token_logprobs: list[float]
     mean_logprob: float
+    finish_reason: NotRequired[str]  # "stop" (EOS or a stop string) or "length" (a token cap), as vLLM says it
 
 
 class VisualPromptRecord(TypedDict, total=False):
@@ -106,6 +107,8 @@ class Trace(BaseModel):
     seen_image_ref: str = Field("", description="the image the routes saw (with its marks drawn)")
     standalone_question: str = Field("", description="what the vision tools read: a follow-up made standalone")
     history_turns: int = Field(0, description="earlier turns of the conversation given to the route")
+    generation: dict[str, Any] = Field(default_factory=dict, description="the request's decoding settings that "
+                                       "differ from greedy (temperature, top_p, seed, max_tokens, stop)")
     visual_prompt: VisualPromptRecord | None = Field(None, description="the marks drawn, when there were any")
     img2llm: TextRouteRecord | None = Field(None, description="the text route's work, when it ran")
     bridge: BridgeRecord | None = Field(None, description="the Q-Former route's work, when it ran")

@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from vqagraph.errors import MarkError, QuestionError
 from vqagraph.tools.visual_prompt import MAX_MARKS, Mark
@@ -72,6 +72,46 @@ def validate_question(question: Any, max_chars: int) -> str:
     return question
 
 
+MAX_STOP = 4  # stop strings per request, as OpenAI allows
+
+
+class Generation(BaseModel):
+    """How the frozen LLM decodes this question's answer, as vLLM's sampling parameters: greedy by default. Every
+    LLM call of every route honours it; the trace records it (`trace.generation`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(0.0, ge=0, le=2, description="0: greedy; above: sampling at this temperature")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling: the smallest set of tokens this likely")
+    seed: int | None = Field(None, description="seeds sampling, so a sampled answer is reproducible")
+    max_tokens: int | None = Field(None, ge=1, description="the answer is cut at this many tokens (finish reason "
+                                   "`length`); a route's own cap still applies (None: the route's cap)")
+    stop: list[str] = Field(default_factory=list, max_length=MAX_STOP,
+                            description="the answer ends before the first of these (besides the route's own)")
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, value: list[str]) -> list[str]:
+        if any(not s for s in value):
+            raise ValueError("a stop string cannot be empty")
+        return value
+
+    @classmethod
+    def checked(cls, **settings: Any) -> Generation:
+        """From a caller's values (a tool's arguments, the CLI's flags); an invalid one is a QuestionError that
+        names the setting, so every front end reports it the same way."""
+        try:
+            return cls(**settings)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise QuestionError(f"generation setting {where}: {first['msg']}") from exc
+
+    def given(self) -> dict[str, Any]:
+        """What differs from greedy defaults (the trace's record; empty for a plain request)."""
+        return self.model_dump(exclude_defaults=True)
+
+
 class AskRequest(BaseModel):
     """One question as every front end hands it to the engine (`Engine.answer`): the CLI, the conversation, the
     OpenAI and MCP servers, the LangChain tool, the LangGraph app and the eval harness translate their inputs into
@@ -88,5 +128,6 @@ class AskRequest(BaseModel):
         default_factory=list, description="earlier turns ({question, answer}) when the caller keeps them itself")
     thread: str | None = Field(None, description="a conversation thread: the engine keeps the turns")
     store: str | None = Field(None, description="the thread store (a SQLite path, a postgresql:// URL, memory)")
+    generation: Generation = Field(default_factory=Generation, description="how the LLM decodes (greedy default)")
     owner: str = Field("", description="who asks, as an opaque string (servers: a hash of the API key): a thread "
                        "answers only the owner that started it")

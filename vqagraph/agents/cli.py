@@ -9,7 +9,7 @@ from typing import Any
 
 from vqagraph.agents.options import add_engine_options, engine_overrides, quiet_libraries, run_command
 from vqagraph.graphs.registry import ROUTES, route_lines
-from vqagraph.request import AskRequest
+from vqagraph.request import AskRequest, Generation
 
 
 def _marks(engine: object, image: Any, specs: list[str]) -> list[object]:
@@ -79,7 +79,8 @@ def _ask(args: argparse.Namespace) -> int:
         marks_image = engine.tools.images.get(ref) if ref else None
     marks = _marks(engine, marks_image, args.mark) if args.mark and marks_image is not None else []
     answer = engine.answer(AskRequest(question=question, image=image, marks=marks, route=args.route,
-                                      router=args.router, thread=args.thread, store=args.store))
+                                      router=args.router, thread=args.thread, store=args.store,
+                                      generation=generation_of(args)))
     if args.thread:
         turns = len(engine.conversation(args.thread, store=args.store).history())
         print(f"thread: {args.thread} (turn {turns})", file=sys.stderr)
@@ -228,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
                      + "; ".join(f"{r.name}: {r.title}" for r in ROUTES) + "; both: every route the profile has")
     ask.add_argument("--router", default=None, choices=["rules", "cascade", "both"],
                      help="the router's policy for --route auto (default: the profile's)")
+    add_generation_options(ask)
     ask.add_argument("--json", action="store_true", help="print the answer with its full trace as JSON")
     ask.add_argument("--mark", action="append", default=[], metavar="SHAPE:COORDS[:COLOUR]",
                      help="draw a visual prompt, e.g. rectangle:10,20,120,90:red or point:0.5,0.5 (repeatable)")
@@ -279,6 +281,20 @@ def build_parser() -> argparse.ArgumentParser:
     profiles = sub.add_parser("profiles", help="list the built-in profiles")
     profiles.set_defaults(func=_profiles)
     return parser
+
+
+def add_generation_options(parser: argparse.ArgumentParser) -> None:
+    """How the LLM decodes the answer (`request.Generation`; greedy by default), as an OpenAI client sets it."""
+    parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default); above: sampling")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (with --temperature)")
+    parser.add_argument("--seed", type=int, default=None, help="seeds sampling: the same answer again")
+    parser.add_argument("--max-tokens", type=int, default=None, help="cut the answer at this many tokens")
+    parser.add_argument("--stop", action="append", default=[], help="end the answer before this text (repeatable)")
+
+
+def generation_of(args: argparse.Namespace) -> Generation:
+    return Generation.checked(temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+                              max_tokens=args.max_tokens, stop=args.stop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,7 +28,7 @@ from pydantic.v1 import ValidationError as ValidationErrorV1
 from vqagraph.errors import ImageError, MarkError, VQAGraphError, describe_validation_error
 from vqagraph.graphs.registry import RequestedRoute
 from vqagraph.media import image_from_string, under_root
-from vqagraph.request import AskRequest, validate_marks
+from vqagraph.request import AskRequest, Generation, validate_marks
 
 if TYPE_CHECKING:
     from langchain_core.callbacks import AsyncCallbackManagerForToolRun, CallbackManagerForToolRun
@@ -62,6 +62,9 @@ class VisualQuestionInput(BaseModel):
         "auto", description="auto (the router decides), img2llm (text route), bridge (Q-Former route), "
         "projection (LLaVA projection route), adapter (LLaMA-Adapter route), a route the application registered, "
         "or both (every route the profile has)")
+    temperature: float = Field(0.0, ge=0, le=2, description="0: the LLM answers greedily (default); above: sampling")
+    max_tokens: int | None = Field(None, ge=1, description="cut the answer at this many tokens (default: the route's)")
+    seed: int | None = Field(None, description="seeds sampling, so a sampled answer is reproducible")
 
 
 def validation_message(exc: ValidationError | ValidationErrorV1) -> str:
@@ -116,7 +119,7 @@ class VisualQuestionTool(BaseTool):
         return message
 
     def _answer(self, image: str | None, question: str, marks: list[Any] | None, thread: str | None,
-                route: str) -> tuple[str, dict[str, Any]]:
+                route: str, generation: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         engine: Engine = self.engine
         try:
             checked = self._marks(marks)
@@ -124,7 +127,8 @@ class VisualQuestionTool(BaseTool):
             if source is None and not thread:
                 raise ImageError("give the image (a file path or an image reference)")
             answer = engine.answer(AskRequest(question=question, image=source, marks=checked, route=route,
-                                              thread=thread, store=self.store))
+                                              thread=thread, store=self.store,
+                                              generation=Generation.checked(**generation)))
         except VQAGraphError as exc:
             raise ToolException(self._redact(" ".join(str(exc).split()))) from exc
         artifact = answer.model_dump(mode="json", exclude=None if self.include_trace else {"trace"})
@@ -132,12 +136,16 @@ class VisualQuestionTool(BaseTool):
         return answer.answer, artifact
 
     def _run(self, question: str, image: str | None = None, marks: list[Any] | None = None,
-             thread: str | None = None, route: str = "auto",
+             thread: str | None = None, route: str = "auto", temperature: float = 0.0,
+             max_tokens: int | None = None, seed: int | None = None,
              run_manager: CallbackManagerForToolRun | None = None) -> tuple[str, dict[str, Any]]:
-        return self._answer(image, question, marks, thread, route)
+        generation = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
+        return self._answer(image, question, marks, thread, route, generation)
 
     async def _arun(self, question: str, image: str | None = None, marks: list[Any] | None = None,
-                    thread: str | None = None, route: str = "auto",
+                    thread: str | None = None, route: str = "auto", temperature: float = 0.0,
+                    max_tokens: int | None = None, seed: int | None = None,
                     run_manager: AsyncCallbackManagerForToolRun | None = None) -> tuple[str, dict[str, Any]]:
         # The engine is synchronous (PyTorch): run it in a worker thread so the event loop stays free.
-        return await asyncio.to_thread(self._answer, image, question, marks, thread, route)
+        generation = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
+        return await asyncio.to_thread(self._answer, image, question, marks, thread, route, generation)

@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field, ValidationError
 from vqagraph.errors import ImageError, VQAGraphError, describe_validation_error
 from vqagraph.graphs.registry import RequestedRoute
 from vqagraph.media import image_from_string
-from vqagraph.request import AskRequest, validate_marks
+from vqagraph.request import AskRequest, Generation, validate_marks
 
 if TYPE_CHECKING:
     from vqagraph.engine import Engine
@@ -91,14 +91,17 @@ def build_server(engine: Engine, store: str | None = None) -> MCPServer:
                  "it a conversation turn (later turns may leave out the image).")
     async def ask_image(image: str | None, question: str,
                         route: RequestedRoute = "auto",
-                        marks: list[dict[str, Any]] | None = None, thread: str | None = None) -> AskResult:
+                        marks: list[dict[str, Any]] | None = None, thread: str | None = None,
+                        temperature: float = 0.0, max_tokens: int | None = None,
+                        seed: int | None = None) -> AskResult:
         def ask(engine: Engine) -> AskResult:
             checked = validate_marks(marks or [], allow_files=False)
             source = image_from_string(image, engine.tools.images) if image else None
             if source is None and not thread:
                 raise ImageError("give an image (a local path or a data: URL), or a thread to continue")
             answer = engine.answer(AskRequest(question=question, image=source, marks=checked, route=route,
-                                              thread=thread, store=store))
+                                              thread=thread, store=store, generation=Generation.checked(
+                                                  temperature=temperature, max_tokens=max_tokens, seed=seed)))
             return AskResult(answer=answer.answer, route=answer.route, route_reason=answer.trace.route_reason,
                              question=answer.question, image_ref=answer.image_ref, thread=thread,
                              meaningless=answer.meaningless,

@@ -7,15 +7,16 @@ request parameter is either honoured or refused with a 400 that names it; none i
 - read: `model`, `messages`, `stream`, `stream_options.include_usage` (only with `stream: true`), `user` (the
   thread id when `vqagraph.thread` is absent), `n` (1 only), and vqagraph's own knobs in the extension field
   `vqagraph` (the openai client sends it with `extra_body={"vqagraph": {...}}`);
-- honoured when they ask for what the engine does anyway, refused otherwise: `max_tokens` and
-  `max_completion_tokens` (at least the profile's answer cap, since answers never exceed it; a smaller cap would
-  need the engine to take per-request generation settings), `temperature` 0 (greedy decoding), `top_p` 1,
-  `frequency_penalty` and `presence_penalty` 0, `logprobs` false, `response_format` `{"type": "text"}`,
-  `modalities` `["text"]`, `store` false, `stream_options` `{"include_usage": bool}`;
+- decoding, per request, as vLLM honours them (`request.Generation`, every LLM call of every route):
+  `temperature` (0 greedy, the default), `top_p`, `seed` (a seeded sampled answer is reproducible), `max_tokens`
+  or `max_completion_tokens` (any value ≥ 1: the answer is cut there, `finish_reason` `length`; a route's own cap
+  still applies), `stop` (a string or up to 4);
+- honoured when they ask for what the engine does anyway, refused otherwise: `frequency_penalty` and
+  `presence_penalty` 0, `logprobs` false, `response_format` `{"type": "text"}`, `modalities` `["text"]`, `store`
+  false, `stream_options` `{"include_usage": bool}`;
 - refused whatever their value (null counts as absent): `tools`, `tool_choice`, `parallel_tool_calls`,
-  `functions`, `function_call`, `top_logprobs`, `logit_bias`, `stop`, `seed` (answers are deterministic
-  already), `audio`, `prediction`, `metadata`, `service_tier`, `reasoning_effort`, `verbosity`,
-  `web_search_options`, and any field OpenAI does not define.
+  `functions`, `function_call`, `top_logprobs`, `logit_bias`, `audio`, `prediction`, `metadata`, `service_tier`,
+  `reasoning_effort`, `verbosity`, `web_search_options`, and any field OpenAI does not define.
 
 In messages: `system` and `developer` messages are accepted and not given to the LLM (each route's prompt is
 fixed by its method); `tool` and `function` messages, assistant `tool_calls` and content parts other than `text`
@@ -49,6 +50,7 @@ from pydantic import (
 )
 
 from vqagraph.graphs.registry import ROUTES, RequestedRoute, route_record
+from vqagraph.request import MAX_STOP, Generation
 from vqagraph.tools.llm.postprocess import postprocess_answer
 
 if TYPE_CHECKING:
@@ -151,8 +153,7 @@ REFUSED: dict[str, str] = {
     "tools": "this server has no tool calling", "tool_choice": "this server has no tool calling",
     "parallel_tool_calls": "this server has no tool calling", "functions": "this server has no tool calling",
     "function_call": "this server has no tool calling", "top_logprobs": "log-probabilities are not returned",
-    "logit_bias": "the LLM's logits cannot be biased per request", "stop": "answers end where the route cuts them",
-    "seed": "answers are deterministic already (greedy decoding, seeded sampling)",
+    "logit_bias": "the LLM's logits cannot be biased per request",
     "audio": "answers are text", "prediction": "predicted outputs are not supported",
     "metadata": "completions are not stored", "service_tier": "there are no service tiers",
     "reasoning_effort": "the frozen LLM does not reason", "verbosity": "the answer's length is the route's",
@@ -171,8 +172,10 @@ class ChatCompletionRequest(BaseModel):
     user: StrictStr | None = Field(None, description="names the conversation thread when `vqagraph.thread` does not")
     max_tokens: StrictInt | None = None
     max_completion_tokens: StrictInt | None = None
-    temperature: StrictFloat | None = Field(None, ge=0, le=2)
-    top_p: StrictFloat | None = Field(None, ge=0, le=1)
+    temperature: StrictFloat | StrictInt | None = Field(None, ge=0, le=2)
+    top_p: StrictFloat | StrictInt | None = Field(None, gt=0, le=1)
+    seed: StrictInt | None = None
+    stop: StrictStr | list[StrictStr] | None = None
     frequency_penalty: StrictFloat | None = Field(None, ge=-2, le=2)
     presence_penalty: StrictFloat | None = Field(None, ge=-2, le=2)
     vqagraph: VQAOptions = Field(default_factory=VQAOptions)
@@ -183,9 +186,17 @@ class ChatCompletionRequest(BaseModel):
             raise ValueError("`user`, used as the thread id, must be 1-128 characters of letters, digits and _ . : @ -")
         return thread
 
-    def refusal(self, answer_cap: int) -> APIError | None:
+    def generation(self) -> Generation:
+        """The request's decoding settings, as the engine takes them (checked by `refusal` first)."""
+        cap = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        return Generation(temperature=float(self.temperature if self.temperature is not None else 0.0),
+                          top_p=float(self.top_p if self.top_p is not None else 1.0), seed=self.seed,
+                          max_tokens=cap, stop=stop)
+
+    def refusal(self) -> APIError | None:
         """The 400 for the first parameter this server cannot honour (None when all can be): what the engine does
-        anyway is accepted, anything else is named. `answer_cap`: the most tokens an answer can have."""
+        anyway is accepted, anything else is named."""
         def refuse(param: str, message: str) -> APIError:
             return APIError(400, message, code="unsupported_parameter", param=param)
 
@@ -195,11 +206,12 @@ class ChatCompletionRequest(BaseModel):
             return refuse("n", "only n=1 is supported (one answer per question)")
         for name in ("max_tokens", "max_completion_tokens"):
             value = getattr(self, name)
-            if value is not None and value < answer_cap:
-                return refuse(name, f"{name} must be at least {answer_cap}: answers are at most {answer_cap} tokens "
-                              "(the profile's cap) and a smaller cap per request is not supported")
-        for name, default, why in (("temperature", 0.0, "decoding is greedy"), ("top_p", 1.0, "decoding is greedy"),
-                                   ("frequency_penalty", 0.0, "no penalties are applied"),
+            if value is not None and value < 1:
+                return refuse(name, f"{name} must be at least 1")
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        if len(stops) > MAX_STOP or any(not s for s in stops):
+            return refuse("stop", f"stop takes up to {MAX_STOP} non-empty strings")
+        for name, default, why in (("frequency_penalty", 0.0, "no penalties are applied"),
                                    ("presence_penalty", 0.0, "no penalties are applied")):
             value = getattr(self, name)
             if value is not None and value != default:
@@ -234,11 +246,19 @@ def new_id() -> str:
     return "chatcmpl-" + uuid.uuid4().hex[:24]
 
 
-def completion(cid: str, model: str, content: str, usage: Usage, extension: dict[str, Any]) -> dict[str, Any]:
+def finish_reason(answer: Answer) -> str:
+    """`length` when the kept answer's generation ran into a token cap (the request's `max_tokens` or the route's),
+    else `stop`, as vLLM reports it; an answer no route wrote (a custom graph's join) stopped."""
+    kept = answer.trace.route_answers.get(answer.route)
+    return str(kept.get("finish_reason", "stop")) if kept else "stop"
+
+
+def completion(cid: str, model: str, content: str, usage: Usage, extension: dict[str, Any],
+               finish: str = "stop") -> dict[str, Any]:
     """A `chat.completion` object."""
     return {
         "id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish,
                      "logprobs": None}],
         "usage": usage.model_dump(), "vqagraph": extension,
     }

@@ -82,6 +82,7 @@ from vqagraph.agents.openai_protocol import (
     error_body,
     extension,
     fetch_image,
+    finish_reason,
     new_id,
     usage_of,
     validation_error,
@@ -97,8 +98,7 @@ from vqagraph.errors import (
     QuestionError,
     VQAGraphError,
 )
-from vqagraph.graphs.registry import ROUTES
-from vqagraph.request import AskRequest
+from vqagraph.request import AskRequest, Generation
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -208,6 +208,7 @@ class Plan:
     thread: str | None
     history: list[dict[str, str]] = field(default_factory=list)
     owner: str = ""  # who asks (OpenAIServer.owner): a thread answers only its owner
+    generation: Generation = field(default_factory=Generation)  # the request's decoding settings
 
 
 class Slot:
@@ -283,9 +284,6 @@ class OpenAIServer:
         self.threads = anyio.CapacityLimiter(max(engine.profile.batching.max_batch, 1))
         self.metrics = ServerMetrics.for_engine(engine)
         self.created = int(time.time())
-        profile = engine.profile
-        # The most tokens an answer can have: each answering route's cap.
-        self.answer_cap = max(ROUTES.get(name).answer_cap(profile) for name in ROUTES.available(profile))
         # Recent answers by completion id (the web page's explain picture), each with its owner; the oldest go.
         self.recent: OrderedDict[str, tuple[str, Answer]] = OrderedDict()
         self.max_recent = 64
@@ -345,7 +343,7 @@ class OpenAIServer:
             shown = request.model[:100]
             raise APIError(404, f"The model {shown!r} does not exist; this server serves "
                            f"{', '.join(self.models)}", code="model_not_found", param="model")
-        refusal = request.refusal(self.answer_cap)
+        refusal = request.refusal()
         if refusal is not None:
             raise refusal
         return request
@@ -453,7 +451,8 @@ class OpenAIServer:
         image = self.load(messages[at].image_urls()[0]) if at is not None else None
         if image is None and thread is None:
             raise ImageError("no image: put an image_url part in the user message (or continue a thread)")
-        return Plan(question, image, marks, options.route, options.router, thread, history)
+        return Plan(question, image, marks, options.route, options.router, thread, history,
+                    generation=request.generation())
 
     @staticmethod
     def marks(marks: Sequence[dict[str, Any]]) -> list[Mark]:
@@ -510,7 +509,7 @@ class OpenAIServer:
         """The engine's one entry point: a thread's turn, or the request's own earlier turns as history."""
         request = AskRequest(question=plan.question, image=plan.image, marks=list(plan.marks), route=plan.route,
                              router=plan.router, history=[] if plan.thread else list(plan.history),
-                             thread=plan.thread, store=self.store, owner=plan.owner)
+                             thread=plan.thread, store=self.store, owner=plan.owner, generation=plan.generation)
         on_event = None if on_token is None else (lambda kind, value: on_token(value) if kind == "token" else None)
         return self.engine.answer(request, on_event)
 
@@ -531,7 +530,8 @@ class OpenAIServer:
             if not parsed.stream:
                 answer = await self.in_thread(lambda: self.answer(plan), slot=release)
                 self.remember(cid, plan.owner, answer)
-                body = completion(cid, parsed.model, answer.answer, self.count(answer), extension(answer, plan.thread))
+                body = completion(cid, parsed.model, answer.answer, self.count(answer), extension(answer, plan.thread),
+                                  finish_reason(answer))
                 return JSONResponse(body)
             if plan.thread is not None and plan.image is None:
                 await self.in_thread(lambda: self.check_thread_image(plan), slot=release)  # a 400 now, not mid-stream
@@ -615,7 +615,8 @@ class OpenAIServer:
                             rest = shaper.finish(value.answer)
                             if rest:
                                 yield event(chunk(cid, model, created, {"content": rest}))
-                            yield event(chunk(cid, model, created, {}, "stop", vqagraph=extension(value, plan.thread)))
+                            yield event(chunk(cid, model, created, {}, finish_reason(value),
+                                              vqagraph=extension(value, plan.thread)))
                             if include_usage:
                                 yield event(chunk(cid, model, created, {}, usage=usage.model_dump()))
         if clock.cancelled_caught:

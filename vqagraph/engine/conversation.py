@@ -25,7 +25,7 @@ from vqagraph.answer import Answer
 from vqagraph.errors import ImageError
 from vqagraph.graphs.events import OnEvent, stream_event
 from vqagraph.graphs.registry import ROUTES, route_record
-from vqagraph.request import AskRequest, validate_marks, validate_question
+from vqagraph.request import AskRequest, Generation, validate_marks, validate_question
 
 if TYPE_CHECKING:
     import threading
@@ -51,7 +51,8 @@ class TurnEngine(Protocol):
     def thread_lock(self, thread_id: str) -> threading.Lock: ...
 
     def graph_inputs(self, ref: str, question: str, route: str = "auto", marks: Sequence[Mark] = (),
-                     router: str | None = None, history: Sequence[dict[str, str]] = ()) -> dict[str, Any]: ...
+                     router: str | None = None, history: Sequence[dict[str, str]] = (),
+                     generation: dict[str, Any] | None = None) -> dict[str, Any]: ...
 
     def run(self, inputs: dict[str, Any], start: float, intake: float, on_event: OnEvent | None = None, *,
             nested: bool = False, stream_tokens: bool = False) -> Answer: ...
@@ -116,7 +117,8 @@ def answer_turn(state: ThreadState, runtime: Runtime[TurnContext]) -> dict[str, 
         raise ImageError("this conversation has no image yet: give one with the first question (/image PATH)")
     history = history_on(state.get("turns", []), ref)
     inputs = engine.graph_inputs(ref, request["question"], request["route"],
-                                 validate_marks(request["marks"]), request["router"], history)
+                                 validate_marks(request["marks"]), request["router"], history,
+                                 request.get("generation"))
     # Nested: the VQA graph runs as a subgraph of this run, so its node and token events stream with the thread's.
     answer = engine.run(inputs, start, request["intake"], nested=True, stream_tokens=runtime.context.stream_tokens)
     runtime.context.result["answer"] = answer
@@ -160,7 +162,8 @@ class Conversation:
         checked = validate_marks(request.marks)
         ref = self.engine.add_image(request.image, self.store.images) if request.image is not None else None
         turn = {"question": question, "image_ref": ref, "marks": [m.model_dump(mode="json") for m in checked],
-                "route": request.route, "router": request.router, "intake": time.perf_counter() - start}
+                "route": request.route, "router": request.router, "generation": request.generation.given(),
+                "intake": time.perf_counter() - start}
         return TurnContext(engine=self.engine, request=turn)
 
     def _events(self, request: AskRequest, stream: bool) -> Iterator[StreamEvent]:
@@ -195,10 +198,11 @@ class Conversation:
         marks: Sequence[Mark | dict[str, Any]] | None = None,
         route: str = "auto",
         router: str | None = None,
+        generation: Generation | None = None,
     ) -> Answer:
         """Answer a new turn; without `image`, the question is about the thread's current image."""
         return self.answer(AskRequest(question=question, image=image, marks=list(marks or []), route=route,
-                                      router=router))
+                                      router=router, generation=generation or Generation()))
 
     def stream(
         self,

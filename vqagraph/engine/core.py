@@ -24,7 +24,7 @@ from vqagraph.graphs.router import POLICIES
 from vqagraph.graphs.state import STATE_KEYS, VQAContext
 from vqagraph.graphs.vqa import build_graph
 from vqagraph.media import ImageInput, load_image
-from vqagraph.request import AskRequest, validate_marks, validate_question
+from vqagraph.request import AskRequest, Generation, validate_marks, validate_question
 from vqagraph.toolkit import Toolkit
 
 if TYPE_CHECKING:
@@ -163,7 +163,8 @@ class Engine:
         if request.image is None:
             raise ImageError("no image: give one (or a thread whose image the question is about)")
         ref = self.add_image(request.image)
-        inputs = self.graph_inputs(ref, question, request.route, marks, request.router, request.history)
+        inputs = self.graph_inputs(ref, question, request.route, marks, request.router, request.history,
+                                   request.generation.given())
         return self.run(inputs, start, time.perf_counter() - start, on_event, nested=nested, stream_tokens=nested)
 
     def answer_batch(self, requests: Sequence[AskRequest], *, batch_size: int | None = None,
@@ -249,13 +250,15 @@ class Engine:
         route: str = "auto",
         marks: Sequence[Mark | dict[str, Any]] | None = None,
         router: str | None = None,
+        generation: Generation | dict[str, Any] | None = None,
     ) -> Answer:
         """Answer `question` about `image`; `marks` (visual prompts) are drawn on it first.
 
         `route`: auto (the router's `policy` decides; `router` overrides the profile's), a registered route
-        (img2llm, bridge, projection, adapter, …), or both (every route the profile has)."""
+        (img2llm, bridge, projection, adapter, …), or both (every route the profile has). `generation`: how the LLM
+        decodes (`request.Generation`: temperature, top_p, seed, max_tokens, stop; greedy by default)."""
         return self.answer(AskRequest(question=question, image=image, route=route, marks=list(marks or []),
-                                      router=router))
+                                      router=router, generation=_generation(generation)))
 
     def graph_inputs(
         self,
@@ -265,10 +268,13 @@ class Engine:
         marks: Sequence[Mark] = (),
         router: str | None = None,
         history: Sequence[dict[str, str]] = (),
+        generation: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """The VQA graph's input state for an image already taken in (all values checkpoint-safe)."""
+        """The VQA graph's input state for an image already taken in (all values checkpoint-safe); `generation`:
+        the request's decoding settings that differ from greedy (`request.Generation.given()`)."""
         return {"image_ref": ref, "question": question, "route": route, "router_policy": router or "",
-                "marks": [m.model_dump(mode="json") for m in marks], "history": list(history)}
+                "marks": [m.model_dump(mode="json") for m in marks], "history": list(history),
+                "generation": dict(generation or {})}
 
     def answer_from(self, state: dict[str, Any], inputs: dict[str, Any], start: float, intake: float) -> Answer:
         """The `Answer` and its trace, read from the graph's final state."""
@@ -301,3 +307,10 @@ class Engine:
             meaningless=self.profile.meaningless,
             trace=trace,
         )
+
+
+def _generation(value: Generation | dict[str, Any] | None) -> Generation:
+    """A caller's decoding settings as the request takes them (a dict is checked: a bad value is a QuestionError)."""
+    if isinstance(value, Generation):
+        return value
+    return Generation.checked(**(value or {}))

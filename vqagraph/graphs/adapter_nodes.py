@@ -12,11 +12,10 @@ from typing import Any
 import torch
 from langgraph.runtime import Runtime
 
-from vqagraph.graphs.nodes import node, recent_turns, route_answer, token_writer, vision_question
+from vqagraph.graphs.nodes import generation_params, node, recent_turns, route_answer, token_writer, vision_question
 from vqagraph.graphs.state import VQAContext, VQAState
 from vqagraph.toolkit import Toolkit
 from vqagraph.tools.bridge_prompt import bridge_text, bridge_token_ids
-from vqagraph.tools.llm.base import GenerationParams
 
 
 def _prompts(tools: Toolkit, state: VQAState) -> tuple[Any, Any, bool]:
@@ -68,7 +67,7 @@ def adapter_answer(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, A
     ids = bridge_token_ids(llm.tokenizer, state["adapter"]["prompt"], settings.add_bos)
     table = llm.input_embeddings()
     embeds = table[torch.tensor(ids, dtype=torch.long, device=table.device)]
-    params = GenerationParams(max_new_tokens=settings.max_new_tokens, min_new_tokens=1, stop=settings.stop)
+    params = generation_params(state, settings.max_new_tokens, settings.stop)
     (generation,) = tools.adapted_llm.generate_adapted([embeds], [prompts], params,
                                                        on_token=token_writer(runtime, "adapter"))
     return {"route_answers": {"adapter": route_answer(generation)}}

@@ -11,11 +11,10 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from vqagraph.errors import ProfileError
-from vqagraph.graphs.nodes import node, recent_turns, route_answer, token_writer, vision_question
+from vqagraph.graphs.nodes import generation_params, node, recent_turns, route_answer, token_writer, vision_question
 from vqagraph.graphs.state import VQAContext, VQAState
 from vqagraph.toolkit import Toolkit
 from vqagraph.tools.bridge_prompt import bridge_embeddings, bridge_text, bridge_token_ids, check_soft_prompt_size
-from vqagraph.tools.llm.base import GenerationParams
 from vqagraph.tools.llm.vllm_client import VLLMClient
 
 
@@ -56,7 +55,7 @@ def bridge_answer(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, An
     tools = runtime.context.tools
     settings = tools.profile.bridge
     llm = tools.llm
-    params = GenerationParams(max_new_tokens=settings.max_new_tokens, min_new_tokens=1, stop=settings.stop)
+    params = generation_params(state, settings.max_new_tokens, settings.stop)
     if settings.send == "prompt-embeds":
         soft_prompt, _ = _soft_prompt(tools, state)  # a feature-cache hit: qformer_encode computed it
         ids = bridge_token_ids(llm.tokenizer, state["bridge"]["prompt"], settings.add_bos)

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vqagraph.answer import RouteAnswer
 from vqagraph.errors import VQAGraphError
-from vqagraph.graphs.nodes import Node, node, route_answer
+from vqagraph.graphs.nodes import Node, generation_params, node, route_answer
 from vqagraph.graphs.registry import RequestedRoute
 from vqagraph.graphs.router import pick_answer
 from vqagraph.graphs.state import VQAContext, VQAState
@@ -399,8 +399,9 @@ def make_compose_answer(settings: ComposeSettings) -> Node:
         answer, raw, logprobs = joined, joined, []
         if settings.use_llm and subs:
             facts = "\n".join(f"{s['question']} {s['answer']}" for s in subs)
-            # The answer is its first line (route_answer cuts there): generation ends there too.
-            params = GenerationParams(max_new_tokens=settings.max_new_tokens, min_new_tokens=1, stop=["\n"])
+            # The answer is its first line (route_answer cuts there): generation ends there too. It is the answer, so
+            # the request's decoding settings apply (the decomposition above is the graph's own step: greedy).
+            params = generation_params(state, settings.max_new_tokens, ["\n"])
             (generation,) = runtime.context.tools.llm.generate(
                 [COMPOSE_PROMPT.format(question=state["question"], facts=facts)], params)
             written = route_answer(generation)

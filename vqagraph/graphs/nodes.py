@@ -7,7 +7,7 @@ of a nested record (graphs/state.py) is named "record.field", e.g. "img2llm.capt
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import wraps
 from typing import Any
 
@@ -213,6 +213,16 @@ def token_writer(runtime: Runtime[VQAContext], route: str) -> Callable[[str], No
     return lambda text: write({"token": text, "route": route})
 
 
+def generation_params(state: VQAState, max_new_tokens: int, stop: Sequence[str]) -> GenerationParams:
+    """A route's decoding settings under the request's (`state["generation"]`): its cap, or the request's
+    `max_tokens` when smaller; its stop strings and the request's; greedy unless the request samples."""
+    asked = state.get("generation") or {}
+    cap = min(max_new_tokens, asked.get("max_tokens") or max_new_tokens)
+    return GenerationParams(max_new_tokens=cap, min_new_tokens=1, stop=[*stop, *asked.get("stop", [])],
+                            temperature=asked.get("temperature", 0.0), top_p=asked.get("top_p", 1.0),
+                            seed=asked.get("seed"))
+
+
 def route_answer(generation: Generation) -> RouteAnswer:
     """What a route hands back: the post-processed answer and the LLM's confidence in it."""
     return {
@@ -221,6 +231,7 @@ def route_answer(generation: Generation) -> RouteAnswer:
         "token_ids": generation.token_ids,
         "token_logprobs": [round(x, 5) for x in generation.logprobs],
         "mean_logprob": round(generation.mean_logprob, 5) if generation.logprobs else -1e9,
+        "finish_reason": generation.finish_reason,
     }
 
 
@@ -228,6 +239,6 @@ def route_answer(generation: Generation) -> RouteAnswer:
 def llm_answer(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
     tools = runtime.context.tools
     settings = tools.profile.img2llm
-    params = GenerationParams(max_new_tokens=settings.answer_max_new_tokens, min_new_tokens=1, stop=settings.stop)
+    params = generation_params(state, settings.answer_max_new_tokens, settings.stop)
     (generation,) = tools.llm.generate([state["img2llm"]["prompt"]], params, on_token=token_writer(runtime, "img2llm"))
     return {"route_answers": {"img2llm": route_answer(generation)}}

@@ -10,10 +10,9 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from vqagraph.graphs.nodes import node, recent_turns, route_answer, token_writer
+from vqagraph.graphs.nodes import generation_params, node, recent_turns, route_answer, token_writer
 from vqagraph.graphs.state import VQAContext, VQAState
 from vqagraph.tools.bridge_prompt import bridge_text, check_soft_prompt_size, placed_embeddings, split_at_image
-from vqagraph.tools.llm.base import GenerationParams
 
 
 @node("projection_encode", reads=("image_ref",), writes=("projection.image_tokens", "projection.image_encoded"))
@@ -47,6 +46,6 @@ def projection_answer(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str
     before, after = split_at_image(llm.tokenizer, state["projection"]["prompt"], settings.image_placeholder,
                                    settings.add_bos)
     embeds = placed_embeddings(soft_prompt, before, after, llm.input_embeddings())
-    params = GenerationParams(max_new_tokens=settings.max_new_tokens, min_new_tokens=1, stop=settings.stop)
+    params = generation_params(state, settings.max_new_tokens, settings.stop)
     (generation,) = llm.generate_from_embeddings([embeds], params, on_token=token_writer(runtime, "projection"))
     return {"route_answers": {"projection": route_answer(generation)}}

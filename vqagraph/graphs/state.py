@@ -33,6 +33,7 @@ class VQAState(TypedDict, total=False):
     router_policy: str  # for `auto`: rules | cascade | both (default: the profile's)
     marks: list[dict[str, Any]]  # visual prompts (Mark.model_dump), drawn onto the image by `render_marks`
     history: list[dict[str, str]]  # earlier turns of a conversation: {question, answer}, oldest first
+    generation: dict[str, Any]  # the request's decoding settings beyond greedy (request.Generation.given())
     # follow-ups
     standalone_question: str  # the question with a back-reference resolved, for the vision tools and router
     # visual prompts: render_marks draws them and rewrites image_ref and question; what it did is kept here

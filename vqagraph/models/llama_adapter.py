@@ -35,7 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-CONFIG_NAME = "llama_adapter_config.json"  # not PEFT's adapter_config.json: transformers would read the folder as a PEFT adapter
+# Not PEFT's adapter_config.json: transformers would read the folder as a PEFT adapter.
+CONFIG_NAME = "llama_adapter_config.json"
 WEIGHTS_NAME = "llama_adapter.safetensors"
 MODEL_TYPE = "vqagraph-llama-adapter"
 _HOOKED = "_vqagraph_adaption_hooks"

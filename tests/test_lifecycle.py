@@ -65,7 +65,8 @@ class ServeCLI:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         self.descendants: list[Any] = []
-        self.leader: Any = None  # vLLM's API server, the leader of vLLM's process group
+        self.leader: Any = None  # the leader of vLLM's process group: its orphan guard (tools/llm/orphan_guard.py)
+        self.api_server: Any = None  # vLLM's API server, the guard's child
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -87,6 +88,8 @@ class ServeCLI:
                 with contextlib.suppress(psutil.Error):
                     if API_SERVER in " ".join(child.cmdline()):
                         self.leader = child
+                        servers = [p for p in child.children() if API_SERVER in " ".join(p.cmdline())]
+                        self.api_server = servers[0] if servers else None
 
     def wait_ready(self, timeout: float = 600.0) -> str:
         deadline = time.monotonic() + timeout
@@ -95,7 +98,7 @@ class ServeCLI:
             assert time.monotonic() < deadline, f"vqagraph llm serve not ready within {timeout:g} s:\n{self.output}"
             time.sleep(0.5)
         self._record()
-        assert self.leader is not None, [p.cmdline() for p in self.descendants]
+        assert self.leader is not None and self.api_server is not None, [p.cmdline() for p in self.descendants]
         return f"http://127.0.0.1:{self.port}"
 
     def wait_exit(self, timeout: float = 120.0) -> int:
@@ -150,9 +153,24 @@ def test_sigterm_stops_the_whole_vllm_process_group(llm_profile: Path) -> None:
     try:
         cli.wait_ready()
         assert os.getpgid(cli.leader.pid) == cli.leader.pid  # vLLM runs in a group of its own
+        assert os.getpgid(cli.api_server.pid) == cli.leader.pid  # led by its orphan guard
         engine_cores = [p for p in cli.descendants if "EngineCore" in " ".join(p.cmdline())]
         assert engine_cores and all(p.ppid() != cli.process.pid for p in engine_cores)  # grandchildren too
         cli.assert_stops_on(signal.SIGTERM)
+    finally:
+        cli.close()
+
+
+@needs_vllm
+def test_sigkill_of_llm_serve_leaves_no_vllm_behind(llm_profile: Path) -> None:
+    """`vqagraph llm serve` killed by SIGKILL (or the OOM killer) runs no handler at all: vLLM's orphan guard sees
+    its parent gone and ends the whole group, the API server, EngineCore and its workers, and frees the port."""
+    cli = ServeCLI(llm_profile, free_port())
+    try:
+        cli.wait_ready()
+        cli.process.kill()
+        assert cli.wait_exit() == -signal.SIGKILL
+        cli.assert_nothing_left(timeout=60.0)
     finally:
         cli.close()
 
@@ -176,7 +194,7 @@ def test_a_thread_outlives_its_vllm_server(llm_profile: Path, tmp_path: Path, re
         before = chat.history()
         assert len(before) == 2
 
-        cli.leader.kill()  # SIGKILL to the API server alone
+        cli.api_server.kill()  # SIGKILL to the API server alone
         assert cli.wait_exit() == 2, cli.output
         errors = [line.rstrip("\n") for line in cli.lines if line.startswith("vqagraph: error: ")]
         assert errors == [f"vqagraph: error: the vLLM server on port {port} was killed by SIGKILL on its own; "

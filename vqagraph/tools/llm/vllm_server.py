@@ -80,6 +80,16 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
+def start_guarded(command: list[str], stdout: Any, env: dict[str, str] | None,
+                  grace: float = 20.0) -> subprocess.Popen[bytes]:
+    """`command` in a new process group led by an orphan guard (tools/llm/orphan_guard.py): the group ends when
+    this process ends, even by SIGKILL; the returned process is the guard, which exits as `command` did."""
+    # Run as a plain script in isolated mode: it needs the standard library only, not vqagraph's imports (seconds).
+    script = Path(__file__).with_name("orphan_guard.py")
+    guard = [sys.executable, "-I", str(script), "--parent", str(os.getpid()), "--grace", str(grace), "--", *command]
+    return subprocess.Popen(guard, stdout=stdout, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
 def signal_group(pgid: int, signum: int) -> None:
     """Signal every process of group `pgid`, if it still has any."""
     if group_members(pgid):
@@ -205,8 +215,7 @@ class VLLMServer:
         atexit.register(self.stop)
         try:
             self._log = self.log_path.open("wb")
-            self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
-                                            env=self.environment(), start_new_session=True)
+            self.process = start_guarded(self.command(), stdout=self._log, env=self.environment())
             threading.Thread(target=self._watch, args=(self.process,), name=f"vllm-watch-{self.port}",
                              daemon=True).start()
             self.wait_ready()

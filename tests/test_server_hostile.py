@@ -154,6 +154,19 @@ def _chunked(live: Live, size: int) -> httpx.Response:
                           headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
 
 
+def _png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims a huge picture (a decompression bomb to any decoder)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + chunk(b"IEND", b""))
+
+
 Case = tuple[str, Callable[[Live, Path], httpx.Response], int, str | None, str | None]
 CASES: list[Case] = [
     ("mark width 1e9", lambda lv, _: lv.post(_mark(width=1e9)), 400, "invalid_mark", None),
@@ -179,8 +192,10 @@ CASES: list[Case] = [
                                          "Access-Control-Request-Headers": "authorization, content-type"}),
      405, None, None),
     ('temperature "hot"', lambda lv, _: lv.post(question(temperature="hot")), 400, None, "temperature"),
-    ("temperature 0.7", lambda lv, _: lv.post(question(temperature=0.7)), 400, "unsupported_parameter",
-     "temperature"),
+    ("temperature 3", lambda lv, _: lv.post(question(temperature=3.0)), 400, None, "temperature"),
+    ("top_p 0", lambda lv, _: lv.post(question(top_p=0.0)), 400, None, "top_p"),
+    ("stop with five strings", lambda lv, _: lv.post(question(stop=list("abcde"))), 400, "unsupported_parameter",
+     "stop"),
     ('stream "yes"', lambda lv, _: lv.post(question(stream="yes")), 400, None, "stream"),
     ("stream_options without stream", lambda lv, _: lv.post(question(stream_options={"include_usage": True})), 400,
      "unsupported_parameter", "stream_options"),
@@ -189,7 +204,7 @@ CASES: list[Case] = [
     ("response_format json", lambda lv, _: lv.post(question(response_format={"type": "json_object"})), 400,
      "unsupported_parameter", "response_format"),
     ("logprobs", lambda lv, _: lv.post(question(logprobs=True)), 400, "unsupported_parameter", "logprobs"),
-    ("seed", lambda lv, _: lv.post(question(seed=7)), 400, "unsupported_parameter", "seed"),
+    ("seed 1.5", lambda lv, _: lv.post(question(seed=1.5)), 400, None, "seed"),
     ("unknown field", lambda lv, _: lv.post(question(frobnicate=1)), 400, "unsupported_parameter", "frobnicate"),
     ("max_tokens -1", lambda lv, _: lv.post(question(max_tokens=-1)), 400, "unsupported_parameter", "max_tokens"),
     ("max_tokens 1.5", lambda lv, _: lv.post(question(max_tokens=1.5)), 400, None, "max_tokens"),
@@ -204,6 +219,9 @@ CASES: list[Case] = [
     ("huge body (chunked)", lambda lv, _: _chunked(lv, MAX_BODY + 10), 413, "request_too_large", None),
     ("too many messages", lambda lv, _: lv.post(question(messages=[user("hi", None)] * 1001)), 400, None,
      "messages"),
+    ("pixel bomb", lambda lv, _: lv.post(question(messages=[user("What is it?", "data:image/png;base64,"
+                                                                 + base64.b64encode(_png_claiming(10**5, 10**5))
+                                                                 .decode())])), 413, "image_too_large", None),
     ("data URL that is not an image", lambda lv, _: lv.post(question(messages=[user(
         "What is it?", "data:image/png;base64," + base64.b64encode(b"hello, not a png").decode())])), 400,
      "invalid_image", None),
@@ -227,6 +245,8 @@ CASES: list[Case] = [
      400, None, "vqagraph.thread"),
     ("user (thread) with odd characters", lambda lv, _: lv.post(question(user="a b\x00c")), 400, None, "user"),
     ("unknown model, long name", lambda lv, _: lv.post(question(model="m" * 5000)), 404, "model_not_found", "model"),
+    ("headers over the limit", lambda lv, _: lv.post(question(), headers={"X-Padding": "a" * 70_000}), 431,
+     "headers_too_large", None),
 ]
 
 
@@ -243,7 +263,9 @@ def test_hostile_request_is_refused_and_the_server_carries_on(live: Live, tmp_pa
         took = time.monotonic() - start
     finally:
         RECORDING.clear()
-    assert_error(response, status, code, param)
+    error = assert_error(response, status, code, param)
+    if name in ("pixel bomb", "headers over the limit"):  # the server's own limits, quoted
+        assert ("over the limit of 40,000,000" if name == "pixel bomb" else "64 KiB") in error["message"], error
     assert took < FAST, f"{name}: {took:.1f} s"
     assert not [p for p in OPENED if p == "/etc/passwd" or p.startswith(str(tmp_path))], OPENED
     if name.startswith("CORS"):
@@ -327,6 +349,21 @@ def test_trickling_headers_are_cut_off(live: Live) -> None:
     with raw_request(port_of(live), b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ") as sock:
         answer, took = trickle_until_answered(sock, BODY_TIMEOUT + 8)
     assert answer == b"" and took < BODY_TIMEOUT + 5  # the connection was closed, nothing answered
+    assert_still_serving(live)
+
+
+def test_an_endless_header_gets_the_limit_in_openai_format(live: Live) -> None:
+    """A head still incomplete past the limit is refused by the HTTP parser itself: still OpenAI's error body,
+    naming the limit (uvicorn's own answer is a plain-text line)."""
+    with raw_request(port_of(live), b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 100_000) as sock:
+        sock.settimeout(10)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 ")
+    error = json.loads(body)["error"]
+    assert error["code"] == "headers_too_large" and "64 KiB" in error["message"]
     assert_still_serving(live)
 
 

@@ -153,7 +153,10 @@ def load_image(source: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> I
                 image = ImageOps.exif_transpose(opened) or opened
                 image.load()
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-            raise ImageTooLargeError(f"{name}: image is too large ({exc})") from exc
+            # Pillow's own guard fired before ours could read the size: say the size and our limit, not Pillow's.
+            found = re.search(r"\((\d+) pixels\)", str(exc))
+            pixels = f"{int(found.group(1)):,} pixels" if found else "more pixels than Pillow will decode"
+            raise ImageTooLargeError(f"{name}: image is too large: {pixels}, over the limit of {max_pixels:,}") from exc
         except UnidentifiedImageError as exc:
             raise ImageError(f"{name}: not an image, or a format Pillow cannot read") from exc
         except (OSError, SyntaxError, ValueError) as exc:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
 DEFAULT_BODY_TIMEOUT = 30.0  # seconds for the request headers, and again for the body, to arrive
+MAX_HEADER_BYTES = 64 * 1024  # a request's line and headers together (h11's incomplete-event limit)
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 Scope = MutableMapping[str, Any]
@@ -71,6 +72,15 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+HEADERS_TOO_LARGE = f"the request line and headers are over this server's limit of {MAX_HEADER_BYTES // 1024} KiB"
+
+
+def headers_size(scope: Scope) -> int:
+    """The request's head as sent, near enough: its path and query, each header's name and value."""
+    return (len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+            + sum(len(k) + len(v) + 4 for k, v in scope.get("headers", ())))
+
+
 class HostCheck:
     """Answer only requests whose Host header names this server: a page on another site that rebinds its DNS
     name to 127.0.0.1 sends its own name as Host, and gets 400. `/health` is exempt (it tells nothing)."""
@@ -81,6 +91,11 @@ class HostCheck:
         self.hosts = {host_name(h) for h in hosts if h != "*"}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and headers_size(scope) > MAX_HEADER_BYTES:
+            # h11 refuses an incomplete head over the limit (HeaderDeadline.send_400_response says so); a head that
+            # arrived whole was parsed, and is refused here, with the same words.
+            await send_error(send, APIError(431, HEADERS_TOO_LARGE, code="headers_too_large"))
+            return
         if scope["type"] == "http" and not self.any and scope.get("path") != "/health":
             given = header(scope, b"host")
             if given is None or host_name(given) not in self.hosts:
@@ -193,6 +208,25 @@ def http_protocol(header_timeout: float) -> type[asyncio.Protocol]:
                 self.timer.cancel()
             super().connection_lost(exc)
 
+        def send_400_response(self, msg: str) -> None:
+            """What h11 cannot parse, answered in OpenAI's error format (uvicorn's own is a plain-text line):
+            headers over the limit say the limit, with 431, as every other limit of this server says its own."""
+            import h11
+
+            pending = len(getattr(self.conn, "_receive_buffer", b""))  # h11 keeps what it could not parse yet
+            if pending >= MAX_HEADER_BYTES:
+                status, reason, message, code = 431, b"Request Header Fields Too Large", HEADERS_TOO_LARGE, \
+                    "headers_too_large"
+            else:
+                status, reason, message, code = 400, b"Bad Request", "the request is not valid HTTP/1.1", "invalid_http"
+            body = json.dumps(error_body(message, "invalid_request_error", code)).encode()
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                       (b"connection", b"close")]
+            for event in (h11.Response(status_code=status, headers=headers, reason=reason), h11.Data(data=body),
+                          h11.EndOfMessage()):
+                self.transport.write(self.conn.send(event))
+            self.transport.close()
+
     return HeaderDeadline
 
 
@@ -202,5 +236,5 @@ def uvicorn_config(app: FastAPI, host: str, port: int, log_level: str = "info",
     import uvicorn
 
     return uvicorn.Config(app, host=host, port=port, log_level=log_level, http=http_protocol(body_timeout),
-                          timeout_keep_alive=5, h11_max_incomplete_event_size=64 * 1024, server_header=False,
+                          timeout_keep_alive=5, h11_max_incomplete_event_size=MAX_HEADER_BYTES, server_header=False,
                           timeout_graceful_shutdown=10)

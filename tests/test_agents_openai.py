@@ -153,6 +153,45 @@ def test_two_turn_thread(client: Any, engine: Any) -> None:
     assert turns[0].answer == first.choices[0].message.content
 
 
+def test_real_clients_at_their_defaults(base_url: str, engine: Any) -> None:
+    """The async openai client and LangChain's ChatOpenAI (temperature 0.7, max_tokens 64: what users set as a
+    matter of course) ask about an image and continue a thread; every response parses as `openai.types`."""
+    import asyncio
+
+    from langchain_core.messages import HumanMessage
+    from langchain_openai import ChatOpenAI
+    from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+    async def ask_async() -> tuple[Any, list[Any]]:
+        client = openai.AsyncOpenAI(base_url=base_url, api_key=KEY, max_retries=0, timeout=120)
+        first = await client.chat.completions.create(
+            model="vqagraph", messages=[user("What colour is the circle?", scene(21))], temperature=0.7, top_p=0.9,
+            max_tokens=64, user="async-thread", extra_body={"vqagraph": BRIDGE})
+        stream = await client.chat.completions.create(
+            model="vqagraph", messages=[user("and its shape?")], temperature=0.7, max_tokens=64, stream=True,
+            user="async-thread", extra_body={"vqagraph": BRIDGE})
+        return first, [c async for c in stream]
+
+    first, chunks = asyncio.run(ask_async())
+    ChatCompletion.model_validate(first.model_dump())
+    assert all(ChatCompletionChunk.model_validate(c.model_dump()) for c in chunks)
+    assert extension(first)["answer"]["trace"]["generation"] == {"temperature": 0.7, "top_p": 0.9, "max_tokens": 64}
+    last = next(c for c in chunks if c.choices and c.choices[0].finish_reason)
+    assert last.model_extra["vqagraph"]["answer"]["trace"]["history_turns"] == 1
+
+    chat = ChatOpenAI(base_url=base_url, api_key=KEY, model="vqagraph", temperature=0.7, max_tokens=64,
+                      max_retries=0, timeout=120, extra_body={"vqagraph": {**BRIDGE, "thread": "langchain-thread"}})
+    picture = HumanMessage(content=[{"type": "text", "text": "What colour is the circle?"},
+                                    {"type": "image_url", "image_url": {"url": data_url(scene(22))}}])
+    reply = chat.invoke([picture])
+    follow = chat.invoke([HumanMessage("and what shape is it?")])
+    assert isinstance(reply.content, str) and isinstance(follow.content, str)
+    assert reply.response_metadata["finish_reason"] in ("stop", "length")
+    turns = engine.conversation("langchain-thread", store="memory").history()
+    assert [t.question for t in turns] == ["What colour is the circle?", "and what shape is it?"]
+    assert turns[0].answer == reply.content
+
+
 def test_stateless_client_sends_the_history(client: Any) -> None:
     messages = [user("What colour is the circle?", scene(4)), {"role": "assistant", "content": "red"},
                 user("and what shape is it?")]

@@ -192,6 +192,29 @@ def test_real_clients_at_their_defaults(base_url: str, engine: Any) -> None:
     assert turns[0].answer == reply.content
 
 
+def test_an_image_is_uploaded_once_and_named_by_reference(client: Any, base_url: str) -> None:
+    """POST /v1/images takes the picture once; questions (and their thread's turns) then send only `sha256:…`."""
+    headers = {"Authorization": f"Bearer {KEY}"}
+    uploaded = httpx.post(base_url + "/images", json={"image": data_url(scene(31))}, headers=headers, timeout=60)
+    assert uploaded.status_code == 200, uploaded.text
+    ref = uploaded.json()["id"]
+    assert ref.startswith("sha256:") and uploaded.json()["width"] == 160
+    by_ref = client.chat.completions.create(model="vqagraph", messages=[user("What colour is the circle?", ref)],
+                                            extra_body={"vqagraph": BRIDGE})
+    by_url = client.chat.completions.create(model="vqagraph", messages=[user("What colour is the circle?", scene(31))],
+                                            extra_body={"vqagraph": BRIDGE})
+    assert extension(by_ref)["answer"]["image_ref"] == ref == extension(by_url)["answer"]["image_ref"]
+    assert by_ref.choices[0].message.content == by_url.choices[0].message.content
+    rendered = httpx.post(base_url + "/render", json={"image": ref, "marks": []}, headers=headers, timeout=60)
+    assert rendered.status_code == 200 and rendered.content.startswith(b"\x89PNG")
+    with pytest.raises(openai.NotFoundError) as caught:  # a reference nobody uploaded here
+        client.chat.completions.create(model="vqagraph", messages=[user("What is it?", "sha256:" + "0" * 64)],
+                                       extra_body={"vqagraph": BRIDGE})
+    assert caught.value.body["code"] == "image_not_found"  # type: ignore[index]
+    refused = httpx.post(base_url + "/images", json={"image": ref}, headers=headers, timeout=60)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "image"
+
+
 def test_stateless_client_sends_the_history(client: Any) -> None:
     messages = [user("What colour is the circle?", scene(4)), {"role": "assistant", "content": "red"},
                 user("and what shape is it?")]

@@ -284,6 +284,19 @@ def test_another_keys_thread_is_not_found(live: Live) -> None:
     assert_still_serving(live)
 
 
+def test_another_keys_image_reference_is_not_found(live: Live) -> None:
+    """An uploaded image's reference answers only the key that uploaded it."""
+    uploaded = live.post({"image": IMAGE}, path="/v1/images")
+    assert uploaded.status_code == 200, uploaded.text
+    ref = uploaded.json()["id"]
+    asked = question(messages=[user("What colour is the box?", ref)])
+    assert live.post(asked).status_code == 200
+    assert_error(live.post(asked, key=OTHER_KEY), 404, "image_not_found")
+    assert_error(live.post({"image": IMAGE, "extra": 1}, path="/v1/images"), 400)
+    assert_error(live.post({"image": IMAGE}, key=None, path="/v1/images"), 401)
+    assert_still_serving(live)
+
+
 def test_llm_failure_names_no_backend(live: Live, engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     def down(*args: Any, **kwargs: Any) -> Any:
         raise LLMError("the vLLM server at http://10.0.0.5:8000/v1 refused the connection")

@@ -52,7 +52,7 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request  # at run time: FastAPI reads the endpoints' annotations
 
 from vqagraph.agents.http_guards import (
@@ -211,6 +211,14 @@ class Plan:
     generation: Generation = field(default_factory=Generation)  # the request's decoding settings
 
 
+class ImageUpload(BaseModel):
+    """`POST /v1/images`: the picture, once."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    image: str = Field(description="a data: URL (or an allow-listed http(s) URL)")
+
+
 class Slot:
     """A request's place among `max_pending`: held by the request itself and by each worker thread running for it,
     and given back when the last of them lets go (a timed-out request's thread still counts while it works).
@@ -287,6 +295,9 @@ class OpenAIServer:
         # Recent answers by completion id (the web page's explain picture), each with its owner; the oldest go.
         self.recent: OrderedDict[str, tuple[str, Answer]] = OrderedDict()
         self.max_recent = 64
+        # Uploaded images' references, by owner (the pixels are in the engine's image store); the oldest go.
+        self.uploads: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self.max_uploads = 4096
 
     # -- HTTP plumbing
 
@@ -414,8 +425,22 @@ class OpenAIServer:
 
     # -- requests into plans
 
-    def load(self, url: str) -> Image.Image:
-        from vqagraph.media import image_from_string, load_image
+    def load(self, url: str, owner: str) -> Image.Image:
+        """An image a request names: a data: URL, an allow-listed URL, or a `sha256:` reference this owner
+        uploaded (`POST /v1/images`), so a client sends its picture once and then only the reference."""
+        from vqagraph.media import IMAGE_REF, image_from_string, load_image
+
+        if url.strip().lower().startswith("sha256:"):
+            ref = url.strip()
+            with self.lock:
+                known = IMAGE_REF.match(ref) is not None and (owner, ref) in self.uploads
+            try:
+                if known:
+                    return self.engine.tools.images.get(ref)
+            except ImageError:
+                pass
+            raise APIError(404, "no image with that reference was uploaded here by this API key: upload it with "
+                           "POST /v1/images", code="image_not_found", param="messages")
 
         def fetch(u: str) -> bytes:
             return fetch_image(u, self.allow_hosts, self.max_download_bytes, deadline=self.fetch_timeout)
@@ -423,7 +448,21 @@ class OpenAIServer:
         data = image_from_string(url, None, fetch=fetch)
         return load_image(data, max_pixels=self.max_image_pixels)
 
-    def plan(self, request: ChatCompletionRequest) -> Plan:
+    def upload(self, url: str, owner: str) -> dict[str, Any]:
+        """Take an image in once (a data: URL or an allow-listed URL) and give its owner a `sha256:` reference."""
+        image = self.load(url, owner) if not url.strip().lower().startswith("sha256:") else None
+        if image is None:
+            raise APIError(400, "upload the image itself (a data: URL), not a reference", code="invalid_image",
+                           param="image")
+        ref = self.engine.add_image(image)
+        with self.lock:
+            self.uploads[(owner, ref)] = None
+            self.uploads.move_to_end((owner, ref))
+            while len(self.uploads) > self.max_uploads:
+                self.uploads.popitem(last=False)
+        return {"id": ref, "object": "image", "width": image.width, "height": image.height}
+
+    def plan(self, request: ChatCompletionRequest, owner: str = "") -> Plan:
         """Question, image, marks, thread and history from the messages; every check that needs no model."""
         from vqagraph.engine import validate_question
 
@@ -448,10 +487,10 @@ class OpenAIServer:
             raise APIError(400, "one image per message: the question is about one picture", code="invalid_image",
                            param="messages")
         history = [] if thread is not None or at is None else self.fold(messages[at:last], limit)
-        image = self.load(messages[at].image_urls()[0]) if at is not None else None
+        image = self.load(messages[at].image_urls()[0], owner) if at is not None else None
         if image is None and thread is None:
             raise ImageError("no image: put an image_url part in the user message (or continue a thread)")
-        return Plan(question, image, marks, options.route, options.router, thread, history,
+        return Plan(question, image, marks, options.route, options.router, thread, history, owner=owner,
                     generation=request.generation())
 
     @staticmethod
@@ -524,8 +563,8 @@ class OpenAIServer:
         release = self.admit(question=True)
         streaming = False  # once the stream is handed out, it counts the request out when it ends
         try:
-            plan = await self.in_thread(lambda: self.plan(parsed), slot=release)  # may download a remote image
-            plan.owner = self.owner(request)
+            owner = self.owner(request)
+            plan = await self.in_thread(lambda: self.plan(parsed, owner), slot=release)  # may download an image
             cid = new_id()
             if not parsed.stream:
                 answer = await self.in_thread(lambda: self.answer(plan), slot=release)
@@ -696,6 +735,18 @@ def create_app(engine: Engine, *, web_page: bool = True, **settings: Any) -> Fas
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
         return await server.chat(request)
+
+    @app.post("/v1/images")
+    async def upload_image(request: Request) -> Any:
+        """{"image": data URL} -> {"id": "sha256:…"}: send a picture once, then name it in `image_url.url` (and
+        `/v1/render`) by its reference; references are per API key."""
+        server.check_auth(request)
+        try:
+            given = ImageUpload.model_validate_json(await server.read_body(request))
+        except ValidationError as exc:
+            raise validation_error(exc) from exc
+        owner = server.owner(request)
+        return await server.in_thread(lambda: server.upload(given.image, owner))
 
     if web_page:
         from vqagraph.agents.web import add_web_page

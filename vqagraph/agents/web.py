@@ -8,6 +8,7 @@ and thread), so it reaches the engine by the one entry point. This module adds w
     GET    /static/{file}                 its script and style
     GET    /v1/marks                      the renderer's shapes and colours
     POST   /v1/render                     {image, marks} -> PNG: the image exactly as the routes will see it
+    (and, on the API itself: POST /v1/images {image} -> {id: "sha256:…"}, the picture sent once)
     GET    /v1/threads                    the caller's threads, most recent first
     GET    /v1/threads/{id}               one thread: title, turns
     PATCH  /v1/threads/{id}               {title}: rename
@@ -65,7 +66,7 @@ class PageServer(Protocol):
 
     async def in_thread(self, fn: Callable[[], T]) -> T: ...
 
-    def load(self, url: str) -> Image.Image: ...
+    def load(self, url: str, owner: str) -> Image.Image: ...
 
     def recalled(self, cid: str, owner: str) -> Answer: ...
 
@@ -75,7 +76,7 @@ class RenderRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    image: str = Field(description="a data: URL (the page's uploaded picture)")
+    image: str = Field(description="the page's picture: its `sha256:` reference from POST /v1/images, or a data: URL")
     marks: list[dict[str, Any]] = Field(default_factory=list)
 
 
@@ -156,12 +157,13 @@ def add_web_page(app: FastAPI, server: PageServer) -> None:
     async def render(request: Request) -> Response:
         server.check_auth(request)
         given: RenderRequest = await body_as(request, RenderRequest)
+        owner = server.owner(request)
 
         def draw() -> bytes:
             from vqagraph.request import validate_marks
 
             marks = validate_marks(given.marks, allow_files=False)
-            return png(server.engine.render(server.load(given.image), marks))
+            return png(server.engine.render(server.load(given.image, owner), marks))
 
         return PlainResponse(await server.in_thread(draw), media_type="image/png")
 

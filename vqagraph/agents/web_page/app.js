@@ -1,7 +1,8 @@
 // vqagraph's web page: an image, marks drawn on it with the pointer, questions streamed through
 // /v1/chat/completions (the engine's one entry point), conversations kept in the server's thread store.
 // Marks are kept in the image's own pixel coordinates; the picture shown is the server's rendering of them
-// (POST /v1/render), so what the user sees is exactly what the routes see.
+// (POST /v1/render), so what the user sees is exactly what the routes see. The picture is uploaded once
+// (POST /v1/images) and named by its sha256: reference after that.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -32,13 +33,15 @@ function headers(json) {
 
 async function failure(response) {
   // The server's error shape: {"error": {"message": ...}}; one line for the page.
-  let message = response.status + " " + response.statusText;
+  let message = response.status + " " + response.statusText, code = null;
   try {
     const body = await response.json();
-    if (body && body.error && body.error.message) message = body.error.message;
+    if (body && body.error && body.error.message) { message = body.error.message; code = body.error.code; }
   } catch (e) { /* not JSON */ }
   if (response.status === 401) message += " (enter the server's API key above)";
-  return new Error(message);
+  const error = new Error(message);
+  error.code = code;
+  return error;
 }
 
 async function call(method, path, body) {
@@ -66,6 +69,26 @@ function readFile(file) {
   reader.onload = () => setImage(reader.result, false);
   reader.onerror = () => showError("the file could not be read");
   reader.readAsDataURL(file);
+}
+
+// The picture goes to the server once (POST /v1/images); renders and questions then name it by its reference.
+async function imageRef() {
+  if (!state.image.ref) {
+    const response = await call("POST", "/v1/images", { image: state.image.dataUrl });
+    state.image.ref = (await response.json()).id;
+  }
+  return state.image.ref;
+}
+
+// `send(ref)`, uploading the picture again once if the server no longer has it (a restart, another key).
+async function withImageRef(send) {
+  try {
+    return await send(await imageRef());
+  } catch (error) {
+    if (error.code !== "image_not_found") throw error;
+    state.image.ref = null;
+    return send(await imageRef());
+  }
 }
 
 function setImage(dataUrl, fromThread) {
@@ -309,7 +332,8 @@ async function refresh() {
   }
   picture.dataset.rendered = "pending";
   try {
-    const response = await call("POST", "/v1/render", { image: state.image.dataUrl, marks: state.marks });
+    const marks = structuredClone(state.marks);  // as they are now: a drag goes on changing them while we upload
+    const response = await withImageRef((ref) => call("POST", "/v1/render", { image: ref, marks }));
     const url = URL.createObjectURL(await response.blob());
     if (seq !== renderSeq) return;
     picture.onload = () => { draw(); picture.dataset.rendered = String(state.marks.length); };
@@ -363,17 +387,21 @@ async function ask(event) {
   clearError();
   const [route, router] = $("route").value.split(":");
   if (!state.thread) setThread(crypto.getRandomValues(new Uint32Array(3)).reduce((s, v) => s + v.toString(16).padStart(8, "0"), ""));
-  const content = [{ type: "text", text: question }];
-  if (state.image && state.newImage) content.push({ type: "image_url", image_url: { url: state.image.dataUrl } });
-  const body = {
-    model: "vqagraph", stream: true, messages: [{ role: "user", content }],
-    vqagraph: { thread: state.thread, route, router: router || null, marks: state.marks },
+  const marks = structuredClone(state.marks), sendImage = state.image && state.newImage;
+  const body = (ref) => {
+    const content = [{ type: "text", text: question }];
+    if (sendImage) content.push({ type: "image_url", image_url: { url: ref } });
+    return {
+      model: "vqagraph", stream: true, messages: [{ role: "user", content }],
+      vqagraph: { thread: state.thread, route, router: router || null, marks },
+    };
   };
   const item = turnItem(question);
   item.a.classList.add("pending");
   state.busy = true; $("send").disabled = true;
   try {
-    const response = await call("POST", "/v1/chat/completions", body);
+    const response = sendImage ? await withImageRef((ref) => call("POST", "/v1/chat/completions", body(ref)))
+      : await call("POST", "/v1/chat/completions", body(null));
     const reader = response.body.getReader();
     const decoder = new TextDecoder();
     let buffer = "", final = null;

@@ -37,8 +37,8 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES_MODELS = ("shapes-blip-itm", "shapes-blip-captioner", "shapes-t5-qg", "shapes-instructblip",
-                 "shapes-llava-projector")  # what the `shapes` profile loads
-ROUTES = ("img2llm", "bridge", "projection")
+                 "shapes-llava-projector", "shapes-llama-adapter")  # what the `shapes` profile loads
+ROUTES = ("img2llm", "bridge", "projection", "adapter")
 # What the plain copy leaves out where git cannot list the checkout's files: venvs, caches, earlier builds.
 NOT_SOURCE = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".ci-*", "out")
 

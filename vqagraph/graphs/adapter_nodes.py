@@ -12,10 +12,11 @@ from typing import Any
 import torch
 from langgraph.runtime import Runtime
 
-from vqagraph.graphs.nodes import generation_params, node, recent_turns, route_answer, token_writer, vision_question
+from vqagraph.graphs.bridge_nodes import query_prompt
+from vqagraph.graphs.nodes import generation_params, node, route_answer, token_writer, vision_question
 from vqagraph.graphs.state import VQAContext, VQAState
 from vqagraph.toolkit import Toolkit
-from vqagraph.tools.bridge_prompt import bridge_text, bridge_token_ids
+from vqagraph.tools.bridge_prompt import bridge_token_ids
 
 
 def _prompts(tools: Toolkit, state: VQAState) -> tuple[Any, Any, bool]:
@@ -49,11 +50,7 @@ def adapter_prompt(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, A
     """The Q-Former route's prompt (BLIP-2's, §2), earlier turns first; no image tokens: the image is in the
     layers."""
     tools = runtime.context.tools
-    settings = tools.profile.adapter
-    turns = recent_turns(state, tools.profile.conversation.max_history_turns)
-    text = bridge_text(settings.prompt_template, state["question"], turns, settings.history_template)
-    ids = bridge_token_ids(tools.llm.tokenizer, text, settings.add_bos)
-    return {"adapter": {"prompt": text, "prompt_tokens": len(ids)}}
+    return {"adapter": query_prompt(state, tools, tools.profile.adapter)}
 
 
 @node("adapter_answer", reads=("image_ref", "question", "adapter.prompt"), writes=("route_answers",))

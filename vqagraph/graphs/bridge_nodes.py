@@ -10,6 +10,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from vqagraph.config import QueryPromptSettings
 from vqagraph.errors import ProfileError
 from vqagraph.graphs.nodes import generation_params, node, recent_turns, route_answer, token_writer, vision_question
 from vqagraph.graphs.state import VQAContext, VQAState
@@ -38,15 +39,20 @@ def qformer_encode(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, A
     }}
 
 
+def query_prompt(state: VQAState, tools: Toolkit, settings: QueryPromptSettings) -> dict[str, Any]:
+    """The text a Q-Former's queries go with (the Q-Former and adapter routes): BLIP-2's VQA prompt, earlier turns
+    first, concatenated as LAVIS does (§2); its record fields."""
+    turns = recent_turns(state, tools.profile.conversation.max_history_turns)
+    text = bridge_text(settings.prompt_template, state["question"], turns, settings.history_template)
+    ids = bridge_token_ids(tools.llm.tokenizer, text, settings.add_bos)
+    return {"prompt": text, "prompt_tokens": len(ids)}
+
+
 @node("bridge_prompt", reads=("question", "history"), writes=("bridge.prompt", "bridge.prompt_tokens"))
 def bridge_prompt(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
     """BLIP-2's VQA prompt; in a conversation the earlier turns go first, concatenated as LAVIS does (§2)."""
     tools = runtime.context.tools
-    settings = tools.profile.bridge
-    turns = recent_turns(state, tools.profile.conversation.max_history_turns)
-    text = bridge_text(settings.prompt_template, state["question"], turns, settings.history_template)
-    ids = bridge_token_ids(tools.llm.tokenizer, text, settings.add_bos)
-    return {"bridge": {"prompt": text, "prompt_tokens": len(ids)}}
+    return {"bridge": query_prompt(state, tools, tools.profile.bridge)}
 
 
 @node("bridge_answer", reads=("image_ref", "question", "bridge.prompt"), writes=("route_answers",))

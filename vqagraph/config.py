@@ -392,6 +392,9 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
         # LLaVA's projection into the same SmolLM2 (docs/methods.md §7), trained here (`vqagraph-lab
         # --projection`), reading the same frozen encoder's grid pooled to 7x7.
         "projector": "builtin:shapes-llava-projector",
+        # LLaMA-Adapter's gated prompts in SmolLM2's top 28 layers, fed InstructBLIP's queries (docs/methods.md §9),
+        # trained here (`vqagraph-lab --adapter --qformer builtin:shapes-instructblip --steps 300`).
+        "llama_adapter": "builtin:shapes-llama-adapter",
         # The frozen ImageNet EfficientNet-Lite0 under every vision model (docs/methods.md §6.1): its stride-16 grid
         # at 224 px of the letterboxed image, chosen by the linear probe (benchmarks/probe_image_encoder.py).
         "image_encoder": {"model": "builtin:efficientnet-lite0", "image_size": 224, "stages": [4],

@@ -131,7 +131,7 @@ class LlamaAdapter(nn.Module):
 
     @classmethod
     def from_pretrained(cls, source: str | Path, revision: str | None = None, **_: Any) -> LlamaAdapter:
-        """A local folder or a Hub repository holding `adapter_config.json` and `adapter.safetensors`."""
+        """A local folder or a Hub repository holding `llama_adapter_config.json` and `llama_adapter.safetensors`."""
         from vqagraph.errors import ModelMismatchError
 
         folder = Path(source).expanduser()

@@ -450,10 +450,10 @@ class OpenAIServer:
 
     def upload(self, url: str, owner: str) -> dict[str, Any]:
         """Take an image in once (a data: URL or an allow-listed URL) and give its owner a `sha256:` reference."""
-        image = self.load(url, owner) if not url.strip().lower().startswith("sha256:") else None
-        if image is None:
+        if url.strip().lower().startswith("sha256:"):
             raise APIError(400, "upload the image itself (a data: URL), not a reference", code="invalid_image",
                            param="image")
+        image = self.load(url, owner)
         ref = self.engine.add_image(image)
         with self.lock:
             self.uploads[(owner, ref)] = None

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb  # runs in every adapted layer's forward
 
 # Not PEFT's adapter_config.json: transformers would read the folder as a PEFT adapter.
 CONFIG_NAME = "llama_adapter_config.json"
@@ -154,8 +155,6 @@ def adapted_attention(attn: Any, hidden: torch.Tensor, position_embeddings: tupl
                       prompt: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
     """What one Llama attention module adds for its prompts: `o_proj(gate · softmax(q kᵀ/√d) v)`, the queries with
     their rotary positions, the prompts' keys and values without (they have no position), as PEFT computes it."""
-    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-
     batch, length, _ = hidden.shape
     heads, kv_heads = attn.config.num_attention_heads, attn.config.num_key_value_heads
     d = attn.head_dim

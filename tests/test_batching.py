@@ -3,6 +3,7 @@ and the server that batches concurrent requests (429 past its bound, Prometheus 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -376,17 +377,23 @@ def test_metrics_parse_and_count_requests(served: tuple[str, Any]) -> None:
 
 @pytest.mark.skipif(not os.environ.get("VQAGRAPH_TEST_POSTGRES_URL") and not os.environ.get("CI"),
                     reason="set VQAGRAPH_TEST_POSTGRES_URL (.ci/run starts a Postgres server and sets it)")
-def test_two_replicas_keep_a_conversation_whole(model_cache: Path, tmp_path: Path) -> None:
-    """Two `vqagraph serve` processes on one Postgres store (and one image folder, as a shared volume would be):
-    a conversation whose turns alternate between them keeps every turn."""
+def test_two_replicas_share_threads_answers_and_uploads(model_cache: Path, tmp_path: Path) -> None:
+    """Two `vqagraph serve` processes behind a balancer, sharing only one Postgres store (each has its own data
+    folder: no shared volume): a conversation whose turns alternate between them keeps every turn; an image
+    uploaded to one is asked about on the other; an answer given by one is explained by the other, for its own
+    API key only."""
     from vqagraph.tools.llm.vllm_server import free_port
 
     url = os.environ["VQAGRAPH_TEST_POSTGRES_URL"]
-    env = {**os.environ, "VQAGRAPH_DATA": str(tmp_path / "shared"), "VQAGRAPH_CACHE": str(model_cache)}
+    keys = ["replica-key-1", "replica-key-2"]
+    mine, theirs = ({"Authorization": f"Bearer {key}"} for key in keys)
     ports = [free_port(), free_port()]
     replicas = [subprocess.Popen([sys.executable, "-m", "vqagraph", "serve", "--profile", "tiny", "--port", str(port),
-                                  "--store", url, "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.PIPE, text=True) for port in ports]
+                                  "--store", url, "--log-level", "warning", "--api-key", keys[0], "--api-key", keys[1]],
+                                 env={**os.environ, "VQAGRAPH_DATA": str(tmp_path / f"replica-{port}"),
+                                      "VQAGRAPH_CACHE": str(model_cache)},
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for port in ports]
+    first, second = (f"http://127.0.0.1:{port}" for port in ports)
     try:
         for port, replica in zip(ports, replicas, strict=True):
             deadline = time.monotonic() + 180
@@ -399,17 +406,41 @@ def test_two_replicas_keep_a_conversation_whole(model_cache: Path, tmp_path: Pat
                 assert replica.poll() is None and time.monotonic() < deadline, replica.stderr.read()[-2000:]  # type: ignore[union-attr]
                 time.sleep(0.3)
         thread = f"replicas-{os.getpid()}"
-        image = Image.new("RGB", (64, 48), "red")
+        image = Image.new("RGB", (64, 48), (200, 30, 30))
         questions = ["What colour is it?", "Is it big?", "And its shape?", "Where is it?"]
         seen = []
         for turn, question in enumerate(questions):
             request = body(image, question) if turn == 0 else body(None, question)  # the image with turn 1 only
             request["vqagraph"]["thread"] = thread
             response = httpx.post(f"http://127.0.0.1:{ports[turn % 2]}/v1/chat/completions", json=request,
-                                  timeout=300)
+                                  headers=mine, timeout=300)
             assert response.status_code == 200, response.text
             seen.append(response.json()["vqagraph"]["answer"]["trace"]["history_turns"])
         assert seen == [0, 1, 2, 3]  # each replica saw every earlier turn, whichever replica answered it
+
+        # Uploaded once, to the first replica; asked about by reference on the second.
+        picture = Image.new("RGB", (80, 60), (30, 90, 200))
+        data_url = body(picture)["messages"][0]["content"][1]["image_url"]["url"]
+        uploaded = httpx.post(f"{first}/v1/images", json={"image": data_url}, headers=mine, timeout=60)
+        assert uploaded.status_code == 200, uploaded.text
+        ref = uploaded.json()["id"]
+        request = {"model": "vqagraph", "vqagraph": {"route": "img2llm"}, "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "What colour is it?"}, {"type": "image_url", "image_url": {"url": ref}}]}]}
+        asked = httpx.post(f"{second}/v1/chat/completions", json=request, headers=mine, timeout=300)
+        assert asked.status_code == 200, asked.text
+        assert asked.json()["vqagraph"]["answer"]["image_ref"] == ref
+        refused = httpx.post(f"{second}/v1/chat/completions", json=request, headers=theirs, timeout=300)
+        assert refused.status_code == 404 and refused.json()["error"]["code"] == "image_not_found"
+
+        # Answered by the second replica, explained by the first: the trace and the image come from the store.
+        explain = f"{first}/v1/answers/{asked.json()['id']}/explain.png"
+        explained = httpx.get(explain, headers=mine, timeout=120)
+        assert explained.status_code == 200, explained.text
+        with Image.open(io.BytesIO(explained.content)) as drawn:
+            assert drawn.format == "PNG" and drawn.width >= picture.width
+        assert httpx.get(explain, headers=theirs, timeout=120).status_code == 404  # another key: as if unknown
+        on_disk = [path for port in ports for path in (tmp_path / f"replica-{port}").rglob("*.png")]
+        assert not on_disk  # the images are in the store, not on either replica's disk
     finally:
         for replica in replicas:
             replica.terminate()

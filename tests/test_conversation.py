@@ -3,6 +3,7 @@ across processes (SQLite, Postgres), and a broken store is a clear error."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sqlite3
@@ -212,3 +213,42 @@ def test_thread_catalogue_lists_renames_deletes_and_keeps_owners_apart(engine: E
         store.delete(first, "alice")
         assert first not in [t.thread_id for t in store.threads("alice")]
         assert engine.conversation(first, store=url).history() == []  # its checkpoints are gone too
+
+
+def test_kept_answers_and_uploads_belong_to_their_owner_and_the_oldest_go(engine: Engine, tmp_path: Path) -> None:
+    """What any replica on a store reads back: an answer kept by id (its explain picture's trace) for its owner
+    only, at most `max_answers` of them; who uploaded which image; and, for Postgres, the image itself."""
+    answer = engine.answer(AskRequest(question="What colour is the circle?", image=scene("red", 11), route="bridge"))
+    for url in stores(tmp_path):
+        store = ThreadStore(url, images=None if url.startswith("postgres") else tmp_path / "images")
+        try:
+            prefix = f"kept-{os.getpid()}-{len(url)}"
+            alice = f"alice-{prefix}"  # a Postgres store outlives the test run
+            store.keep_answer(f"{prefix}-0", alice, answer)
+            assert store.kept_answer(f"{prefix}-0", alice) == answer  # the whole trace, as it was
+            with pytest.raises(ThreadAccessError):
+                store.kept_answer(f"{prefix}-0", "bob")
+            with pytest.raises(ThreadAccessError):
+                store.kept_answer(f"{prefix}-unknown", alice)
+            store.max_answers = 2
+            for n in (1, 2):
+                store.keep_answer(f"{prefix}-{n}", alice, answer)
+            with pytest.raises(ThreadAccessError):
+                store.kept_answer(f"{prefix}-0", alice)  # the oldest went
+            assert store.kept_answer(f"{prefix}-2", alice).answer == answer.answer
+
+            ref = answer.image_ref
+            assert not store.uploaded(alice, ref)
+            store.record_upload(alice, ref)
+            store.record_upload(alice, ref)  # again: still one
+            assert store.uploaded(alice, ref) and not store.uploaded("bob", ref)
+
+            picture = engine.tools.images.get(ref)
+            png = io.BytesIO()
+            picture.save(png, format="PNG")
+            store.images.write(ref, png.getvalue())
+            store.images.write(ref, png.getvalue())  # written once
+            assert store.images.has(ref) and store.images.read(ref) == png.getvalue()
+            assert store.images.read("sha256:" + "0" * 64) is None
+        finally:
+            store.close()

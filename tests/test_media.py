@@ -420,7 +420,7 @@ def test_image_store_round_trip(red_circle: Image.Image) -> None:
 
 def test_image_store_unknown_ref() -> None:
     store = ImageStore()
-    with _raises_exactly(ImageError, "neither in this process's memory nor in its threads' image folders"):
+    with _raises_exactly(ImageError, "neither in this process's memory nor in its thread stores"):
         store.get("sha256:" + "0" * 64)
 
 

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import IO, Any, NewType
+from typing import IO, Any, NewType, Protocol
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
@@ -264,59 +264,103 @@ class LRUStore:
             self._items.clear()
 
 
+class ImageShelf(Protocol):
+    """Where images outlive this process, by reference, as PNG bytes: a folder, or a database every replica reads
+    (a Postgres thread store's). Writing a reference already there is a no-op."""
+
+    def has(self, ref: str) -> bool: ...
+
+    def read(self, ref: str) -> bytes | None: ...
+
+    def write(self, ref: str, png: bytes) -> None: ...
+
+
+class FolderShelf:
+    """Images as `<sha256>.png` files in one folder (content-addressed, lossless; written atomically)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FolderShelf) and other.folder == self.folder
+
+    def __hash__(self) -> int:
+        return hash(self.folder)
+
+    def path(self, ref: str) -> Path:
+        return self.folder / f"{ref.removeprefix('sha256:')}.png"
+
+    def has(self, ref: str) -> bool:
+        return self.path(ref).exists()
+
+    def read(self, ref: str) -> bytes | None:
+        try:
+            return self.path(ref).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def write(self, ref: str, png: bytes) -> None:
+        path = self.path(ref)
+        if path.exists():
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        partial.write_bytes(png)
+        partial.replace(path)  # atomic: another process never reads half a file
+
+
+def shelf_of(place: ImageShelf | str | Path) -> ImageShelf:
+    """A folder path as a shelf; a shelf as itself."""
+    return FolderShelf(place) if isinstance(place, str | Path) else place
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 class ImageStore:
     """Images by reference, so graph nodes receive an `ImageRef` and fetch pixels here.
 
-    With folders attached (each thread store's), a thread's image is also written to its store's folder as
-    `<sha256>.png` (content-addressed, lossless), so a conversation continued by another process finds its
-    images; checkpoints only ever hold the reference. `get` looks in memory, then in every attached folder."""
+    With shelves attached (each thread store's: a folder beside a SQLite file, or a Postgres table), a thread's
+    image is also written to its store's shelf, so a conversation continued by another process (or replica) finds
+    its images; checkpoints only ever hold the reference. `get` looks in memory, then on every attached shelf."""
 
     def __init__(self, capacity: int = 256, root: str | Path | None = None) -> None:
         self._store = LRUStore(capacity)
-        self.folders: list[Path] = []
+        self.shelves: list[ImageShelf] = []
         if root is not None:
             self.attach(root)
 
-    @property
-    def root(self) -> Path | None:
-        """The folder images go to when no other is named (the first attached)."""
-        return self.folders[0] if self.folders else None
+    def attach(self, place: ImageShelf | str | Path) -> None:
+        """Also keep (and look for) images on `place`: a thread store's shelf, or a folder."""
+        shelf = shelf_of(place)
+        if shelf not in self.shelves:
+            self.shelves.append(shelf)
 
-    def attach(self, folder: str | Path) -> None:
-        """Also keep (and look for) images in `folder`: a thread store's image folder."""
-        if Path(folder) not in self.folders:
-            self.folders.append(Path(folder))
-
-    @staticmethod
-    def _path(folder: Path, ref: str) -> Path:
-        return folder / f"{ref.removeprefix('sha256:')}.png"
-
-    def add(self, image: Image.Image, folder: str | Path | None = None) -> ImageRef:
-        """Keep the image; write it to `folder` (default: the first attached) unless it is there already."""
+    def add(self, image: Image.Image, place: ImageShelf | str | Path | None = None) -> ImageRef:
+        """Keep the image; write it to `place` (default: the first attached shelf) unless it is there already."""
         ref = image_ref(image)
         self._store.put(ref, image)
-        target = Path(folder) if folder is not None else self.root
-        if target is not None:
-            path = self._path(target, ref)
-            if not path.exists():
-                target.mkdir(parents=True, exist_ok=True)
-                partial = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-                image.save(partial, format="PNG")
-                partial.replace(path)  # atomic: another process never reads half a file
+        target = shelf_of(place) if place is not None else (self.shelves[0] if self.shelves else None)
+        if target is not None and not target.has(ref):
+            target.write(ref, png_bytes(image))
         return ref
 
     def get(self, ref: str) -> Image.Image:
         if not isinstance(ref, str) or not IMAGE_REF.match(ref):  # also keeps a reference from naming a file path
             raise ImageError("an image reference is `sha256:` and 64 lowercase hex digits")
         image = self._store.get(ref)
-        for folder in self.folders if image is None else []:
-            if self._path(folder, ref).exists():
-                with Image.open(self._path(folder, ref)) as stored:
+        for shelf in self.shelves if image is None else []:
+            data = shelf.read(ref)
+            if data is not None:
+                with Image.open(io.BytesIO(data)) as stored:
                     image = stored.convert("RGB")
                 self._store.put(ref, image)
                 break
         if image is None:  # the message names no folder: a remote client may read it
-            raise ImageError(f"image {ref} is neither in this process's memory nor in its threads' image folders; "
+            raise ImageError(f"image {ref} is neither in this process's memory nor in its thread stores; "
                              "take it in again")
         return image  # type: ignore[no-any-return]
 

@@ -43,7 +43,6 @@ import math
 import socket
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -106,6 +105,7 @@ if TYPE_CHECKING:
 
     from vqagraph.answer import Answer
     from vqagraph.engine import Engine
+    from vqagraph.engine.threads import ThreadStore
     from vqagraph.tools.visual_prompt import Mark
 
 log = logging.getLogger("vqagraph.serve")
@@ -292,12 +292,6 @@ class OpenAIServer:
         self.threads = anyio.CapacityLimiter(max(engine.profile.batching.max_batch, 1))
         self.metrics = ServerMetrics.for_engine(engine)
         self.created = int(time.time())
-        # Recent answers by completion id (the web page's explain picture), each with its owner; the oldest go.
-        self.recent: OrderedDict[str, tuple[str, Answer]] = OrderedDict()
-        self.max_recent = 64
-        # Uploaded images' references, by owner (the pixels are in the engine's image store); the oldest go.
-        self.uploads: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self.max_uploads = 4096
 
     # -- HTTP plumbing
 
@@ -408,20 +402,36 @@ class OpenAIServer:
                            "rate_limit_error", code="server_busy", headers={"Retry-After": "1"})
         return Slot(self, question)
 
+    @property
+    def thread_store(self) -> ThreadStore:
+        """The store this server keeps threads, recent answers and uploads in: behind a balancer, every replica
+        on the same store (Postgres) answers for any of them."""
+        return self.engine.thread_store(self.store)
+
     def remember(self, cid: str, owner: str, answer: Answer) -> None:
-        """Keep a recent answer for `recalled` (a bounded number, the oldest dropped)."""
-        with self.lock:
-            self.recent[cid] = (owner, answer)
-            while len(self.recent) > self.max_recent:
-                self.recent.popitem(last=False)
+        """Keep an answer by completion id for its owner's explain picture, with the image it was asked about,
+        where every replica on the store finds both. Nothing of the answer is lost when the store fails: the
+        explain picture of that answer is then a 404."""
+        from vqagraph.engine.threads import ThreadStoreError
+
+        try:
+            store = self.thread_store
+            if answer.trace.img2llm:  # only the text route has an explain picture
+                ref = answer.trace.seen_image_ref
+                self.engine.tools.images.add(self.engine.tools.images.get(ref), store.images)
+            store.keep_answer(cid, owner, answer)
+        except (ThreadStoreError, ImageError) as exc:
+            log.warning("answer %s not kept for its explain picture: %s", cid, exc)
 
     def recalled(self, cid: str, owner: str) -> Answer:
-        """A recent answer of this owner's (404 when it is unknown, gone, or another owner's)."""
-        with self.lock:
-            kept = self.recent.get(cid)
-        if kept is None or not hmac.compare_digest(kept[0], owner):
-            raise APIError(404, "no such recent answer here", code="not_found")
-        return kept[1]
+        """A recent answer of this owner's, from whichever replica gave it (404 when it is unknown, gone, or
+        another owner's)."""
+        from vqagraph.engine.threads import ThreadAccessError
+
+        try:
+            return self.thread_store.kept_answer(cid, owner)
+        except ThreadAccessError:
+            raise APIError(404, "no such recent answer here", code="not_found") from None
 
     # -- requests into plans
 
@@ -432,14 +442,12 @@ class OpenAIServer:
 
         if url.strip().lower().startswith("sha256:"):
             ref = url.strip()
-            with self.lock:
-                known = IMAGE_REF.match(ref) is not None and (owner, ref) in self.uploads
             try:
-                if known:
-                    return self.engine.tools.images.get(ref)
+                if IMAGE_REF.match(ref) is not None and self.thread_store.uploaded(owner, ref):
+                    return self.engine.tools.images.get(ref)  # memory, else the store every replica reads
             except ImageError:
                 pass
-            raise APIError(404, "no image with that reference was uploaded here by this API key: upload it with "
+            raise APIError(404, "no image with that reference was uploaded by this API key: upload it with "
                            "POST /v1/images", code="image_not_found", param="messages")
 
         def fetch(u: str) -> bytes:
@@ -454,12 +462,9 @@ class OpenAIServer:
             raise APIError(400, "upload the image itself (a data: URL), not a reference", code="invalid_image",
                            param="image")
         image = self.load(url, owner)
-        ref = self.engine.add_image(image)
-        with self.lock:
-            self.uploads[(owner, ref)] = None
-            self.uploads.move_to_end((owner, ref))
-            while len(self.uploads) > self.max_uploads:
-                self.uploads.popitem(last=False)
+        store = self.thread_store
+        ref = self.engine.add_image(image, store.images)  # where every replica on the store reads it
+        store.record_upload(owner, ref)
         return {"id": ref, "object": "image", "width": image.width, "height": image.height}
 
     def plan(self, request: ChatCompletionRequest, owner: str = "") -> Plan:
@@ -544,13 +549,16 @@ class OpenAIServer:
             return False
         return plan.route != "auto" or (plan.router or self.engine.profile.router.policy) == "rules"
 
-    def answer(self, plan: Plan, on_token: Callable[[str], None] | None = None) -> Answer:
-        """The engine's one entry point: a thread's turn, or the request's own earlier turns as history."""
+    def answer(self, plan: Plan, cid: str, on_token: Callable[[str], None] | None = None) -> Answer:
+        """The engine's one entry point: a thread's turn, or the request's own earlier turns as history; the answer
+        is kept by its completion id `cid` (`remember`)."""
         request = AskRequest(question=plan.question, image=plan.image, marks=list(plan.marks), route=plan.route,
                              router=plan.router, history=[] if plan.thread else list(plan.history),
                              thread=plan.thread, store=self.store, owner=plan.owner, generation=plan.generation)
         on_event = None if on_token is None else (lambda kind, value: on_token(value) if kind == "token" else None)
-        return self.engine.answer(request, on_event)
+        answer = self.engine.answer(request, on_event)
+        self.remember(cid, plan.owner, answer)
+        return answer
 
     # -- endpoints
 
@@ -567,8 +575,7 @@ class OpenAIServer:
             plan = await self.in_thread(lambda: self.plan(parsed, owner), slot=release)  # may download an image
             cid = new_id()
             if not parsed.stream:
-                answer = await self.in_thread(lambda: self.answer(plan), slot=release)
-                self.remember(cid, plan.owner, answer)
+                answer = await self.in_thread(lambda: self.answer(plan, cid), slot=release)
                 body = completion(cid, parsed.model, answer.answer, self.count(answer), extension(answer, plan.thread),
                                   finish_reason(answer))
                 return JSONResponse(body)
@@ -623,7 +630,7 @@ class OpenAIServer:
         async def work() -> None:
             async with send:
                 try:
-                    answer = await self.in_thread(lambda: self.answer(plan, on_token), slot=release)
+                    answer = await self.in_thread(lambda: self.answer(plan, cid, on_token), slot=release)
                     await send.send(("answer", answer))
                 except VQAGraphError as exc:
                     self.metrics.failed(self.status_of(exc))
@@ -650,7 +657,6 @@ class OpenAIServer:
                             yield event(error_body(value.message, value.type, value.code, value.param))
                         else:
                             usage = self.count(value)
-                            self.remember(cid, plan.owner, value)
                             rest = shaper.finish(value.answer)
                             if rest:
                                 yield event(chunk(cid, model, created, {"content": rest}))

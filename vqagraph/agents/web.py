@@ -21,7 +21,6 @@ Threads are the server's thread store's; with keys on, each key sees only the th
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -30,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request  # at run time: FastAPI reads the endpoints' annotations
 
 from vqagraph.agents.openai_protocol import THREAD_ID, APIError, validation_error
+from vqagraph.media import png_bytes
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -88,12 +88,6 @@ class RenameRequest(BaseModel):
 
 def asset(name: str) -> bytes:
     return files("vqagraph.agents").joinpath("web_page", name).read_bytes()
-
-
-def png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def add_web_page(app: FastAPI, server: PageServer) -> None:
@@ -163,7 +157,7 @@ def add_web_page(app: FastAPI, server: PageServer) -> None:
             from vqagraph.request import validate_marks
 
             marks = validate_marks(given.marks, allow_files=False)
-            return png(server.engine.render(server.load(given.image, owner), marks))
+            return png_bytes(server.engine.render(server.load(given.image, owner), marks))
 
         return PlainResponse(await server.in_thread(draw), media_type="image/png")
 
@@ -217,7 +211,7 @@ def add_web_page(app: FastAPI, server: PageServer) -> None:
             ref = talk.image_ref
             if ref is None:
                 raise APIError(404, "this thread has no image yet", code="not_found")
-            return png(server.engine.tools.images.get(ref))
+            return png_bytes(server.engine.tools.images.get(ref))
 
         return PlainResponse(await server.in_thread(picture), media_type="image/png")
 
@@ -228,4 +222,4 @@ def add_web_page(app: FastAPI, server: PageServer) -> None:
         picture = await server.in_thread(lambda: server.engine.explain(answer))
         if picture is None:
             raise APIError(404, "no explain picture: the text route did not run for this answer", code="no_explain")
-        return PlainResponse(await server.in_thread(lambda: png(picture)), media_type="image/png")
+        return PlainResponse(await server.in_thread(lambda: png_bytes(picture)), media_type="image/png")

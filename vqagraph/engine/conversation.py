@@ -29,11 +29,10 @@ from vqagraph.request import AskRequest, Generation, validate_marks, validate_qu
 
 if TYPE_CHECKING:
     import threading
-    from pathlib import Path
 
     from vqagraph.config import Profile
     from vqagraph.engine.threads import ThreadStore
-    from vqagraph.media import ImageInput
+    from vqagraph.media import ImageInput, ImageShelf
     from vqagraph.tools.visual_prompt import Mark
 
 
@@ -46,7 +45,7 @@ class TurnEngine(Protocol):
 
     def check_route(self, route: str, router: str | None = None) -> None: ...
 
-    def add_image(self, image: ImageInput, folder: str | Path | None = None) -> str: ...
+    def add_image(self, image: ImageInput, shelf: ImageShelf | None = None) -> str: ...
 
     def thread_lock(self, thread_id: str) -> threading.Lock: ...
 

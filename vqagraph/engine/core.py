@@ -23,7 +23,7 @@ from vqagraph.graphs.registry import ROUTES
 from vqagraph.graphs.router import POLICIES
 from vqagraph.graphs.state import STATE_KEYS, VQAContext
 from vqagraph.graphs.vqa import build_graph
-from vqagraph.media import ImageInput, load_image
+from vqagraph.media import ImageInput, ImageShelf, load_image
 from vqagraph.request import AskRequest, Generation, validate_marks, validate_question
 from vqagraph.toolkit import Toolkit
 
@@ -79,10 +79,10 @@ class Engine:
         encoder = self.profile.image_encoder
         return encoder is not None and encoder.resize == "letterbox"
 
-    def add_image(self, image: ImageInput, folder: str | Path | None = None) -> str:
-        """Take an image in (validated) and return its content reference; `folder`: also write it there (a thread
-        store's image folder), so another process continuing the thread finds it."""
-        return self.tools.images.add(load_image(image, max_pixels=self.profile.limits.max_image_pixels), folder)
+    def add_image(self, image: ImageInput, shelf: ImageShelf | None = None) -> str:
+        """Take an image in (validated) and return its content reference; `shelf`: also write it there (a thread
+        store's images), so another process or replica continuing the thread finds it."""
+        return self.tools.images.add(load_image(image, max_pixels=self.profile.limits.max_image_pixels), shelf)
 
     def render(self, image: ImageInput, marks: Sequence[Mark | dict[str, Any]]) -> Image.Image:
         """The image exactly as the routes will see it with these marks drawn on it."""

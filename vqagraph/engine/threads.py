@@ -4,10 +4,12 @@
   directory, `VQAGRAPH_DATA` overrides it), in WAL mode so several processes can write different threads;
 - `postgresql://…`: `PostgresSaver` (`pip install 'vqagraph[postgres]'`);
 - `memory`: `InMemorySaver`, for tests and throwaway sessions.
-Images never go into checkpoints: they are written, content-addressed, next to the SQLite file.
+Images never go into checkpoints: they are written, content-addressed, next to the SQLite file (a Postgres store
+keeps them in a table of its own, so every replica that shares the store reads them).
 
 Beside the checkpoints, the same database keeps a small catalogue of threads (`vqagraph_threads`: title, owner,
-turn count, times), so a thread list, a rename or a delete never scans checkpoints. A thread's owner is an opaque
+turn count, times), so a thread list, a rename or a delete never scans checkpoints; the recent answers by id (what
+an explain picture is rebuilt from, by any replica) and the images each owner uploaded. A thread's owner is an opaque
 string (the servers use a hash of the API key that started it); a thread is answered and listed only for it.
 """
 
@@ -26,7 +28,9 @@ from typing import Any
 from platformdirs import user_data_dir
 from pydantic import BaseModel
 
+from vqagraph.answer import Answer
 from vqagraph.errors import VQAGraphError
+from vqagraph.media import FolderShelf, ImageShelf
 
 log = logging.getLogger("vqagraph.threads")
 
@@ -45,6 +49,21 @@ TITLE_CHARS = 80  # a thread's title: its first question, cut to this many chara
 CATALOGUE = """CREATE TABLE IF NOT EXISTS vqagraph_threads (
     thread_id TEXT PRIMARY KEY, title TEXT NOT NULL, owner TEXT NOT NULL, created TEXT NOT NULL,
     updated TEXT NOT NULL, turns INTEGER NOT NULL)"""
+# Recent answers by id, each with its owner: an explain picture is rebuilt from one by whichever process asks.
+ANSWERS = """CREATE TABLE IF NOT EXISTS vqagraph_answers (
+    answer_id TEXT PRIMARY KEY, owner TEXT NOT NULL, created TEXT NOT NULL, answer TEXT NOT NULL)"""
+ANSWERS_BY_AGE = "CREATE INDEX IF NOT EXISTS vqagraph_answers_created ON vqagraph_answers (created)"
+# Which owner uploaded which image (POST /v1/images): a reference answers only the key that uploaded it.
+UPLOADS = """CREATE TABLE IF NOT EXISTS vqagraph_uploads (
+    owner TEXT NOT NULL, image_ref TEXT NOT NULL, created TEXT NOT NULL, PRIMARY KEY (owner, image_ref))"""
+# A Postgres store's images (PNG bytes by reference): replicas on other machines share no folder.
+IMAGES = """CREATE TABLE IF NOT EXISTS vqagraph_images (
+    image_ref TEXT PRIMARY KEY, png BYTEA NOT NULL, created TEXT NOT NULL)"""
+MAX_ANSWERS = 10_000  # answers kept per store for explain pictures; the oldest go
+
+
+def timestamp() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 class ThreadInfo(BaseModel):
@@ -74,16 +93,21 @@ class ThreadStore(AbstractContextManager["ThreadStore"]):
         self.timeout = timeout
         self._stack = ExitStack()
         self.kind, self.saver = self._open(self.url)
+        self.images: ImageShelf
         if images is not None:
-            self.images = Path(images)
+            self.images = FolderShelf(images)
         elif self.kind == "sqlite":
-            self.images = Path(self._sqlite_path(self.url)).parent / "images"
+            self.images = FolderShelf(Path(self._sqlite_path(self.url)).parent / "images")
+        elif self.kind == "postgres":
+            self.images = DatabaseShelf(self)
         else:
-            self.images = data_root() / "images"
+            self.images = FolderShelf(data_root() / "images")
+        self.max_answers = MAX_ANSWERS
         self._catalogue_lock = threading.Lock()
         self._memory_catalogue: sqlite3.Connection | None = None
         with self.guard():
-            self._sql(CATALOGUE)
+            for table in (CATALOGUE, ANSWERS, ANSWERS_BY_AGE, UPLOADS, *([IMAGES] if self.kind == "postgres" else [])):
+                self._sql(table)
 
     @staticmethod
     def _sqlite_path(url: str) -> str:
@@ -207,6 +231,37 @@ class ThreadStore(AbstractContextManager["ThreadStore"]):
             self.saver.delete_thread(thread_id)
             self._sql("DELETE FROM vqagraph_threads WHERE thread_id = ?", (thread_id,))
 
+    # -- recent answers and uploads, shared by every process on this store
+
+    def keep_answer(self, answer_id: str, owner: str, answer: Answer) -> None:
+        """Keep an answer (its trace) by id for its owner, so any replica can rebuild its explain picture; the
+        oldest beyond `max_answers` go."""
+        with self.guard():
+            self._sql("INSERT INTO vqagraph_answers (answer_id, owner, created, answer) VALUES (?, ?, ?, ?) "
+                      "ON CONFLICT (answer_id) DO NOTHING", (answer_id, owner, timestamp(), answer.model_dump_json()))
+            self._sql("DELETE FROM vqagraph_answers WHERE created < (SELECT created FROM vqagraph_answers "
+                      "ORDER BY created DESC LIMIT 1 OFFSET ?)", (self.max_answers - 1,))
+
+    def kept_answer(self, answer_id: str, owner: str) -> Answer:
+        """A kept answer of this owner's (ThreadAccessError when unknown, gone, or another owner's: alike)."""
+        with self.guard():
+            rows = self._sql("SELECT answer FROM vqagraph_answers WHERE answer_id = ? AND owner = ?",
+                             (answer_id, owner))
+        if not rows:
+            raise ThreadAccessError(f"no answer {answer_id!r} here")
+        return Answer.model_validate_json(rows[0][0])
+
+    def record_upload(self, owner: str, ref: str) -> None:
+        """Note that `owner` uploaded the image `ref` (its pixels go to `images`)."""
+        with self.guard():
+            self._sql("INSERT INTO vqagraph_uploads (owner, image_ref, created) VALUES (?, ?, ?) "
+                      "ON CONFLICT (owner, image_ref) DO UPDATE SET created = excluded.created",
+                      (owner, ref, timestamp()))
+
+    def uploaded(self, owner: str, ref: str) -> bool:
+        with self.guard():
+            return bool(self._sql("SELECT 1 FROM vqagraph_uploads WHERE owner = ? AND image_ref = ?", (owner, ref)))
+
     @contextmanager
     def guard(self) -> Iterator[None]:
         """Database failures during a turn (locked, corrupt, connection lost) become a `ThreadStoreError`; its
@@ -231,3 +286,24 @@ class ThreadStore(AbstractContextManager["ThreadStore"]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class DatabaseShelf:
+    """A Postgres thread store's images, in its `vqagraph_images` table: every replica on the store reads them."""
+
+    def __init__(self, store: ThreadStore) -> None:
+        self.store = store
+
+    def has(self, ref: str) -> bool:
+        with self.store.guard():
+            return bool(self.store._sql("SELECT 1 FROM vqagraph_images WHERE image_ref = ?", (ref,)))
+
+    def read(self, ref: str) -> bytes | None:
+        with self.store.guard():
+            rows = self.store._sql("SELECT png FROM vqagraph_images WHERE image_ref = ?", (ref,))
+        return bytes(rows[0][0]) if rows else None
+
+    def write(self, ref: str, png: bytes) -> None:
+        with self.store.guard():
+            self.store._sql("INSERT INTO vqagraph_images (image_ref, png, created) VALUES (?, ?, ?) "
+                            "ON CONFLICT (image_ref) DO NOTHING", (ref, png, timestamp()))

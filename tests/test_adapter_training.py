@@ -58,3 +58,27 @@ def test_a_stopped_run_resumes_where_it_was(tmp_path: Path, monkeypatch: pytest.
     assert resumed["losses"]["lm"]["steps"] == PLAN.steps
     assert resumed["heldout_accuracy"] == quick["heldout_accuracy"]  # the same run, seeded, whatever the stop
     assert resumed["gates"] == quick["gates"]
+
+
+def test_the_input_cell_trains_only_the_language_projection_on_the_same_plan(tmp_path: Path,
+                                                                             model_cache: Path) -> None:
+    """The 2×2's input cell (`into="input"`): the same frozen Q-Former and plan, its queries at the LLM's input;
+    only the language projection learns, from the bridge's own, and the folder loads as any Q-Former."""
+    import torch
+
+    from vqagraph import hub
+    from vqagraph.config import ModelRef
+
+    notes = A.train_adapter(tmp_path, quick=True, progress=False, plan=PLAN, into="input")
+    folder = Path(notes["model"])
+    assert folder.name == A.INPUT_NAME and notes["into"] == "input"
+    assert [h["step"] for h in notes["heldout_accuracy"]] == [0, 3, 6]
+    source = QFormerBridge.from_pretrained(str(hub.resolve(ModelRef(id=A.QFORMER)))).state_dict()
+    trained = QFormerBridge.from_pretrained(str(folder)).state_dict()
+    assert trained.keys() == source.keys()
+    moved = {k for k in source if not torch.equal(source[k], trained[k])}
+    assert moved == {"language_projection.weight", "language_projection.bias"}
+    assert notes["trainable_parameters"] == sum(source[k].numel() for k in moved)
+    assert (folder / "qformer-training.json").exists()
+    with pytest.raises(ValueError, match="into"):
+        A.train_adapter(tmp_path, quick=True, progress=False, plan=PLAN, into="output")

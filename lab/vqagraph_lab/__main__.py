@@ -34,6 +34,11 @@ def add_train_options(train: argparse.ArgumentParser) -> None:
     train.add_argument("--layers", type=int, default=None, help="--adapter: adapted layers L, from the top")
     train.add_argument("--prompt-len", type=int, default=None, help="--adapter: adaption prompts K per layer")
     train.add_argument("--steps", type=int, default=None, help="--adapter: training steps (default: the plan's)")
+    train.add_argument("--lr", type=float, default=None, help="--adapter: peak learning rate (default: the plan's)")
+    train.add_argument("--into", choices=("adapter", "input"), default=None,
+                       help="--adapter: where the queries enter the LLM: the adaption prompts (default), or the "
+                       "input (the survey's 2×2 input cell on the same plan: the Q-Former's language projection "
+                       "trained on, written as shapes-qformer-input/)")
     train.add_argument("--quick", action="store_true", help="a tiny run (under a minute) that shows the losses drop")
     train.add_argument("--out", default=None,
                        help=f"where the model folders go (default: {default_out()}; the shipped models are "
@@ -75,12 +80,12 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         from vqagraph_lab.adapter import QUICK as ADAPTER_QUICK
 
         adapter_plan = ADAPTER_QUICK if args.quick else ADAPTER_FULL
-        changes = {"adapter_layers": args.layers, "adapter_len": args.prompt_len, "steps": args.steps,
+        changes = {"adapter_layers": args.layers, "adapter_len": args.prompt_len, "steps": args.steps, "lr": args.lr,
                    "budget_s": None if args.budget_minutes is None else 60 * args.budget_minutes}
         adapter_plan = replace(adapter_plan, **{k: v for k, v in changes.items() if v is not None})
         notes = train_adapter(args.out, seed=args.seed, quick=args.quick, llm=args.llm,
                               qformer=args.qformer or QFORMER, threads=args.threads, workers=args.workers,
-                              plan=adapter_plan, resume=args.resume)
+                              plan=adapter_plan, resume=args.resume, into=args.into or "adapter")
         return {k: notes[k] for k in ("timings_s", "losses", "heldout_accuracy", "gates", "model")}
     if args.bridge:
         from vqagraph_lab.qformer import train_bridge
@@ -111,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     if projection_only and not args.projection:
         parser.error(f"{', '.join(projection_only)} only go with --projection")
     adapter_only = [f for f, v in (("--qformer", args.qformer), ("--layers", args.layers),
-                                   ("--prompt-len", args.prompt_len), ("--steps", args.steps)) if v is not None]
+                                   ("--prompt-len", args.prompt_len), ("--steps", args.steps), ("--lr", args.lr),
+                                   ("--into", args.into)) if v is not None]
     if adapter_only and not args.adapter:
         parser.error(f"{', '.join(adapter_only)} only go with --adapter")
     if args.budget_minutes is not None and not (args.projection or args.adapter):

@@ -29,6 +29,7 @@ from vqagraph_lab.progress import Progress, curve, default_out, default_threads
 
 LOG = logging.getLogger("vqagraph_lab.adapter")
 NAME = "shapes-llama-adapter"
+INPUT_NAME = "shapes-qformer-input"  # the input arm's Q-Former checkpoint (the bridge route loads it)
 LLM = "builtin:smollm2-135m-instruct"
 QFORMER = "builtin:shapes-blip2"
 
@@ -67,12 +68,22 @@ class Visual:
     bridge: Any
     features: torch.Tensor  # the pictures' tokens through the Q-Former's own image adapter
     instruction_tokenizer: Any = None
+    projected: bool = True  # False: the query outputs before the Q-Former's language projection (the input arm's)
     fixed: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if not self.bridge.conditioned:
-            self.fixed = torch.cat([self.bridge.soft_prompt(self.features[i : i + 256])
-                                    for i in range(0, len(self.features), 256)])
+            with torch.no_grad():
+                self.fixed = torch.cat([self.outputs(self.features[i : i + 256])
+                                        for i in range(0, len(self.features), 256)])
+
+    def outputs(self, features: torch.Tensor, ids: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        from vqagraph_lab.qformer.stage1 import query_outputs
+
+        if self.projected:
+            return self.bridge.soft_prompt(features, ids, mask)  # type: ignore[no-any-return]
+        return query_outputs(self.bridge, features, ids, mask)
 
     @torch.no_grad()
     def __call__(self, which: Sequence[int], questions: Sequence[str]) -> torch.Tensor:
@@ -82,7 +93,28 @@ class Visual:
 
         enc = self.instruction_tokenizer([INSTRUCTBLIP_QFORMER_INSTRUCTION.format(question=q) for q in questions],
                                          return_tensors="pt", padding=True)
-        return self.bridge.soft_prompt(self.features[list(which)], enc["input_ids"], enc["attention_mask"])
+        return self.outputs(self.features[list(which)], enc["input_ids"], enc["attention_mask"])
+
+
+class InputArm(torch.nn.Module):
+    """The 2×2's other column: the same frozen Q-Former's queries at the LLM's input (BLIP-2's and InstructBLIP's
+    own way), trained on the same budget as the adapter. What learns is the Q-Former's language projection,
+    continued from the bridge's own, so step 0 is the shipped input bridge and both arms start from one
+    checkpoint."""
+
+    def __init__(self, bridge: Any) -> None:
+        super().__init__()
+        import copy
+
+        self.language_projection = copy.deepcopy(bridge.language_projection).float()
+        for p in self.language_projection.parameters():
+            p.requires_grad_(True)
+
+    def forward(self, query_outputs: torch.Tensor) -> torch.Tensor:
+        return self.language_projection(query_outputs)  # type: ignore[no-any-return]
+
+    def gate_magnitudes(self) -> list[float]:
+        return []  # no gates: the image is at the input
 
 
 def load_qformer(ref: str) -> tuple[Any, Any, Any, Path]:
@@ -105,9 +137,12 @@ def load_qformer(ref: str) -> tuple[Any, Any, Any, Path]:
 
 def batch_loss(lm: Any, adapter: Any, visual: torch.Tensor, items: Sequence[tuple[list[int], list[int]]],
                ) -> torch.Tensor:
-    """Mean cross-entropy of the answers (and end of turn) after the route's prompt, the adapter active."""
+    """Mean cross-entropy of the answers (and end of turn) after the route's prompt, the adapter active (the
+    input arm: after its soft prompt, as the Q-Former route sends it)."""
     from vqagraph.models.llama_adapter import adapted
 
+    if isinstance(adapter, InputArm):
+        return lm.loss(adapter(visual), items)  # type: ignore[no-any-return]
     lengths = [len(p) + len(t) for p, t in items]
     width = max(lengths)
     pad = lm.tokenizer.pad_token_id or 0
@@ -149,11 +184,17 @@ def heldout_accuracy(lm: Any, adapter: Any, visual: Visual, items: Sequence[tupl
             chunk = ks[start : start + 32]
             ids = torch.tensor([prompts[k] for k in chunk])
             vis = visual([items[k][0] for k in chunk], [items[k][1] for k in chunk])
-            with adapted(adapter.prompts(vis)):
-                out = lm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                        max_new_tokens=max_new_tokens, min_new_tokens=1, do_sample=False,
-                                        eos_token_id=eos, pad_token_id=eos)
-            for k, seq in zip(chunk, out[:, ids.shape[1]:], strict=True):
+            decode = {"max_new_tokens": max_new_tokens, "min_new_tokens": 1, "do_sample": False,
+                      "eos_token_id": eos, "pad_token_id": eos}
+            if isinstance(adapter, InputArm):  # [soft prompt ; BOS + prompt]: only the new tokens come back
+                embeds = torch.cat([adapter(vis), lm.table[ids]], dim=1)
+                out = lm.model.generate(inputs_embeds=embeds, attention_mask=torch.ones(embeds.shape[:2],
+                                        dtype=torch.long), **decode)
+            else:
+                with adapted(adapter.prompts(vis)):
+                    out = lm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **decode)
+                out = out[:, ids.shape[1]:]
+            for k, seq in zip(chunk, out, strict=True):
                 new = seq.tolist()
                 new = new[: new.index(eos)] if eos in new else new
                 _, _, answers, family = items[k]
@@ -166,9 +207,13 @@ def heldout_accuracy(lm: Any, adapter: Any, visual: Visual, items: Sequence[tupl
 
 def train_adapter(out_dir: str | Path | None = None, seed: int = 0, quick: bool = False, *, llm: str = LLM,
                   qformer: str = QFORMER, threads: int | None = None, workers: int | None = None,
-                  progress: bool = True, plan: AdapterPlan | None = None, resume: bool = False) -> dict[str, Any]:
+                  progress: bool = True, plan: AdapterPlan | None = None, resume: bool = False,
+                  into: str = "adapter") -> dict[str, Any]:
     """Train the adapter; write `shapes-llama-adapter/` (the frozen Q-Former's checkpoint and the adapter beside
-    it) under `out_dir` (default: the cache's lab folder); return its training notes."""
+    it) under `out_dir` (default: the cache's lab folder); return its training notes. `into="input"`: the 2×2's
+    input cell on the same plan instead (`InputArm`), written as a Q-Former checkpoint, `shapes-qformer-input/`."""
+    if into not in ("adapter", "input"):
+        raise ValueError(f"into is 'adapter' or 'input', not {into!r}")
     from vqagraph import hub
     from vqagraph.config import ModelRef
     from vqagraph.models.llama_adapter import LlamaAdapter, LlamaAdapterConfig, attach, llm_numbers
@@ -209,15 +254,19 @@ def train_adapter(out_dir: str | Path | None = None, seed: int = 0, quick: bool 
         data = BD.make_data(image_adapter, seed, plan.scenes, plan.flips, workers, progress=bar)
         heldout = BD.make_data(image_adapter, seed + 1_000_003, plan.heldout_scenes, 1, 1)
         items = heldout_items(heldout, plan.heldout_questions, seed)  # type: ignore[arg-type]
-        visual = Visual(bridge, data.features, qtok)
-        heldout_visual = Visual(bridge, heldout.features, qtok)
-        config = LlamaAdapterConfig(adapter_layers=plan.adapter_layers, adapter_len=plan.adapter_len,
-                                    visual_size=bridge.output_size, llm=llm, **llm_numbers(lm.model.config))
+        visual = Visual(bridge, data.features, qtok, projected=into == "adapter")
+        heldout_visual = Visual(bridge, heldout.features, qtok, projected=into == "adapter")
         torch.manual_seed(seed)
-        adapter = LlamaAdapter(config)
+        adapter: LlamaAdapter | InputArm
+        if into == "input":
+            adapter = InputArm(bridge)
+        else:
+            config = LlamaAdapterConfig(adapter_layers=plan.adapter_layers, adapter_len=plan.adapter_len,
+                                        visual_size=bridge.output_size, llm=llm, **llm_numbers(lm.model.config))
+            adapter = LlamaAdapter(config)
         t = lap("scenes_and_features", t)
 
-        checkpoints = out / f".adapter-checkpoints-seed{seed}{'-quick' if quick else ''}"
+        checkpoints = out / f".{into}-checkpoints-seed{seed}{'-quick' if quick else ''}"
         if checkpoints.exists() and not resume:
             shutil.rmtree(checkpoints)
         checkpoints.mkdir(parents=True, exist_ok=True)
@@ -252,7 +301,8 @@ def train_adapter(out_dir: str | Path | None = None, seed: int = 0, quick: bool 
             keep(0)
 
         adapter.train()
-        b = bar("LLaMA-Adapter (frozen LLM)", plan.steps, step0)
+        b = bar("LLaMA-Adapter (frozen LLM)" if into == "adapter" else "queries at the input (frozen LLM)",
+                plan.steps, step0)
         warmup = max(1, plan.steps // 20)
         for step in range(step0, plan.steps):
             if plan.budget_s is not None and sum(timings.values()) + time.perf_counter() - t > plan.budget_s:
@@ -290,16 +340,19 @@ def train_adapter(out_dir: str | Path | None = None, seed: int = 0, quick: bool 
             evaluate(steps_run)
         timings["total"] = round(sum(timings.values()), 1)
         trainable = sum(p.numel() for p in adapter.parameters())
-        notes = {"seed": seed, "quick": quick, "plan": asdict(plan), "threads": threads, "llm": llm,
+        notes = {"into": into, "seed": seed, "quick": quick, "plan": asdict(plan), "threads": threads, "llm": llm,
                  "qformer": qformer, "qformer_kind": bridge.kind, "prompt": PROMPT, "knowledge_in_training": False,
                  "families": list(BD.QA_FAMILIES), "image_encoder": TD.encoder_notes(),
                  "trainable_parameters": trainable, "losses": {"lm": curve(history["lm"])},
                  "lm_loss_every_50": [round(float(np.mean(history["lm"][i : i + 50])), 4)
                                       for i in range(0, len(history["lm"]), 50)],
                  "heldout_accuracy": history["heldout"], "gates": history["gates"], "timings_s": timings}
-        target = write_checkpoint(adapter, qformer_dir, out / NAME, notes)
+        if isinstance(adapter, InputArm):
+            target = write_input_checkpoint(adapter, qformer_dir, out / INPUT_NAME, notes)
+        else:
+            target = write_checkpoint(adapter, qformer_dir, out / NAME, notes)
         shutil.rmtree(checkpoints, ignore_errors=True)
-        LOG.info("adapter written to %s", target)
+        LOG.info("%s written to %s", into, target)
         return {**notes, "model": str(target)}
     finally:
         torch.set_num_threads(previous_threads)
@@ -319,6 +372,34 @@ def write_checkpoint(adapter: Any, qformer_dir: Path, out: Path, notes: dict[str
     for file in staging.rglob("*"):
         if file.is_file():
             file.chmod(0o644)  # safetensors writes 0600; shipped files must be readable by everyone
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    return out
+
+
+def write_input_checkpoint(arm: InputArm, qformer_dir: Path, out: Path, notes: dict[str, Any]) -> Path:
+    """The frozen Q-Former's checkpoint with the input arm's language projection in place of its own (fp16, as
+    shipped), this run's training.json beside it: a folder the bridge route loads as any Q-Former."""
+    from safetensors.torch import load_file, save_file
+
+    staging = out.parent / f".staging-{out.name}-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    shutil.copytree(qformer_dir, staging)
+    if (staging / "training.json").exists():
+        (staging / "training.json").rename(staging / "qformer-training.json")
+    trained = {f"language_projection.{k}": v.detach().to(torch.float16).contiguous()
+               for k, v in arm.language_projection.state_dict().items()}
+    for shard in sorted(staging.glob("model*.safetensors")):
+        tensors = load_file(str(shard))
+        if any(k in tensors for k in trained):
+            save_file({**tensors, **{k: v for k, v in trained.items() if k in tensors}}, str(shard),
+                      metadata={"format": "pt"})
+    (staging / "training.json").write_text(json.dumps(notes, indent=2, sort_keys=True) + "\n")
+    for file in staging.rglob("*"):
+        if file.is_file():
+            file.chmod(0o644)
     if out.exists():
         shutil.rmtree(out)
     staging.rename(out)

@@ -2,7 +2,10 @@
 route, the Q-Former unconditioned (BLIP-2) and conditioned on the question (InstructBLIP), the projection (LLaVA),
 and LLaMA-Adapter's gated prompts inside the LLM fed by a Q-Former's queries, all into the same frozen SmolLM2-135M.
 The Q-Former arms form the survey's 2×2: BLIP-2 or InstructBLIP queries × at the LLM's input or through adapters
-in its layers (an InstructBLIP-query adapter is measured when `--adapter-instructblip` names one).
+in its layers. The shipped adapter reads InstructBLIP's queries; `--adapter-blip2` names the BLIP-2 cell. On one
+budget, the input cells are `vqagraph-lab --adapter --into input` runs (`--input-blip2`, `--input-instructblip`:
+the Q-Former's language projection trained on with the adapter's plan); without them the 2×2 shows the shipped
+bridges, trained with their own recipe.
 
 1. Per-family VQA accuracy on a held-out split, the soft-prompt length, the trainable parameters and the seconds
    per question of each.
@@ -40,13 +43,15 @@ ARMS: list[tuple[str, str, dict[str, Any]]] = [
     ("Q-Former (BLIP-2)", "bridge", {"qformer": {"id": "builtin:shapes-blip2"}}),
     ("Q-Former (InstructBLIP)", "bridge", {}),
     ("projection (LLaVA)", "projection", {}),
-    ("adapter (BLIP-2 queries)", "adapter", {"llama_adapter": {"id": "builtin:shapes-llama-adapter"}}),
+    ("adapter (InstructBLIP queries)", "adapter", {}),
 ]
-BRIDGES = ARMS[1:4]  # the retrieval test reads soft prompts at the LLM's input; the adapter's queries are BLIP-2's
-# the survey's 2×2: (queries, where they enter) → arm
+BRIDGES = ARMS[1:4]  # the retrieval test reads soft prompts at the LLM's input
+# the survey's 2×2: (queries, where they enter) → arm; the input cells become the same-budget runs when given
 CELLS = {("BLIP-2", "input"): "Q-Former (BLIP-2)", ("InstructBLIP", "input"): "Q-Former (InstructBLIP)",
          ("BLIP-2", "adapter"): "adapter (BLIP-2 queries)",
          ("InstructBLIP", "adapter"): "adapter (InstructBLIP queries)"}
+SAME_BUDGET = {"BLIP-2": "input, adapter's plan (BLIP-2 queries)",
+               "InstructBLIP": "input, adapter's plan (InstructBLIP queries)"}
 RETRIEVAL_INSTRUCTION = "What is in the picture?"  # what InstructBLIP's Q-Former reads for retrieval
 
 
@@ -74,7 +79,7 @@ def trainable_parameters(engine: Engine, route: str) -> int:
     if route == "projection":
         return count(tools.projector.bridge.multi_modal_projector)
     if route == "adapter":
-        return count(tools.llama_adapter.adapter)  # its Q-Former is a frozen, already trained BLIP-2's
+        return count(tools.llama_adapter.adapter)  # its Q-Former is a frozen, already trained bridge's
     if route == "bridge":
         bridge = tools.qformer.bridge
         vision = tools.qformer.vision
@@ -139,14 +144,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=12345, help="seeds the retrieval pictures (unseen scenes)")
     parser.add_argument("--plot", type=Path, default=None, help="write the PCA view of each bridge here (PNG)")
     parser.add_argument("--json", type=Path, default=None, help="write every number here")
-    parser.add_argument("--adapter-instructblip", default=None,
-                        help="an adapter trained on InstructBLIP's queries (`vqagraph-lab --adapter --qformer "
-                        "builtin:shapes-instructblip`): the 2×2's fourth cell")
+    parser.add_argument("--adapter-blip2", default=None,
+                        help="an adapter trained on BLIP-2's queries (`vqagraph-lab --adapter --steps 300`): the "
+                        "2×2's BLIP-2 adapter cell")
+    parser.add_argument("--input-blip2", default=None,
+                        help="`vqagraph-lab --adapter --into input --steps 300`'s Q-Former: the BLIP-2 input cell on "
+                        "the adapter's budget")
+    parser.add_argument("--input-instructblip", default=None,
+                        help="the same with `--qformer builtin:shapes-instructblip`")
     args = parser.parse_args(argv)
     arms = list(ARMS)
-    if args.adapter_instructblip:
-        arms.append((CELLS[("InstructBLIP", "adapter")], "adapter",
-                     {"llama_adapter": {"id": args.adapter_instructblip}}))
+    cells = dict(CELLS)
+    if args.adapter_blip2:
+        arms.append((CELLS[("BLIP-2", "adapter")], "adapter", {"llama_adapter": {"id": args.adapter_blip2}}))
+    for queries, folder in (("BLIP-2", args.input_blip2), ("InstructBLIP", args.input_instructblip)):
+        if folder:
+            arms.append((SAME_BUDGET[queries], "bridge", {"qformer": {"id": folder}}))
+            cells[(queries, "input")] = SAME_BUDGET[queries]
 
     # knowledge questions are kept out, as from every overall number (the bridges never train on them)
     items = [i for i in load_dataset(args.questions) if i.family != "knowledge"][: args.limit]
@@ -175,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\nthe survey's 2×2 (overall, trainable parameters):")
     print(f"{'queries':14} {'input':>22} {'adapter':>22}")
     for queries in ("BLIP-2", "InstructBLIP"):
-        cells = [CELLS[(queries, where)] for where in ("input", "adapter")]
-        shown = [f"{overall[c]:5.1f} ({parameters[c]:,})" if c in overall else "not trained" for c in cells]
+        pair = [cells[(queries, where)] for where in ("input", "adapter")]
+        shown = [f"{overall[c]:5.1f} ({parameters[c]:,})" if c in overall else "not trained" for c in pair]
         print(f"{queries:14} {shown[0]:>22} {shown[1]:>22}")
 
     pictures = retrieval_pictures(args.retrieval, args.seed)

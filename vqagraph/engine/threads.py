@@ -59,7 +59,7 @@ UPLOADS = """CREATE TABLE IF NOT EXISTS vqagraph_uploads (
 # A Postgres store's images (PNG bytes by reference): replicas on other machines share no folder.
 IMAGES = """CREATE TABLE IF NOT EXISTS vqagraph_images (
     image_ref TEXT PRIMARY KEY, png BYTEA NOT NULL, created TEXT NOT NULL)"""
-MAX_ANSWERS = 10_000  # answers kept per store for explain pictures; the oldest go
+MAX_ANSWERS = 1_000  # answers kept per store for explain pictures (a text-route trace is tens of KB); the oldest go
 
 
 def timestamp() -> str:

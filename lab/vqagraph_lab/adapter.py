@@ -116,6 +116,18 @@ class InputArm(torch.nn.Module):
     def gate_magnitudes(self) -> list[float]:
         return []  # no gates: the image is at the input
 
+    def save_pretrained(self, folder: Path) -> None:
+        """Write the trained projection over the Q-Former's own in the checkpoint `folder` (fp16, as shipped)."""
+        from safetensors.torch import load_file, save_file
+
+        trained = {f"language_projection.{k}": v.detach().to(torch.float16).contiguous()
+                   for k, v in self.language_projection.state_dict().items()}
+        for shard in sorted(Path(folder).glob("model*.safetensors")):
+            tensors = load_file(str(shard))
+            if any(k in tensors for k in trained):
+                save_file({**tensors, **{k: v for k, v in trained.items() if k in tensors}}, str(shard),
+                          metadata={"format": "pt"})
+
 
 def load_qformer(ref: str) -> tuple[Any, Any, Any, Path]:
     """(frozen Q-Former bridge, its image adapter, its instruction tokenizer or None, its folder)."""
@@ -347,10 +359,7 @@ def train_adapter(out_dir: str | Path | None = None, seed: int = 0, quick: bool 
                  "lm_loss_every_50": [round(float(np.mean(history["lm"][i : i + 50])), 4)
                                       for i in range(0, len(history["lm"]), 50)],
                  "heldout_accuracy": history["heldout"], "gates": history["gates"], "timings_s": timings}
-        if isinstance(adapter, InputArm):
-            target = write_input_checkpoint(adapter, qformer_dir, out / INPUT_NAME, notes)
-        else:
-            target = write_checkpoint(adapter, qformer_dir, out / NAME, notes)
+        target = write_checkpoint(adapter, qformer_dir, out / (INPUT_NAME if into == "input" else NAME), notes)
         shutil.rmtree(checkpoints, ignore_errors=True)
         LOG.info("%s written to %s", into, target)
         return {**notes, "model": str(target)}
@@ -358,48 +367,21 @@ def train_adapter(out_dir: str | Path | None = None, seed: int = 0, quick: bool 
         torch.set_num_threads(previous_threads)
 
 
-def write_checkpoint(adapter: Any, qformer_dir: Path, out: Path, notes: dict[str, Any]) -> Path:
-    """One folder the route loads whole: the frozen Q-Former's checkpoint as it was (its own training.json kept as
-    `qformer-training.json`), the adapter beside it, this run's training.json; written aside, then moved in."""
+def write_checkpoint(trained: Any, qformer_dir: Path, out: Path, notes: dict[str, Any]) -> Path:
+    """One folder the route loads whole: the frozen Q-Former's checkpoint (its own training.json kept as
+    `qformer-training.json`), what this run trained written into it (`save_pretrained`: the adapter beside it, or
+    the input arm's projection in place of the Q-Former's), this run's training.json; written aside, then moved in."""
     staging = out.parent / f".staging-{out.name}-{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)
     shutil.copytree(qformer_dir, staging)
     if (staging / "training.json").exists():
         (staging / "training.json").rename(staging / "qformer-training.json")
-    adapter.save_pretrained(staging)
+    trained.save_pretrained(staging)
     (staging / "training.json").write_text(json.dumps(notes, indent=2, sort_keys=True) + "\n")
     for file in staging.rglob("*"):
         if file.is_file():
             file.chmod(0o644)  # safetensors writes 0600; shipped files must be readable by everyone
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
-    return out
-
-
-def write_input_checkpoint(arm: InputArm, qformer_dir: Path, out: Path, notes: dict[str, Any]) -> Path:
-    """The frozen Q-Former's checkpoint with the input arm's language projection in place of its own (fp16, as
-    shipped), this run's training.json beside it: a folder the bridge route loads as any Q-Former."""
-    from safetensors.torch import load_file, save_file
-
-    staging = out.parent / f".staging-{out.name}-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    shutil.copytree(qformer_dir, staging)
-    if (staging / "training.json").exists():
-        (staging / "training.json").rename(staging / "qformer-training.json")
-    trained = {f"language_projection.{k}": v.detach().to(torch.float16).contiguous()
-               for k, v in arm.language_projection.state_dict().items()}
-    for shard in sorted(staging.glob("model*.safetensors")):
-        tensors = load_file(str(shard))
-        if any(k in tensors for k in trained):
-            save_file({**tensors, **{k: v for k, v in trained.items() if k in tensors}}, str(shard),
-                      metadata={"format": "pt"})
-    (staging / "training.json").write_text(json.dumps(notes, indent=2, sort_keys=True) + "\n")
-    for file in staging.rglob("*"):
-        if file.is_file():
-            file.chmod(0o644)
     if out.exists():
         shutil.rmtree(out)
     staging.rename(out)

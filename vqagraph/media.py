@@ -343,10 +343,16 @@ class ImageStore:
         """Keep the image; write it to `place` (default: the first attached shelf) unless it is there already."""
         ref = image_ref(image)
         self._store.put(ref, image)
+        self.copy_to(ref, place, image)
+        return ref
+
+    def copy_to(self, ref: str, place: ImageShelf | str | Path | None = None, image: Image.Image | None = None,
+                ) -> None:
+        """Write an image this store holds to `place` (default: the first attached shelf) unless it is there
+        already: no re-hashing, and PNG-encoded only when missing."""
         target = shelf_of(place) if place is not None else (self.shelves[0] if self.shelves else None)
         if target is not None and not target.has(ref):
-            target.write(ref, png_bytes(image))
-        return ref
+            target.write(ref, png_bytes(image if image is not None else self.get(ref)))
 
     def get(self, ref: str) -> Image.Image:
         if not isinstance(ref, str) or not IMAGE_REF.match(ref):  # also keeps a reference from naming a file path

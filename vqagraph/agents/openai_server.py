@@ -417,8 +417,7 @@ class OpenAIServer:
         try:
             store = self.thread_store
             if answer.trace.img2llm:  # only the text route has an explain picture
-                ref = answer.trace.seen_image_ref
-                self.engine.tools.images.add(self.engine.tools.images.get(ref), store.images)
+                self.engine.tools.images.copy_to(answer.trace.seen_image_ref, store.images)
             store.keep_answer(cid, owner, answer)
         except (ThreadStoreError, ImageError) as exc:
             log.warning("answer %s not kept for its explain picture: %s", cid, exc)

@@ -9,7 +9,7 @@ gain) and how much is the LM stage itself (what even perfect tokens do not reach
 frozen SmolLM2-135M).
 
     python benchmarks/oracle_projection.py --out /tmp/oracle-projection [--budget-minutes 45] [--threads 1]
-        [--llm builtin:qwen2.5-coder-0.5b-instruct]
+        [--llm builtin:qwen2.5-coder-0.5b-instruct] [--resume]
 
 With `--llm` the same recipe runs against another frozen LLM (the projector's width follows its hidden size):
 whether perfect tokens through a larger LLM rise above SmolLM2-135M's curve decides whether the Shapes-world
@@ -53,6 +53,8 @@ def main() -> None:
     parser.add_argument("--real", type=Path, default=P.WEIGHTS_DIR / P.NAME / "training.json",
                         help="the real run's training.json to compare with")
     parser.add_argument("--llm", default=P.LLM, help="the frozen LLM (a builtin: id, a Hub id or a folder)")
+    parser.add_argument("--resume", action="store_true",
+                        help="go on from the run's last checkpoint under --out (the budget counts the time before)")
     args = parser.parse_args()
 
     real_make = P.make_pictures
@@ -63,7 +65,7 @@ def main() -> None:
 
     P.make_pictures = make_oracle  # the one change: the image tokens
     plan = dataclasses.replace(P.FULL, budget_s=60 * args.budget_minutes)
-    notes = P.train_projection(args.out, threads=args.threads, plan=plan, llm=args.llm)
+    notes = P.train_projection(args.out, threads=args.threads, plan=plan, llm=args.llm, resume=args.resume)
     real = json.loads(args.real.read_text())
     real_at = {h["step"]: h for h in real.get("continued_from", real)["heldout_accuracy"]}
     families = [k for k in notes["heldout_accuracy"][-1] if k != "step"]

@@ -285,9 +285,10 @@ def asks_colour(question: str) -> bool:
 def photo_captions(reading: PhotoReading, question: str = "", text_captions: Sequence[tuple[str, float]] = (),
                    own_names: bool = False) -> tuple[list[str], list[float]]:
     """The captions the text route reads for a photo, with each one's confidence (colours: 1.0), what the question
-    asks about first: the text read for a question about text, the tags it names, then the rest. Colour captions
-    only for a question about colour: a 0.5B LLM answers "black" to "what word is on the sign?" next to "the sign is
-    black" (measured on the photo dev set, docs/methods.md §8)."""
+    asks about first: the tags it names, then the rest. A question about text that found text reads that text
+    alone: next to tags the 0.5B LLM answers with a tag's word ("What word is on the sign?" → "street"; the photo
+    dev set's text questions 14.3 → 28.6, docs/methods.md §8). Colour captions only for a question about colour:
+    it answers "black" to "what word is on the sign?" next to "the sign is black"."""
     phrases = named_phrases(question)
     named = [t for t in reading.tags if any(names_tag(p, t) for p in phrases)]
     colour = asks_colour(question)
@@ -300,7 +301,7 @@ def photo_captions(reading: PhotoReading, question: str = "", text_captions: Seq
     bands = [(c, 1.0) for c in band_captions(reading) if colour or c == "the picture is dark"]
     texts = list(text_captions)
     if TEXT_CUE.search(question):
-        pairs = texts + tagged + bands
+        pairs = texts or tagged + bands
     elif colour and not named:
         pairs = bands + tagged + texts
     else:

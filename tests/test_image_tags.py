@@ -136,3 +136,44 @@ def test_the_photos_profile_answers_from_tags_and_colours(model_cache: Path) -> 
     assert len(tag_captions) == len(record["tags"]) and all(t["colours"] == ["orange"] for t in record["tags"])
     assert "the middle of the picture is orange" in record["prompt"]
     assert record["text_lines"] == [] and not any("text reads" in c for c in record["captions"])  # none invented
+
+
+def test_a_yes_no_answer_is_calibrated_against_the_content_free_prompt(model_cache: Path) -> None:
+    from vqagraph import Engine
+    from vqagraph.request import AskRequest
+    from vqagraph.tools.llm.base import Generation
+    from vqagraph.tools.llm.calibration import answer_token_ids, calibrate_yes_no
+
+    engine = Engine.from_profile("photos", llm={"id": "builtin:smollm2-135m-instruct"},
+                                 img2llm={"yes_no_calibration": True})
+    tokenizer = engine.tools.llm.tokenizer
+    ids = answer_token_ids(tokenizer)
+    assert ids["yes"] and ids["no"] and not ids["yes"] & ids["no"]
+    yes, no = min(ids["yes"]), min(ids["no"])
+
+    def first(p_yes: float, p_no: float) -> Generation:
+        return Generation(text="no", token_ids=[no], logprobs=[-0.5], finish_reason="stop",
+                          first_top_logprobs={yes: float(np.log(p_yes)), no: float(np.log(p_no)), 7: -0.1})
+
+    # The LLM leans to "no" (36 : 64) with no context at all; with the photo's it says 40 : 60: that is a "yes".
+    decided = calibrate_yes_no(tokenizer, first(0.2, 0.3), first(0.18, 0.32))
+    assert decided is not None and decided.answer == "yes" and decided.p_yes == 0.4 and decided.p_yes_content_free \
+        == 0.36 and 0.5 < decided.calibrated_p_yes < 0.6
+    assert calibrate_yes_no(tokenizer, first(0.1, 0.3), first(0.18, 0.32)).answer == "no"  # type: ignore[union-attr]
+    assert calibrate_yes_no(tokenizer, Generation(text="a", token_ids=[7], logprobs=[-0.1], finish_reason="stop",
+                                                  first_top_logprobs={7: -0.1}), first(0.2, 0.3)) is None
+
+    picture = Image.new("RGB", (160, 120), (245, 135, 20))
+    answer: Any = engine.answer(AskRequest(question="Is it orange?", image=picture))
+    record, mine = answer.trace.img2llm, answer.trace.route_answers["img2llm"]
+    calibration = mine["calibration"]
+    assert answer.answer == calibration["answer"] == ("yes" if calibration["calibrated_p_yes"] > 0.5 else "no")
+    assert 0 < calibration["p_yes"] < 1 and 0 < calibration["p_yes_content_free"] < 1
+    assert "Contexts:N/A" in record["content_free_prompt"] and record["captions"][0] in record["prompt"]
+    assert not any(caption in record["content_free_prompt"] for caption in record["captions"])
+    assert record["content_free_prompt"].endswith(record["prompt"][record["prompt"].rindex("Is it orange?"):])
+    sampled: Any = engine.answer(AskRequest(question="Is it orange?", image=picture,
+                                            generation={"temperature": 0.7, "seed": 1}))
+    assert "calibration" not in sampled.trace.route_answers["img2llm"]  # a sampled answer is the LLM's own draw
+    other: Any = engine.answer(AskRequest(question="What colour is it?", image=picture))
+    assert not other.trace.img2llm["content_free_prompt"] and "calibration" not in other.trace.route_answers["img2llm"]

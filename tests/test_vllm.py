@@ -148,6 +148,17 @@ def test_text_and_embedding_parity_with_transformers(which: str, request: pytest
     if which == "smollm2":
         assert any(reason == "stop" and len(ids) < len(g.token_ids) for (ids, _, reason), g in zip(cut, expected,
                                                                                                     strict=True))
+    # The first token's likeliest alternatives (a yes/no calibration reads them): the same tokens in the same ratios.
+    # vLLM's are the raw distribution, transformers' come after `min_new_tokens` masked EOS (renormalised): the two
+    # differ by one constant, and vLLM may list EOS besides.
+    ranked = GREEDY.model_copy(update={"top_logprobs": 5})
+    for mine, theirs in zip(local.generate(PROMPTS, ranked), client.generate(PROMPTS, ranked), strict=True):
+        assert len(mine.first_top_logprobs) == 5 and not any(g.first_top_logprobs for g in expected)
+        assert max(mine.first_top_logprobs, key=mine.first_top_logprobs.__getitem__) == mine.token_ids[0]
+        assert mine.token_ids[0] in theirs.first_top_logprobs and len(theirs.first_top_logprobs) >= 5
+        shifts = [mine.first_top_logprobs[t] - theirs.first_top_logprobs[t]
+                  for t in set(mine.first_top_logprobs) & set(theirs.first_top_logprobs)]
+        assert len(shifts) >= 3 and max(shifts) - min(shifts) < 1e-2
 
 
 def test_text_route_through_the_vllm_server(smollm2_server: VLLMServer, red_circle: Any) -> None:
@@ -265,6 +276,7 @@ if __name__ == "__main__":
     print("RESULT", json.dumps({
         "text": [g.token_ids for g in llm.generate(prompts, params)],
         "embeds": [g.token_ids for g in llm.generate_from_embeddings(embeds, params)],
+        "top": [g.first_top_logprobs for g in llm.generate(prompts, params.model_copy(update={"top_logprobs": 5}))],
     }), flush=True)
 """
 
@@ -284,6 +296,10 @@ def test_in_process_engine_parity(tiny_dir: str, tmp_path: Path) -> None:
     expected = [g.token_ids for g in hf_backend(tiny_dir).generate(PROMPTS, GREEDY)]
     assert result["text"] == expected
     assert result["embeds"] == expected
+    ranked = GREEDY.model_copy(update={"top_logprobs": 5})  # the same tokens in the same ratios (as the server's)
+    for mine, theirs in zip(hf_backend(tiny_dir).generate(PROMPTS, ranked), result["top"], strict=True):
+        shifts = [lp - theirs[str(t)] for t, lp in mine.first_top_logprobs.items() if str(t) in theirs]
+        assert len(shifts) >= 3 and max(shifts) - min(shifts) < 1e-2
 
 
 # --- the embedding route through vLLM -------------------------------------------------------------------------

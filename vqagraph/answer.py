@@ -22,6 +22,7 @@ class RouteAnswer(TypedDict):
     token_logprobs: list[float]
     mean_logprob: float
     finish_reason: NotRequired[str]  # "stop" (EOS or a stop string) or "length" (a token cap), as vLLM says it
+    calibration: NotRequired[dict[str, Any]]  # a calibrated yes/no answer: p(yes) as asked, content-free, calibrated
 
 
 class VisualPromptRecord(TypedDict, total=False):
@@ -52,6 +53,7 @@ class TextRouteRecord(TypedDict, total=False):
     exemplars: list[dict[str, str]]
     prompt: str  # exactly the text sent to the LLM
     prompt_stats: dict[str, int]
+    content_free_prompt: str  # yes_no_calibration: the same prompt with the contexts replaced by "N/A"
 
 
 class BridgeRecord(TypedDict, total=False):

@@ -87,6 +87,10 @@ class Img2LLMSettings(BaseModel):
     prompt_format: Literal["img2llm", "chat"] = Field(
         "img2llm", description="img2llm: the paper's text prompt (§1.6); chat: the same content in the LLM's own chat "
         "template, exemplars as earlier turns (instruction-tuned LLMs; chosen per profile by measurement)")
+    yes_no_calibration: bool = Field(
+        False, description="answer a yes/no question by contextual calibration (Zhao et al. 2021): p(yes) against "
+        "p(no) in the prompt, each divided by its value with the contexts replaced by 'N/A' (not in Img2LLM; off in "
+        "every profile: on the photos it won 2 of 9 dev questions and lost 4 of 8 held-back ones, docs/methods.md §8)")
     restrict_to_mark: bool = Field(True, description="with one mark, sample GradCAM patches inside it only")
     seed: int = Field(0, description="seeds patch and caption sampling: a question answers the same way twice")
 

@@ -6,6 +6,7 @@ of a nested record (graphs/state.py) is named "record.field", e.g. "img2llm.capt
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from functools import wraps
@@ -17,8 +18,15 @@ from vqagraph.answer import RouteAnswer
 from vqagraph.graphs.state import VQAContext, VQAState
 from vqagraph.tools.answer_candidates import extract_candidates
 from vqagraph.tools.llm.base import Generation, GenerationParams
+from vqagraph.tools.llm.calibration import CONTENT_FREE, YES_NO_QUESTION, calibrate_yes_no
 from vqagraph.tools.llm.postprocess import postprocess_answer
-from vqagraph.tools.prompts import build_prompt, chat_template_of, select_context_captions, select_exemplars
+from vqagraph.tools.prompts import (
+    build_prompt,
+    chat_template_of,
+    render_prompt,
+    select_context_captions,
+    select_exemplars,
+)
 from vqagraph.tools.question_generator import Exemplar
 
 Node = Callable[[VQAState, Runtime[VQAContext]], dict[str, Any]]
@@ -167,7 +175,7 @@ def question_generation(state: VQAState, runtime: Runtime[VQAContext]) -> dict[s
 
 @node("img2llm_prompt", reads=("question", "history", "img2llm.captions", "img2llm.candidates",
                                "img2llm.answer_captions", "img2llm.exemplars"),
-      writes=("img2llm.prompt", "img2llm.prompt_stats"))
+      writes=("img2llm.prompt", "img2llm.prompt_stats", "img2llm.content_free_prompt"))
 def img2llm_prompt(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
     tools = runtime.context.tools
     settings = tools.profile.img2llm
@@ -191,8 +199,13 @@ def img2llm_prompt(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, A
     chat = chat_template_of(llm.tokenizer, llm.name) if settings.prompt_format == "chat" else None
     built = build_prompt(state["question"], [captions[i] for i in ids], exemplars, llm.count_tokens, budget, history,
                          chat)
+    calibrated = settings.yes_no_calibration and YES_NO_QUESTION.match(state["question"])
+    kept_turns = list(history)[len(history) - built.history_turns:]
+    content_free = render_prompt(state["question"], [CONTENT_FREE], built.exemplars, kept_turns, chat) \
+        if calibrated else ""
     return {"img2llm": {
         "prompt": built.text,
+        "content_free_prompt": content_free,
         "prompt_stats": {
             "tokens": built.tokens,
             "context_captions": len(built.context_captions),
@@ -235,10 +248,25 @@ def route_answer(generation: Generation) -> RouteAnswer:
     }
 
 
-@node("llm_answer", reads=("img2llm.prompt",), writes=("route_answers",))
+@node("llm_answer", reads=("img2llm.prompt", "img2llm.content_free_prompt"), writes=("route_answers",))
 def llm_answer(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
     tools = runtime.context.tools
     settings = tools.profile.img2llm
     params = generation_params(state, settings.answer_max_new_tokens, settings.stop)
-    (generation,) = tools.llm.generate([state["img2llm"]["prompt"]], params, on_token=token_writer(runtime, "img2llm"))
-    return {"route_answers": {"img2llm": route_answer(generation)}}
+    content_free = state["img2llm"].get("content_free_prompt")
+    write = token_writer(runtime, "img2llm")
+    if not content_free or params.temperature > 0:  # a sampled answer is the LLM's own draw: nothing to calibrate
+        (generation,) = tools.llm.generate([state["img2llm"]["prompt"]], params, on_token=write)
+        return {"route_answers": {"img2llm": route_answer(generation)}}
+    # Contextual calibration (docs/methods.md §8): both prompts in one batched call, the answer streamed once decided
+    asked, blank = tools.llm.generate([state["img2llm"]["prompt"], content_free],
+                                      params.model_copy(update={"top_logprobs": 20}))
+    answer = route_answer(asked)
+    calibration = calibrate_yes_no(tools.llm.tokenizer, asked, blank)
+    if calibration is not None:
+        chosen = calibration.calibrated_p_yes if calibration.answer == "yes" else 1 - calibration.calibrated_p_yes
+        answer["answer"], answer["mean_logprob"] = calibration.answer, round(math.log(chosen), 5)
+        answer["calibration"] = calibration.model_dump()
+    if write is not None:
+        write(answer["answer"])
+    return {"route_answers": {"img2llm": answer}}

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from vqagraph.answer import RouteAnswer
 from vqagraph.config import CueName, RouteName, RouterSettings
 from vqagraph.graphs.registry import ROUTES
+from vqagraph.tools.llm.calibration import YES_NO_QUESTION
 
 POLICIES = ("rules", "cascade", "both")
 # The cascade (docs/methods.md): the Q-Former route answers first, the text route when it is unsure.
@@ -51,7 +52,6 @@ PERCEPTION_CUES: tuple[tuple[str, CueName], ...] = (
     (r"\b(bigger|smaller|larger|biggest|smallest|largest|size)\b", "size"),
 )
 
-YES_NO = re.compile(r"^(is|are|was|were|does|do|did|can|could|has|have|will)\b", re.IGNORECASE)
 
 
 class RouteDecision(BaseModel):
@@ -72,7 +72,7 @@ def question_cue(question: str, marked: bool = False) -> tuple[CueName, str]:
     for pattern, family in PERCEPTION_CUES:
         if re.search(pattern, text):
             return family, f"perception cue ({family})"
-    if YES_NO.match(text):
+    if YES_NO_QUESTION.match(text):
         return "yes/no", "yes/no question"
     return "open", "open question with no perception cue"
 

@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from vqagraph.imagenet_names import ImageNetClass, load
+from vqagraph.tools.llm.calibration import YES_NO_QUESTION
 
 # The regions the classifier reads, as fractions of the photo (x0, y0, x1, y1): the whole, its middle, and four
 # overlapping corner crops of two thirds.
@@ -313,6 +314,6 @@ def question_kind(question: str) -> str:
     """What a question about a photo asks for: text, yes/no, colour or an object."""
     if TEXT_CUE.search(question):
         return "text"
-    if re.match(r"\s*(is|are|was|were|does|do|did|can|has|have)\b", question, re.IGNORECASE):
+    if YES_NO_QUESTION.match(question):
         return "yes/no"
     return "colour" if asks_colour(question) else "object"

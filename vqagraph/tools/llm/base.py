@@ -33,6 +33,9 @@ class GenerationParams(BaseModel):
     stop: list[str] = Field(
         default_factory=list, description="end the completion before the first of these strings, as vLLM's `stop`: "
         "decoding past the answer costs time and its tokens must not count in the answer's confidence")
+    top_logprobs: int = Field(
+        0, ge=0, le=20, description="return the first new token's most likely tokens, this many, with their "
+        "log-probabilities (OpenAI's and vLLM's `logprobs: k`): a yes/no answer's calibration weighs them")
 
 
 class Generation(BaseModel):
@@ -42,6 +45,8 @@ class Generation(BaseModel):
     token_ids: list[int]
     logprobs: list[float]
     finish_reason: Literal["stop", "length"]
+    first_top_logprobs: dict[int, float] = Field(
+        default_factory=dict, description="with `top_logprobs` k: the first new token's k most likely token ids")
 
     @property
     def mean_logprob(self) -> float:

@@ -37,11 +37,12 @@ class LocalCheckpoint:
         return str(self._tokenizer.decode(ids, skip_special_tokens=True))
 
     def completion(self, ids: list[int], logprobs: list[float], finish_reason: str | None,
-                   stop: Sequence[str] = ()) -> Generation:
+                   stop: Sequence[str] = (), first_top_logprobs: dict[int, float] | None = None) -> Generation:
         """Drop a trailing EOS (the transformers backend never reports it), cut at a stop string as the
         transformers backend does (vLLM returns the token that completed it), and decode the rest."""
         if ids and ids[-1] in self._eos:
             ids, logprobs = ids[:-1], logprobs[: len(ids) - 1]
         text, ids, logprobs, stopped = cut_at_stop(self._decode, ids, logprobs, stop)
         finish = "stop" if finish_reason == "stop" or stopped else "length"
-        return Generation(text=text, token_ids=ids, logprobs=logprobs, finish_reason=finish)
+        return Generation(text=text, token_ids=ids, logprobs=logprobs, finish_reason=finish,
+                          first_top_logprobs=first_top_logprobs or {})

@@ -196,6 +196,8 @@ class TransformersLLM:
                 ids.append(token)
                 logprobs.append(float(row_scores[step, token]))
             text, ids, logprobs, stopped = cut_at_stop(self._decode, ids, logprobs, params.stop)
-            results.append(Generation(text=text, token_ids=ids, logprobs=logprobs,
+            top = row_scores[0].topk(params.top_logprobs) if params.top_logprobs else None
+            first = {} if top is None else dict(zip(top.indices.tolist(), top.values.tolist(), strict=True))
+            results.append(Generation(text=text, token_ids=ids, logprobs=logprobs, first_top_logprobs=first,
                                       finish_reason="stop" if stopped else finish))  # type: ignore[arg-type]
         return results

@@ -160,15 +160,17 @@ class VLLMClient(LocalCheckpoint):
             part = {"type": "image_url", "image_url": {"url": url}}
         if self._context_length is None:
             self._discover()
-        sampling = {**self._sampling(params), "logprobs": True, "top_logprobs": 0}
+        sampling = {**self._sampling(params), "logprobs": True, "top_logprobs": params.top_logprobs}
         body = {"model": self.name, "messages": [{"role": "user", "content": [part, {"type": "text", "text": text}]}],
                 "add_special_tokens": True, **sampling}
         with self._waiting():
             choice = self._request("POST", "/v1/chat/completions", json=body)["choices"][0]
         content = (choice.get("logprobs") or {}).get("content") or []
-        tokens = [int(c["token"].split(":", 1)[1]) for c in content]
+        tokens = [_token_id(c["token"]) for c in content]
         values = [float(c["logprob"]) for c in content]
-        return self.completion(tokens, values, choice.get("finish_reason"), params.stop)
+        first = {_token_id(t["token"]): float(t["logprob"]) for t in content[0].get("top_logprobs") or []} \
+            if content and params.top_logprobs else {}
+        return self.completion(tokens, values, choice.get("finish_reason"), params.stop, first)
 
     # --- validation and transport ----------------------------------------------------------------------------
     def validate_embeds(self, embeds: Any, params: GenerationParams, where: str = "prompt embeddings") -> None:
@@ -199,7 +201,7 @@ class VLLMClient(LocalCheckpoint):
             "min_tokens": params.min_new_tokens,
             "temperature": params.temperature,
             "top_p": params.top_p,
-            "logprobs": 0,  # the chosen token's log-probability
+            "logprobs": params.top_logprobs,  # the chosen token's log-probability, and this many of the likeliest
             "return_tokens_as_token_ids": True,
         }
         if params.stop:
@@ -210,9 +212,9 @@ class VLLMClient(LocalCheckpoint):
 
     def _generation(self, choice: dict[str, Any], stop: Sequence[str]) -> Generation:
         logprobs = choice.get("logprobs") or {}
-        tokens = [int(t.split(":", 1)[1]) for t in logprobs.get("tokens") or []]
+        tokens = [_token_id(t) for t in logprobs.get("tokens") or []]
         values = [float(v) if v is not None else 0.0 for v in logprobs.get("token_logprobs") or []]
-        return self.completion(tokens, values, choice.get("finish_reason"), stop)
+        return self.completion(tokens, values, choice.get("finish_reason"), stop, _first_top(logprobs))
 
     def _stream(self, body: dict[str, Any], on_token: Callable[[str], None]) -> Generation:
         """A streamed completion (server-sent events): text goes to `on_token` chunk by chunk as vLLM writes it.
@@ -220,6 +222,7 @@ class VLLMClient(LocalCheckpoint):
         url = f"{self.base_url}/v1/completions"
         tokens: list[int] = []
         values: list[float] = []
+        first: dict[int, float] = {}
         finish: str | None = None
         try:
             with self._http.stream("POST", "/v1/completions", json={**body, "stream": True}) as response:
@@ -232,8 +235,9 @@ class VLLMClient(LocalCheckpoint):
                         continue
                     choice = json.loads(line[len("data: "):])["choices"][0]
                     logprobs = choice.get("logprobs") or {}
-                    tokens += [int(t.split(":", 1)[1]) for t in logprobs.get("tokens") or []]
+                    tokens += [_token_id(t) for t in logprobs.get("tokens") or []]
                     values += [float(v) if v is not None else 0.0 for v in logprobs.get("token_logprobs") or []]
+                    first = first or _first_top(logprobs)
                     if choice.get("text"):
                         on_token(choice["text"])
                     finish = choice.get("finish_reason") or finish
@@ -241,7 +245,7 @@ class VLLMClient(LocalCheckpoint):
             raise LLMError(f"vLLM server at {url} did not answer within {self.timeout:g} s") from exc
         except httpx.TransportError as exc:
             raise LLMError(f"vLLM server at {url} is not reachable ({type(exc).__name__}: {exc})") from exc
-        return self.completion(tokens, values, finish, body.get("stop", ()))
+        return self.completion(tokens, values, finish, body.get("stop", ()), first)
 
     def _waiting(self) -> contextlib.AbstractContextManager[None]:
         return self.in_flight.waiting() if self.in_flight is not None else contextlib.nullcontext()
@@ -292,3 +296,12 @@ def _as_list(value: Any) -> list[int]:
     return [int(v) for v in value] if isinstance(value, list | tuple) else [int(value)]
 
 
+def _token_id(token: str) -> int:
+    """vLLM names a token "token_id:N" when asked to (`return_tokens_as_token_ids`)."""
+    return int(token.split(":", 1)[1])
+
+
+def _first_top(logprobs: dict[str, Any]) -> dict[int, float]:
+    """A completion's first new token's likeliest tokens (`top_logprobs[0]`, asked with `logprobs: k`)."""
+    tops = logprobs.get("top_logprobs") or []
+    return {_token_id(t): float(v) for t, v in (tops[0] or {}).items()} if tops else {}

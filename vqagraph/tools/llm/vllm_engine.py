@@ -63,7 +63,8 @@ class VLLMEngineLLM(LocalCheckpoint):
         from vllm import SamplingParams
 
         sampling = SamplingParams(max_tokens=params.max_new_tokens, min_tokens=params.min_new_tokens,
-                                  temperature=params.temperature, top_p=params.top_p, seed=params.seed, logprobs=0,
+                                  temperature=params.temperature, top_p=params.top_p, seed=params.seed,
+                                  logprobs=params.top_logprobs,
                                   stop=list(params.stop) or None)
         outputs = self._llm.generate(inputs, sampling, use_tqdm=False)
         results = []
@@ -72,7 +73,8 @@ class VLLMEngineLLM(LocalCheckpoint):
             ids = list(completion.token_ids)
             steps: list[Any] = list(completion.logprobs or [])
             logprobs = [float(step[token].logprob) for step, token in zip(steps, ids, strict=False) if step]
-            results.append(self.completion(ids, logprobs, completion.finish_reason, params.stop))
+            first = {int(t): float(p.logprob) for t, p in steps[0].items()} if params.top_logprobs and steps else {}
+            results.append(self.completion(ids, logprobs, completion.finish_reason, params.stop, first))
         return results
 
 

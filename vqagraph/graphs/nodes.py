@@ -18,9 +18,10 @@ from vqagraph.answer import RouteAnswer
 from vqagraph.graphs.state import VQAContext, VQAState
 from vqagraph.tools.answer_candidates import extract_candidates
 from vqagraph.tools.llm.base import Generation, GenerationParams
-from vqagraph.tools.llm.calibration import CONTENT_FREE, YES_NO_QUESTION, calibrate_yes_no
+from vqagraph.tools.llm.calibration import CONTENT_FREE, calibrate_yes_no
 from vqagraph.tools.llm.postprocess import postprocess_answer
 from vqagraph.tools.prompts import (
+    YES_NO_QUESTION,
     build_prompt,
     chat_template_of,
     render_prompt,
@@ -199,10 +200,10 @@ def img2llm_prompt(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, A
     chat = chat_template_of(llm.tokenizer, llm.name) if settings.prompt_format == "chat" else None
     built = build_prompt(state["question"], [captions[i] for i in ids], exemplars, llm.count_tokens, budget, history,
                          chat)
-    calibrated = settings.yes_no_calibration and YES_NO_QUESTION.match(state["question"])
-    kept_turns = list(history)[len(history) - built.history_turns:]
-    content_free = render_prompt(state["question"], [CONTENT_FREE], built.exemplars, kept_turns, chat) \
-        if calibrated else ""
+    content_free = ""
+    if settings.yes_no_calibration and YES_NO_QUESTION.match(state["question"]):  # the same prompt, contexts "N/A"
+        kept_turns = history[len(history) - built.history_turns:]
+        content_free = render_prompt(state["question"], [CONTENT_FREE], built.exemplars, kept_turns, chat)
     return {"img2llm": {
         "prompt": built.text,
         "content_free_prompt": content_free,

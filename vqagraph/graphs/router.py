@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from vqagraph.answer import RouteAnswer
 from vqagraph.config import CueName, RouteName, RouterSettings
 from vqagraph.graphs.registry import ROUTES
-from vqagraph.tools.llm.calibration import YES_NO_QUESTION
+from vqagraph.tools.prompts import YES_NO_QUESTION
 
 POLICIES = ("rules", "cascade", "both")
 # The cascade (docs/methods.md): the Q-Former route answers first, the text route when it is unsure.

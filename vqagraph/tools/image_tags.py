@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from vqagraph.imagenet_names import ImageNetClass, load
-from vqagraph.tools.llm.calibration import YES_NO_QUESTION
+from vqagraph.tools.prompts import YES_NO_QUESTION
 
 # The regions the classifier reads, as fractions of the photo (x0, y0, x1, y1): the whole, its middle, and four
 # overlapping corner crops of two thirds.

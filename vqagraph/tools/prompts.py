@@ -18,6 +18,7 @@ question (docs/methods.md §1.6).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,6 +27,9 @@ from pydantic import BaseModel
 from vqagraph.errors import ProfileError, QuestionError
 from vqagraph.prompt_templates import IMG2LLM_CONTEXTS, IMG2LLM_EXEMPLAR, IMG2LLM_HEADER, IMG2LLM_QUESTION
 from vqagraph.tools.question_generator import Exemplar
+
+# A question answered yes or no (the router's cue, a photo question's kind, a calibrated answer): by its first word.
+YES_NO_QUESTION = re.compile(r"^\s*(is|are|was|were|does|do|did|can|could|has|have|will)\b", re.IGNORECASE)
 
 # Renders chat messages ({role, content}) as the LLM's own template, ending where the assistant's answer starts.
 ChatTemplate = Callable[[list[dict[str, str]]], str]

@@ -10,7 +10,6 @@ the two answers, and each is divided by its content-free value before the larger
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 from pydantic import BaseModel
@@ -18,7 +17,6 @@ from pydantic import BaseModel
 from vqagraph.tools.llm.base import Generation
 
 CONTENT_FREE = "N/A"  # the paper's content-free input
-YES_NO_QUESTION = re.compile(r"^\s*(is|are|was|were|does|do|did|can|could|has|have|will)\b", re.IGNORECASE)
 SPELLINGS = {"yes": ("yes", "Yes", "YES"), "no": ("no", "No", "NO")}
 
 

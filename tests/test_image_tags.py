@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from vqagraph.tools.image_tags import (
     COLOUR_SHADES,
@@ -177,3 +177,32 @@ def test_a_yes_no_answer_is_calibrated_against_the_content_free_prompt(model_cac
     assert "calibration" not in sampled.trace.route_answers["img2llm"]  # a sampled answer is the LLM's own draw
     other: Any = engine.answer(AskRequest(question="What colour is it?", image=picture))
     assert not other.trace.img2llm["content_free_prompt"] and "calibration" not in other.trace.route_answers["img2llm"]
+
+
+def test_a_question_about_text_is_answered_with_text_that_was_read(model_cache: Path) -> None:
+    from vqagraph import Engine
+    from vqagraph.request import AskRequest
+
+    engine = Engine.from_profile("photos", llm={"id": "builtin:smollm2-135m-instruct"})
+    sign = Image.new("RGB", (520, 260), "white")
+    draw = ImageDraw.Draw(sign)
+    draw.text((20, 20), "HOTEL", font=ImageFont.load_default(size=96), fill="black")  # the tallest line
+    draw.text((20, 180), "OPEN 24", font=ImageFont.load_default(size=40), fill="black")
+    answer: Any = engine.answer(AskRequest(question="What word is on the sign?", image=sign))
+    record, mine = answer.trace.img2llm, answer.trace.route_answers["img2llm"]
+    read = [line["text"].lower() for line in record["text_lines"]]
+    assert read == ["hotel", "open 24"] and record["captions"] == ['the text reads "HOTEL"', 'the text reads "OPEN 24"']
+    # SmolLM2 answers 'the sign is "the sign' (greedy): read nowhere, so the tallest line answers instead
+    assert answer.answer == "hotel" == mine["text_read"]["line"].lower()
+    assert not any(mine["text_read"]["llm_answer"] in line for line in read)
+    events = list(engine.conversation(store="memory").stream("What word is on the sign?", image=sign))
+    assert "".join(value for kind, value in events if kind == "token") == "hotel"  # streamed once, as decided
+    quoted: Any = engine.answer(AskRequest(question="What is written on the sign?", image=sign))
+    assert "text_read" not in quoted.trace.route_answers["img2llm"] and "hotel" in quoted.answer  # read: kept
+    asked: Any = engine.answer(AskRequest(question="Does the sign say hotel?", image=sign))
+    assert "text_read" not in asked.trace.route_answers["img2llm"]  # a yes/no question keeps its yes or no
+    plain = Engine.from_profile("photos", llm={"id": "builtin:smollm2-135m-instruct"},
+                                img2llm={"text_answers_read": False})
+    own: Any = plain.answer(AskRequest(question="What word is on the sign?", image=sign))
+    assert "text_read" not in own.trace.route_answers["img2llm"]
+    assert own.answer == mine["text_read"]["llm_answer"]  # the LLM's own answer

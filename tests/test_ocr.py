@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from vqagraph.tools.ocr import TextLine, TextReader, join_lines, text_caption
+from vqagraph.tools.ocr import TextLine, TextReader, join_lines, text_caption, unread_answer
 
 
 def test_words_on_one_line_are_joined_top_to_bottom() -> None:
@@ -16,6 +16,14 @@ def test_words_on_one_line_are_joined_top_to_bottom() -> None:
     far = [TextLine("LEFT", 0.9, (0, 0, 40, 20)), TextLine("RIGHT", 0.9, (400, 0, 440, 20))]
     assert [line.text for line in join_lines(far)] == ["LEFT", "RIGHT"]  # too far apart for one line
     assert text_caption(words[2]) == 'the text reads "NOTICE"'
+
+
+def test_an_answer_about_text_is_text_that_was_read() -> None:
+    lines = [TextLine("Let Us C", 0.9, (10, 10, 200, 60)), TextLine("SANTIRAM KAL", 0.9, (10, 200, 150, 220))]
+    assert unread_answer("let us c", lines) is None and unread_answer("Santiram", lines) is None  # read: kept
+    assert unread_answer("the book is let us c", lines) is None  # a line inside the answer: kept
+    assert unread_answer("sign", lines) == lines[0]  # read nowhere: the tallest line
+    assert unread_answer("", lines) == lines[0] and unread_answer("sign", []) is None  # nothing read: no line
 
 
 @pytest.fixture(scope="module")

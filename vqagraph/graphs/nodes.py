@@ -20,7 +20,9 @@ from vqagraph.tools.answer_candidates import extract_candidates
 from vqagraph.tools.llm.base import Generation, GenerationParams
 from vqagraph.tools.llm.calibration import CONTENT_FREE, calibrate_yes_no
 from vqagraph.tools.llm.postprocess import postprocess_answer
+from vqagraph.tools.ocr import TextLine, unread_answer
 from vqagraph.tools.prompts import (
+    TEXT_CUE,
     YES_NO_QUESTION,
     build_prompt,
     chat_template_of,
@@ -249,13 +251,35 @@ def route_answer(generation: Generation) -> RouteAnswer:
     }
 
 
-@node("llm_answer", reads=("img2llm.prompt", "img2llm.content_free_prompt"), writes=("route_answers",))
+def text_lines_to_answer(state: VQAState, settings: Any) -> list[TextLine]:
+    """The lines a question about text must be answered from (`text_answers_read`, docs/methods.md §8): none for
+    another question, a yes/no one ("Does the sign say stop?"), or a photo where nothing was read."""
+    question = vision_question(state)
+    if not settings.text_answers_read or not TEXT_CUE.search(question) or YES_NO_QUESTION.match(question):
+        return []
+    return [TextLine(line["text"], line["score"], tuple(line["box"]))  # type: ignore[arg-type]
+            for line in state["img2llm"].get("text_lines", [])]
+
+
+@node("llm_answer", reads=("question", "standalone_question", "img2llm.prompt", "img2llm.content_free_prompt",
+                           "img2llm.text_lines"), writes=("route_answers",))
 def llm_answer(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
     tools = runtime.context.tools
     settings = tools.profile.img2llm
     params = generation_params(state, settings.answer_max_new_tokens, settings.stop)
     content_free = state["img2llm"].get("content_free_prompt")
     write = token_writer(runtime, "img2llm")
+    lines = text_lines_to_answer(state, settings)
+    if lines and params.temperature == 0:  # the answer is decided after the LLM's, then streamed once
+        (generation,) = tools.llm.generate([state["img2llm"]["prompt"]], params)
+        answer = route_answer(generation)
+        line = unread_answer(answer["answer"], lines)
+        if line is not None:
+            answer["text_read"] = {"llm_answer": answer["answer"], "line": line.text}
+            answer["answer"] = " ".join(line.text.lower().split())
+        if write is not None:
+            write(answer["answer"])
+        return {"route_answers": {"img2llm": answer}}
     if not content_free or params.temperature > 0:  # a sampled answer is the LLM's own draw: nothing to calibrate
         (generation,) = tools.llm.generate([state["img2llm"]["prompt"]], params, on_token=write)
         return {"route_answers": {"img2llm": route_answer(generation)}}

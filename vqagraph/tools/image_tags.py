@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from vqagraph.imagenet_names import ImageNetClass, load
-from vqagraph.tools.prompts import YES_NO_QUESTION
+from vqagraph.tools.prompts import TEXT_CUE, YES_NO_QUESTION
 
 # The regions the classifier reads, as fractions of the photo (x0, y0, x1, y1): the whole, its middle, and four
 # overlapping corner crops of two thirds.
@@ -125,9 +125,6 @@ def main_colours(image: Image.Image, box: tuple[int, int, int, int] | None = Non
 # Question words that name no thing in the photo, though a class's names or kinds may hold them.
 _NOT_THINGS = frozenset({"picture", "photo", "image", "thing", "object", "colour", "color", "kind", "type", "one",
                          "this", "that", "it", "is", "are", "the", "a", "an", "there", "what", "which"})
-# A question about text in the photo (docs/methods.md §8): its text captions go first in the prompt.
-TEXT_CUE = re.compile(r"\b(read|reads|say|says|written|write|words?|text|title|brand|names?|signs?|labels?|"
-                      r"letters?|numbers?|logo|spell)\b", re.IGNORECASE)
 DARK_LIGHTNESS = 30.0  # mean CIELAB L* (0-100) under which the photo is called dark
 
 

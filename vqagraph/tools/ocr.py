@@ -5,7 +5,9 @@ titles and numbers have something to read; an image without text gets no caption
 from __future__ import annotations
 
 import logging
+import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,3 +76,20 @@ class TextReader:
 
 def text_caption(line: TextLine) -> str:
     return f'the text reads "{line.text}"'
+
+
+def _letters(text: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", text.lower())
+
+
+def unread_answer(answer: str, lines: Sequence[TextLine]) -> TextLine | None:
+    """For a question about text: None when `answer` is text that was read (in a line, or a line in it, letters and
+    digits compared); else the line to answer with, the most prominent one (the tallest, as titles and signs are).
+    The 0.5B LLM answered "What word is on the sign?" with "sign" beside `the text reads "HOTEL"` (§8)."""
+    if not lines:
+        return None
+    key = _letters(answer)
+    if key and any(key in _letters(line.text) or (_letters(line.text) and _letters(line.text) in key)
+                   for line in lines):
+        return None
+    return max(lines, key=lambda line: line.box[3] - line.box[1])

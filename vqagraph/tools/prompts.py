@@ -30,6 +30,9 @@ from vqagraph.tools.question_generator import Exemplar
 
 # A question answered yes or no (the router's cue, a photo question's kind, a calibrated answer): by its first word.
 YES_NO_QUESTION = re.compile(r"^\s*(is|are|was|were|does|do|did|can|could|has|have|will)\b", re.IGNORECASE)
+# A question about text in a photo (docs/methods.md §8): it reads the text read, and is answered with it.
+TEXT_CUE = re.compile(r"\b(read|reads|say|says|written|write|words?|text|title|brand|names?|signs?|labels?|"
+                      r"letters?|numbers?|logo|spell)\b", re.IGNORECASE)
 
 # Renders chat messages ({role, content}) as the LLM's own template, ending where the assistant's answer starts.
 ChatTemplate = Callable[[list[dict[str, str]]], str]

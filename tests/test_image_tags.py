@@ -179,7 +179,7 @@ def test_a_yes_no_answer_is_calibrated_against_the_content_free_prompt(model_cac
     assert not other.trace.img2llm["content_free_prompt"] and "calibration" not in other.trace.route_answers["img2llm"]
 
 
-def test_a_question_about_text_is_answered_with_text_that_was_read(model_cache: Path) -> None:
+def test_the_answer_to_a_question_about_text_is_text_that_was_read(model_cache: Path) -> None:
     from vqagraph import Engine
     from vqagraph.request import AskRequest
 
@@ -193,16 +193,41 @@ def test_a_question_about_text_is_answered_with_text_that_was_read(model_cache: 
     read = [line["text"].lower() for line in record["text_lines"]]
     assert read == ["hotel", "open 24"] and record["captions"] == ['the text reads "HOTEL"', 'the text reads "OPEN 24"']
     # SmolLM2 answers 'the sign is "the sign' (greedy): read nowhere, so the tallest line answers instead
-    assert answer.answer == "hotel" == mine["text_read"]["line"].lower()
-    assert not any(mine["text_read"]["llm_answer"] in line for line in read)
+    assert answer.answer == "hotel" and mine["checked"]["by"] == "text"
+    assert mine["checked"]["why"] == 'the text reads "HOTEL"'
+    assert not any(mine["checked"]["llm_answer"] in line for line in read)
     events = list(engine.conversation(store="memory").stream("What word is on the sign?", image=sign))
     assert "".join(value for kind, value in events if kind == "token") == "hotel"  # streamed once, as decided
     quoted: Any = engine.answer(AskRequest(question="What is written on the sign?", image=sign))
-    assert "text_read" not in quoted.trace.route_answers["img2llm"] and "hotel" in quoted.answer  # read: kept
+    assert "checked" not in quoted.trace.route_answers["img2llm"] and "hotel" in quoted.answer  # read: kept
     asked: Any = engine.answer(AskRequest(question="Does the sign say hotel?", image=sign))
-    assert "text_read" not in asked.trace.route_answers["img2llm"]  # a yes/no question keeps its yes or no
+    assert "checked" not in asked.trace.route_answers["img2llm"]  # a yes/no question keeps its yes or no
+    giraffe: Any = engine.answer(AskRequest(question="Is there a giraffe in the picture?", image=sign))
+    assert giraffe.answer == "no" and not any(t["name"] == "giraffe" for t in giraffe.trace.img2llm["tags"])
+    assert giraffe.trace.route_answers["img2llm"].get("checked", {"by": "existence"})["by"] == "existence"
     plain = Engine.from_profile("photos", llm={"id": "builtin:smollm2-135m-instruct"},
-                                img2llm={"text_answers_read": False})
+                                img2llm={"answer_checks": []})
     own: Any = plain.answer(AskRequest(question="What word is on the sign?", image=sign))
-    assert "text_read" not in own.trace.route_answers["img2llm"]
-    assert own.answer == mine["text_read"]["llm_answer"]  # the LLM's own answer
+    assert "checked" not in own.trace.route_answers["img2llm"]
+    assert own.answer == mine["checked"]["llm_answer"]  # the LLM's own answer
+
+
+def test_an_existence_question_is_answered_by_the_tags() -> None:
+    from vqagraph.tools.image_tags import answer_check, checked_answer, existence_phrase
+
+    assert existence_phrase("Is there a lemon in the picture?") == "lemon"
+    assert existence_phrase("Are there any cats?") == "cat" and existence_phrase("Is this a golden retriever?") == \
+        "golden retriever"
+    for other in ("Is there a pen on the table?", "Is there a blue candy?", "Is the dog's mouth open?", "Is it night?",
+                  "What is this?"):
+        assert existence_phrase(other) is None, other
+    lemon = Tag("lemon", "lemon", 951, 0.79, "middle", (0, 0, 5, 5))
+    cat = Tag("cat", "tabby", 281, 0.6, "whole", (0, 0, 10, 10))
+    assert answer_check("Is there a lemon?", ["text", "existence"], []) == "existence"
+    assert answer_check("Is there a lemon?", ["text"], []) is None and answer_check("What fruit?", ["existence"], []) \
+        is None
+    assert checked_answer("existence", "Is there a lemon?", "no", [cat, lemon], []) == \
+        ("yes", "tagged: a photo of a lemon in the middle")
+    assert checked_answer("existence", "Is there a lemon?", "yes", [cat, lemon], []) is None  # the LLM agreed
+    assert checked_answer("existence", "Is this a dog?", "yes", [cat], []) == ("no", "no tag names 'dog'")
+    assert checked_answer("existence", "Are there any animals?", "no", [cat], [])[0] == "yes"  # type: ignore[index]

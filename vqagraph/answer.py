@@ -23,7 +23,7 @@ class RouteAnswer(TypedDict):
     mean_logprob: float
     finish_reason: NotRequired[str]  # "stop" (EOS or a stop string) or "length" (a token cap), as vLLM says it
     calibration: NotRequired[dict[str, Any]]  # a calibrated yes/no answer: p(yes) as asked, content-free, calibrated
-    text_read: NotRequired[dict[str, Any]]  # text_answers_read: the LLM's answer, found in no line, and the line used
+    checked: NotRequired[dict[str, Any]]  # answer_checks: which check changed the LLM's answer, its answer, and why
 
 
 class VisualPromptRecord(TypedDict, total=False):

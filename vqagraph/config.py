@@ -54,9 +54,10 @@ class Img2LLMSettings(BaseModel):
                             "line as a caption (§8)")
     text_min_score: float = Field(0.6, ge=0, le=1, description="read_text: a word is kept from this recognition "
                                   "score up")
-    text_answers_read: bool = Field(False, description="read_text: a question about text (not a yes/no one) is "
-                                    "answered with text that was read: an answer found in no line becomes the "
-                                    "tallest line (docs/methods.md §8)")
+    answer_checks: list[Literal["text", "existence"]] = Field(
+        default_factory=list, description="imagenet-tags: the LLM's answer checked against what was read in the photo "
+        "(docs/methods.md §8). text: a question about text is answered with text that was read (an answer in no line "
+        "becomes the tallest line); existence: 'is there a <thing>?' is yes when a tag names the thing, else no")
     gradcam_layer: int = Field(7, ge=0, description="ITM text-encoder layer whose cross-attention is used (§1.1)")
     gradcam_floor: float = Field(1e-6, gt=0, description="added to the normalised map so sampling never fails")
     num_patches: int = Field(20, ge=1, description="K' patches sampled per caption (§1.2)")
@@ -456,7 +457,7 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
         "llm": "builtin:qwen2.5-coder-0.5b-instruct",
         "image_encoder": {"model": "builtin:efficientnet-lite0", "image_size": 224, "stages": [4],
                           "resize": "stretch"},
-        "img2llm": {"captions": "imagenet-tags", "read_text": True, "text_answers_read": True,
+        "img2llm": {"captions": "imagenet-tags", "read_text": True, "answer_checks": ["text", "existence"],
                     "question_generation": "template",
                     "prompt_format": "chat",
                     "max_exemplars": 5, "unique_exemplar_questions": True},

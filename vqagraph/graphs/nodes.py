@@ -17,12 +17,12 @@ from langgraph.runtime import Runtime
 from vqagraph.answer import RouteAnswer
 from vqagraph.graphs.state import VQAContext, VQAState
 from vqagraph.tools.answer_candidates import extract_candidates
+from vqagraph.tools.image_tags import answer_check, checked_answer, tags_from_record
 from vqagraph.tools.llm.base import Generation, GenerationParams
 from vqagraph.tools.llm.calibration import CONTENT_FREE, calibrate_yes_no
 from vqagraph.tools.llm.postprocess import postprocess_answer
-from vqagraph.tools.ocr import TextLine, unread_answer
+from vqagraph.tools.ocr import TextLine
 from vqagraph.tools.prompts import (
-    TEXT_CUE,
     YES_NO_QUESTION,
     build_prompt,
     chat_template_of,
@@ -152,7 +152,7 @@ def _photo_captions(image: Any, question: str, tools: Any) -> dict[str, Any]:
         "caption_stats": {"kept": len(captions), "generated": len(captions), "rejected_itm": 0,
                           "rejected_duplicate": 0, "rounds": 1},
         "gradcam": [], "grid": [], "patch_ids": [], "image_encoded": True,
-        "tags": [{"name": t.name, "label": t.label, "probability": t.probability, "region": t.region,
+        "tags": [{"name": t.name, "label": t.label, "index": t.index, "probability": t.probability, "region": t.region,
                   "box": list(t.box), "colours": list(t.colours), "asked": t.asked} for t in reading.tags],
         "band_colours": reading.band_colours,
         "text_lines": [{"text": line.text, "score": line.score, "box": list(line.box)} for line in lines],
@@ -251,32 +251,26 @@ def route_answer(generation: Generation) -> RouteAnswer:
     }
 
 
-def text_lines_to_answer(state: VQAState, settings: Any) -> list[TextLine]:
-    """The lines a question about text must be answered from (`text_answers_read`, docs/methods.md §8): none for
-    another question, a yes/no one ("Does the sign say stop?"), or a photo where nothing was read."""
-    question = vision_question(state)
-    if not settings.text_answers_read or not TEXT_CUE.search(question) or YES_NO_QUESTION.match(question):
-        return []
-    return [TextLine(line["text"], line["score"], tuple(line["box"]))  # type: ignore[arg-type]
-            for line in state["img2llm"].get("text_lines", [])]
-
-
 @node("llm_answer", reads=("question", "standalone_question", "img2llm.prompt", "img2llm.content_free_prompt",
-                           "img2llm.text_lines"), writes=("route_answers",))
+                           "img2llm.text_lines", "img2llm.tags"), writes=("route_answers",))
 def llm_answer(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
     tools = runtime.context.tools
     settings = tools.profile.img2llm
     params = generation_params(state, settings.answer_max_new_tokens, settings.stop)
     content_free = state["img2llm"].get("content_free_prompt")
     write = token_writer(runtime, "img2llm")
-    lines = text_lines_to_answer(state, settings)
-    if lines and params.temperature == 0:  # the answer is decided after the LLM's, then streamed once
+    question = vision_question(state)
+    lines = [TextLine(line["text"], line["score"], tuple(line["box"]))  # type: ignore[arg-type]
+             for line in state["img2llm"].get("text_lines", [])]
+    check = answer_check(question, settings.answer_checks, lines) if params.temperature == 0 else None
+    if check is not None:  # checked against the photo's reading (§8), then streamed once, decided
         (generation,) = tools.llm.generate([state["img2llm"]["prompt"]], params)
         answer = route_answer(generation)
-        line = unread_answer(answer["answer"], lines)
-        if line is not None:
-            answer["text_read"] = {"llm_answer": answer["answer"], "line": line.text}
-            answer["answer"] = " ".join(line.text.lower().split())
+        checked = checked_answer(check, question, answer["answer"], tags_from_record(state["img2llm"].get("tags", [])),
+                                 lines)
+        if checked is not None:
+            answer["checked"] = {"by": check, "llm_answer": answer["answer"], "why": checked[1]}
+            answer["answer"] = checked[0]
         if write is not None:
             write(answer["answer"])
         return {"route_answers": {"img2llm": answer}}

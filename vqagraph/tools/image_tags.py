@@ -16,13 +16,14 @@ import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from PIL import Image
 
 from vqagraph.imagenet_names import ImageNetClass, load
+from vqagraph.tools.ocr import TextLine, unread_answer
 from vqagraph.tools.prompts import TEXT_CUE, YES_NO_QUESTION
 
 # The regions the classifier reads, as fractions of the photo (x0, y0, x1, y1): the whole, its middle, and four
@@ -305,6 +306,61 @@ def photo_captions(reading: PhotoReading, question: str = "", text_captions: Seq
     else:
         pairs = tagged + bands + texts
     return [c for c, _ in pairs], [s for _, s in pairs]
+
+
+# "Is there a lemon?", "Is this a dog?", "Are there any cats in the picture?": whether one named thing is there.
+EXISTENCE_QUESTION = re.compile(r"^\s*(?:is|are)\s+(?:there|this|that|it|these|those)\s+(?:an?\s+|any\s+|some\s+)?"
+                                r"(?P<thing>[a-z][a-z' -]*?)\s*(?:in\s+(?:the|this)\s+(?:picture|photo|image))?"
+                                r"\s*\??\s*$", re.IGNORECASE)
+AnswerCheck = Literal["text", "existence"]
+
+
+def tags_from_record(records: Sequence[dict[str, Any]]) -> list[Tag]:
+    """The tags as the trace keeps them (plain data in the graph state) → `Tag`s again."""
+    return [Tag(name=r["name"], label=r["label"], index=int(r["index"]), probability=float(r["probability"]),
+                region=r["region"], box=(int(r["box"][0]), int(r["box"][1]), int(r["box"][2]), int(r["box"][3])),
+                colours=tuple(r.get("colours", ())), asked=bool(r.get("asked", False))) for r in records]
+
+
+def existence_phrase(question: str) -> str | None:
+    """The thing an existence question asks about, when it is all one phrase that names ImageNet classes ("Is there a
+    lemon?" → lemon); None for any other question ("Is there a pen on the table?", "Is there a blue candy?")."""
+    match = EXISTENCE_QUESTION.match(question)
+    if match is None:
+        return None
+    words = match["thing"].lower().split()
+    whole = {" ".join(words), " ".join([*words[:-1], _singular(words[-1])])} if words else set()
+    return next((p for p in named_phrases(" ".join(words)) if p in whole), None)
+
+
+def answer_check(question: str, checks: Sequence[AnswerCheck], text_lines: Sequence[TextLine]) -> AnswerCheck | None:
+    """Which check the LLM's answer to `question` goes through (docs/methods.md §8), if any: `text` for a question
+    about text (not a yes/no one) in a photo where text was read, `existence` for "is there a <thing>?"."""
+    if "text" in checks and text_lines and TEXT_CUE.search(question) and not YES_NO_QUESTION.match(question):
+        return "text"
+    if "existence" in checks and existence_phrase(question) is not None:
+        return "existence"
+    return None
+
+
+def checked_answer(check: AnswerCheck, question: str, answer: str, tags: Sequence[Tag],
+                   text_lines: Sequence[TextLine]) -> tuple[str, str] | None:
+    """The answer the reading gives instead of the LLM's, and why; None when the LLM's stands. `text`: an answer
+    read in no line becomes the tallest line (the 0.5B LLM answered "What word is on the sign?" with "sign" beside
+    `the text reads "HOTEL"`). `existence`: yes when a tag names the thing, else no (it answered "no" to "Is there a
+    lemon in the picture?" beside `a photo of a lemon`)."""
+    if check == "text":
+        line = unread_answer(answer, text_lines)
+        return None if line is None else (" ".join(line.text.lower().split()), f'the text reads "{line.text}"')
+    phrase = existence_phrase(question)
+    if phrase is None:
+        return None
+    named = [t for t in tags if names_tag(phrase, t)]
+    seen = "yes" if named else "no"
+    if answer == seen:
+        return None
+    why = f"tagged: {', '.join(tag_caption(t) for t in named)}" if named else f"no tag names {phrase!r}"
+    return seen, why
 
 
 def question_kind(question: str) -> str:

@@ -227,7 +227,47 @@ def test_an_existence_question_is_answered_by_the_tags() -> None:
     assert answer_check("Is there a lemon?", ["text"], []) is None and answer_check("What fruit?", ["existence"], []) \
         is None
     assert checked_answer("existence", "Is there a lemon?", "no", [cat, lemon], []) == \
-        ("yes", "tagged: a photo of a lemon in the middle")
+        ("yes", "seen: a photo of a lemon in the middle")
     assert checked_answer("existence", "Is there a lemon?", "yes", [cat, lemon], []) is None  # the LLM agreed
-    assert checked_answer("existence", "Is this a dog?", "yes", [cat], []) == ("no", "no tag names 'dog'")
-    assert checked_answer("existence", "Are there any animals?", "no", [cat], [])[0] == "yes"  # type: ignore[index]
+    assert checked_answer("existence", "Is this a dog?", "yes", [cat], []) == ("no", "nothing seen is a dog")
+    assert existence_phrase("Are there any animals?") is None  # a kind: many classes, and no tag is no evidence
+
+
+def test_detections_become_captions_the_question_reads_first() -> None:
+    from vqagraph.models.centernet import Detection
+    from vqagraph.tools.image_tags import group_detections, names_objects, object_captions
+
+    picture = Image.new("RGB", (200, 100), (40, 150, 50))  # grass
+    ImageDraw.Draw(picture).ellipse((150, 50, 190, 90), fill=(240, 210, 30))  # a yellow ball
+    found = [Detection("person", 0.3, (10, 10, 40, 90)), Detection("sports ball", 0.7, (150, 50, 190, 90)),
+             Detection("person", 0.6, (50, 10, 80, 90)), Detection("bird", 0.25, (0, 0, 20, 20))]
+    ball, people, bird = group_detections(found, picture)  # surest first
+    assert (ball.noun, people.noun, bird.noun) == ("ball", "person", "bird") and people.scores == (0.6, 0.3)
+    assert ball.colours == ("yellow",)  # inside the ball's box, its corners (grass) left out
+    assert object_captions(people) == ["a photo of two people"] and object_captions(people, min_score=0.5) == \
+        ["a photo of a person"]
+    assert object_captions(ball, colour=True) == ["a photo of a ball", "the ball is yellow"]
+    assert names_objects("How many men are there?", people) and names_objects("What colour are the balls?", ball)
+    assert not names_objects("What colour is the ballroom?", ball)
+    cat = Tag("cat", "tabby", 281, 0.6, "whole", (0, 0, 10, 10), ("gray",))
+    reading = PhotoReading(tags=[cat])
+    captions, scores = photo_captions(reading, "How many people are there?", [], objects=[people, ball, bird])
+    # asked: every detection (two people); not asked: only from 0.5 (the ball, not the bird)
+    assert captions == ["a photo of two people", "a photo of a cat", "a photo of a ball"] and scores[0] == 0.6
+    captions, _ = photo_captions(reading, "What colour is the ball?", [], objects=[people, ball, bird])
+    assert captions[:2] == ["a photo of a ball", "the ball is yellow"]
+
+
+def test_an_existence_question_reads_the_detections_too() -> None:
+    from vqagraph.models.centernet import Detection
+    from vqagraph.tools.image_tags import checked_answer, existence_phrase, group_detections
+
+    detectable = {"person", "ball", "giraffe"}
+    assert existence_phrase("Is there a person in the picture?", detectable) == "person"
+    assert existence_phrase("Are there people?", detectable) == "people"
+    assert existence_phrase("Is there a person?") is None  # no detector: ImageNet has no class for a person
+    people = group_detections([Detection("person", 0.3, (0, 0, 5, 5))])
+    assert checked_answer("existence", "Are there any people?", "no", [], [], people, detectable) == \
+        ("yes", "seen: a photo of a person")
+    assert checked_answer("existence", "Is there a giraffe?", "yes", [], [], people, detectable) == \
+        ("no", "nothing seen is a giraffe")

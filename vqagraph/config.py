@@ -54,6 +54,14 @@ class Img2LLMSettings(BaseModel):
                             "line as a caption (§8)")
     text_min_score: float = Field(0.6, ge=0, le=1, description="read_text: a word is kept from this recognition "
                                   "score up")
+    object_detector: str | None = Field(None, description="imagenet-tags: a COCO object detector whose detections "
+                                        "become captions ('a photo of 3 people', 'the ball is yellow'): "
+                                        "builtin:centernet-coco (docs/methods.md §8); none: tags only")
+    object_min_score: float = Field(0.5, ge=0, le=1, description="object_detector: a class is a caption when a "
+                                    "detection of it reaches this score (docs/methods.md §8)")
+    object_question_min_score: float = Field(0.2, ge=0, le=1, description="object_detector: a class the question "
+                                             "names is a caption, and counted, from this score up (the detector's "
+                                             "package default)")
     answer_checks: list[Literal["text", "existence"]] = Field(
         default_factory=list, description="imagenet-tags: the LLM's answer checked against what was read in the photo "
         "(docs/methods.md §8). text: a question about text is answered with text that was read (an answer in no line "
@@ -450,14 +458,16 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
     "photos": {
         "name": "photos",
         "description": "real photographs: ImageNet tags and colours of the photo's regions from the frozen "
-        "EfficientNet-Lite0, template exemplars, Qwen2.5-Coder-0.5B-Instruct in its chat template; runs offline",
+        "EfficientNet-Lite0, COCO objects from a frozen CenterNet, the text read by RapidOCR, template exemplars, "
+        "Qwen2.5-Coder-0.5B-Instruct in its chat template; runs offline",
         "itm": "builtin:shapes-blip-itm",
         "captioner": "builtin:shapes-blip-captioner",
         "question_generator": "builtin:shapes-t5-qg",
         "llm": "builtin:qwen2.5-coder-0.5b-instruct",
         "image_encoder": {"model": "builtin:efficientnet-lite0", "image_size": 224, "stages": [4],
                           "resize": "stretch"},
-        "img2llm": {"captions": "imagenet-tags", "read_text": True, "answer_checks": ["text", "existence"],
+        "img2llm": {"captions": "imagenet-tags", "read_text": True, "object_detector": "builtin:centernet-coco",
+                    "answer_checks": ["text", "existence"],
                     "question_generation": "template",
                     "prompt_format": "chat",
                     "max_exemplars": 5, "unique_exemplar_questions": True},

@@ -63,6 +63,10 @@ def resolve(ref: ModelRef) -> str:
         from vqagraph.models.efficientnet_lite import ensure_efficientnet_lite
 
         return str(ensure_efficientnet_lite(ref.id.removeprefix("builtin:"), cache_root()))
+    if ref.id == "builtin:centernet-coco":
+        from vqagraph.models.centernet import ensure_centernet
+
+        return str(ensure_centernet(cache_root()))
     if ref.id.startswith("builtin:shapes-"):
         return str(shipped_weights(ref.id.removeprefix("builtin:")))
     if ref.id.startswith("builtin:"):

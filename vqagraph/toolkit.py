@@ -7,10 +7,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vqagraph import hub
-from vqagraph.config import CPU_ENCODER_CHUNK, CPU_STAGE_LIMITS, Profile
+from vqagraph.config import CPU_ENCODER_CHUNK, CPU_STAGE_LIMITS, ModelRef, Profile
 from vqagraph.errors import ProfileError
 from vqagraph.media import FeatureCache, ImageStore
 from vqagraph.tools.answer_candidates import Extractor, default_extractor
@@ -26,6 +27,7 @@ from vqagraph.tools.question_generator import QuestionGenerator
 from vqagraph.tools.region_captioner import BlipCaptioner, RegionCaptioner
 
 if TYPE_CHECKING:
+    from vqagraph.models.centernet import CenterNetDetector
     from vqagraph.tools.image_tags import ImageTagger
     from vqagraph.tools.llama_adapter import AdapterEncoder
     from vqagraph.tools.ocr import TextReader
@@ -134,6 +136,17 @@ class Toolkit:
         settings = self.profile.img2llm
         return ImageTagger(encoder.model, encoder.image_size, settings.tag_min_probability, settings.tag_top_k,
                            settings.tag_question_min_probability)
+
+    @loaded_once
+    def object_detector(self) -> CenterNetDetector:
+        """The COCO object detector of a photo's captions (docs/methods.md §8), fetched once into the cache."""
+        from vqagraph.models.centernet import CenterNetDetector
+
+        settings = self.profile.img2llm
+        if settings.object_detector is None:
+            raise ProfileError(f"profile {self.profile.name!r} names no img2llm.object_detector")
+        folder = Path(hub.resolve(ModelRef(id=settings.object_detector)))
+        return CenterNetDetector(folder, settings.object_question_min_score)
 
     @loaded_once
     def text_reader(self) -> TextReader:

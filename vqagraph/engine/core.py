@@ -102,6 +102,7 @@ class Engine:
         if not work or not (work.get("gradcam") or work.get("tags") or work.get("text_lines")):
             return None
         tags = [(f"{t['name']} {t['probability']:.2f}", t["box"]) for t in work.get("tags", [])]
+        tags += [(f"{o['label']} {o['score']:.2f}", o["box"]) for o in work.get("objects", [])]
         texts = [(f'"{line["text"]}"', line["box"]) for line in work.get("text_lines", [])]
         # A photo's boxes are in its own pixels: it is shown as it is, not letterboxed.
         return explain_picture(self.tools.images.get(trace.seen_image_ref), work.get("gradcam", []),

@@ -16,8 +16,15 @@ from langgraph.runtime import Runtime
 
 from vqagraph.answer import RouteAnswer
 from vqagraph.graphs.state import VQAContext, VQAState
+from vqagraph.models.centernet import Detection
 from vqagraph.tools.answer_candidates import extract_candidates
-from vqagraph.tools.image_tags import answer_check, checked_answer, tags_from_record
+from vqagraph.tools.image_tags import (
+    answer_check,
+    checked_answer,
+    detectable_nouns,
+    group_detections,
+    tags_from_record,
+)
 from vqagraph.tools.llm.base import Generation, GenerationParams
 from vqagraph.tools.llm.calibration import CONTENT_FREE, calibrate_yes_no
 from vqagraph.tools.llm.postprocess import postprocess_answer
@@ -108,7 +115,7 @@ def resolve_followup(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str,
 @node("region_captions", reads=("image_ref", "question", "standalone_question", "visual_prompt.boxes"),
       writes=("img2llm.captions", "img2llm.caption_scores", "img2llm.caption_stats", "img2llm.gradcam",
               "img2llm.grid", "img2llm.patch_ids", "img2llm.image_encoded", "img2llm.tags",
-              "img2llm.text_lines", "img2llm.band_colours"))
+              "img2llm.text_lines", "img2llm.band_colours", "img2llm.objects"))
 def region_captions(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
     tools = runtime.context.tools
     image = tools.images.get(state["image_ref"])
@@ -142,10 +149,13 @@ def _photo_captions(image: Any, question: str, tools: Any) -> dict[str, Any]:
     from vqagraph.tools.image_tags import photo_captions
     from vqagraph.tools.ocr import text_caption
 
+    settings = tools.profile.img2llm
     reading = tools.image_tagger(image, question)
-    lines = tools.text_reader(image) if tools.profile.img2llm.read_text else []
+    lines = tools.text_reader(image) if settings.read_text else []
+    detections = tools.object_detector(image) if settings.object_detector else []
+    objects = group_detections(detections, image)
     captions, scores = photo_captions(reading, question, [(text_caption(line), line.score) for line in lines],
-                                      tools.profile.img2llm.tag_own_names)
+                                      settings.tag_own_names, objects, settings.object_min_score)
     return {"img2llm": {
         "captions": captions,
         "caption_scores": scores,
@@ -156,6 +166,7 @@ def _photo_captions(image: Any, question: str, tools: Any) -> dict[str, Any]:
                   "box": list(t.box), "colours": list(t.colours), "asked": t.asked} for t in reading.tags],
         "band_colours": reading.band_colours,
         "text_lines": [{"text": line.text, "score": line.score, "box": list(line.box)} for line in lines],
+        "objects": [{"label": d.label, "score": d.score, "box": list(d.box)} for d in detections],
     }}
 
 
@@ -252,7 +263,7 @@ def route_answer(generation: Generation) -> RouteAnswer:
 
 
 @node("llm_answer", reads=("question", "standalone_question", "img2llm.prompt", "img2llm.content_free_prompt",
-                           "img2llm.text_lines", "img2llm.tags"), writes=("route_answers",))
+                           "img2llm.text_lines", "img2llm.tags", "img2llm.objects"), writes=("route_answers",))
 def llm_answer(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
     tools = runtime.context.tools
     settings = tools.profile.img2llm
@@ -262,12 +273,16 @@ def llm_answer(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
     question = vision_question(state)
     lines = [TextLine(line["text"], line["score"], tuple(line["box"]))  # type: ignore[arg-type]
              for line in state["img2llm"].get("text_lines", [])]
-    check = answer_check(question, settings.answer_checks, lines) if params.temperature == 0 else None
+    detectable = detectable_nouns(tools.object_detector.labels) if settings.object_detector else frozenset()
+    check = answer_check(question, settings.answer_checks, lines, detectable) if params.temperature == 0 else None
     if check is not None:  # checked against the photo's reading (§8), then streamed once, decided
         (generation,) = tools.llm.generate([state["img2llm"]["prompt"]], params)
         answer = route_answer(generation)
-        checked = checked_answer(check, question, answer["answer"], tags_from_record(state["img2llm"].get("tags", [])),
-                                 lines)
+        record = state["img2llm"]
+        objects = group_detections([Detection(o["label"], o["score"], tuple(o["box"]))  # type: ignore[arg-type]
+                                    for o in record.get("objects", [])])
+        checked = checked_answer(check, question, answer["answer"], tags_from_record(record.get("tags", [])), lines,
+                                 objects, detectable)
         if checked is not None:
             answer["checked"] = {"by": check, "llm_answer": answer["answer"], "why": checked[1]}
             answer["answer"] = checked[0]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from vqagraph.imagenet_names import ImageNetClass, load
+from vqagraph.models.centernet import Detection
 from vqagraph.tools.ocr import TextLine, unread_answer
 from vqagraph.tools.prompts import TEXT_CUE, YES_NO_QUESTION
 
@@ -275,6 +276,86 @@ def band_captions(reading: PhotoReading) -> list[str]:
     return captions + (["the picture is dark"] if reading.dark else [])
 
 
+# COCO's labels as a person says them ("sports ball" → ball), and their plurals where "s" is wrong.
+OBJECT_NOUNS = {"sports ball": "ball", "dining table": "table", "potted plant": "plant", "cell phone": "phone",
+                "tv": "television", "hair drier": "hair dryer"}
+PLURALS = {"person": "people", "bus": "buses", "knife": "knives", "mouse": "mice", "sheep": "sheep", "skis": "skis",
+           "scissors": "scissors", "wine glass": "wine glasses", "couch": "couches", "toothbrush": "toothbrushes",
+           "sandwich": "sandwiches", "bench": "benches", "glass": "glasses"}
+# Words a question uses for a person, which no COCO label spells.
+PERSON_WORDS = frozenset({"person", "people", "persons", "man", "men", "woman", "women", "boy", "boys", "girl", "girls",
+                          "child", "children", "kid", "kids", "player", "players", "soldier", "soldiers", "guy",
+                          "guys", "lady", "ladies", "someone", "anyone", "somebody", "anybody", "human", "humans"})
+NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+
+
+# The ellipse inscribed in a box, on a 16 × 16 grid: an object fills the middle of its box, the corners are what is
+# behind it (a ball's box is a fifth grass).
+_GRID = (np.arange(16) + 0.5) / 8 - 1
+INSCRIBED_ELLIPSE = (_GRID[None, :] ** 2 + _GRID[:, None] ** 2) <= 1
+
+
+@dataclass(frozen=True)
+class SeenObjects:
+    """The detections of one COCO class in a photo: the noun a person uses, every detection's score (surest
+    first), the surest one's box, and the colours inside that box."""
+
+    noun: str
+    scores: tuple[float, ...]
+    box: tuple[int, int, int, int]
+    colours: tuple[str, ...] = ()
+
+    @property
+    def score(self) -> float:
+        return self.scores[0]
+
+    @property
+    def plural(self) -> str:
+        return PLURALS.get(self.noun, self.noun + "s")
+
+    def count(self, min_score: float = 0.0) -> int:
+        return sum(score >= min_score for score in self.scores)
+
+
+def detectable_nouns(labels: Sequence[str]) -> frozenset[str]:
+    """The nouns of the detector's classes, as a question says them."""
+    return frozenset(OBJECT_NOUNS.get(label, label) for label in labels)
+
+
+def group_detections(detections: Sequence[Detection], image: Image.Image | None = None) -> list[SeenObjects]:
+    """Detections grouped by class, surest first; with `image`, each group's colours are read inside its surest box
+    (a box holds its object far more tightly than a 7 × 7 activation map does)."""
+    groups: dict[str, list[Detection]] = {}
+    for detection in sorted(detections, key=lambda d: -d.score):
+        groups.setdefault(OBJECT_NOUNS.get(detection.label, detection.label), []).append(detection)
+    return [SeenObjects(noun, tuple(d.score for d in found), found[0].box,
+                        tuple(main_colours(image, found[0].box, mask=INSCRIBED_ELLIPSE)) if image is not None else ())
+            for noun, found in groups.items()]
+
+
+def names_objects(question: str, seen: SeenObjects) -> bool:
+    """The question names this class: its noun or plural, or any word for a person when it is people."""
+    text = " ".join(re.findall(r"[a-z]+", question.lower()))
+    if seen.noun == "person" and set(text.split()) & PERSON_WORDS:
+        return True
+    return any(re.search(rf"\b{re.escape(form)}\b", text) for form in (seen.noun, seen.plural))
+
+
+def object_captions(seen: SeenObjects, colour: bool = False, min_score: float = 0.0) -> list[str]:
+    """'a photo of a person', 'a photo of three people' (the detections from `min_score` up); 'the ball is yellow'
+    for a question about colour."""
+    count = max(seen.count(min_score), 1)
+    if count == 1:
+        captions = [f"a photo of {_article(seen.noun)} {seen.noun}"]
+    else:
+        number = NUMBER_WORDS[count] if count < len(NUMBER_WORDS) else str(count)
+        captions = [f"a photo of {number} {seen.plural}"]
+    if colour and seen.colours:
+        name = seen.noun if count == 1 else seen.plural
+        captions.append(f"the {name} {'is' if count == 1 else 'are'} {_terms(seen.colours)}")
+    return captions
+
+
 def asks_colour(question: str) -> bool:
     """The question asks for a colour or names one ("is there a blue candy?"): colour captions are worth reading."""
     words = set(re.findall(r"[a-z]+", question.lower()))
@@ -282,7 +363,8 @@ def asks_colour(question: str) -> bool:
 
 
 def photo_captions(reading: PhotoReading, question: str = "", text_captions: Sequence[tuple[str, float]] = (),
-                   own_names: bool = False) -> tuple[list[str], list[float]]:
+                   own_names: bool = False, objects: Sequence[SeenObjects] = (),
+                   object_min_score: float = 0.5) -> tuple[list[str], list[float]]:
     """The captions the text route reads for a photo, with each one's confidence (colours: 1.0), what the question
     asks about first: the tags it names, then the rest. A question about text that found text reads that text
     alone: next to tags the 0.5B LLM answers with a tag's word ("What word is on the sign?" → "street"; the photo
@@ -292,19 +374,26 @@ def photo_captions(reading: PhotoReading, question: str = "", text_captions: Seq
     named = [t for t in reading.tags if any(names_tag(p, t) for p in phrases)]
     colour = asks_colour(question)
     tagged: list[tuple[str, float]] = []
+    boxed = {o.noun for o in objects if o.colours}  # a detection's box reads a colour better than a tag's map
     for tag in named + [t for t in reading.tags if t not in named]:
         tagged.append((tag_caption(tag, own_names), tag.probability))
-        coloured = tag_colour_caption(tag) if colour else None
+        coloured = tag_colour_caption(tag) if colour and tag.name not in boxed else None
         if coloured:
             tagged.append((coloured, tag.probability))
     bands = [(c, 1.0) for c in band_captions(reading) if colour or c == "the picture is dark"]
     texts = list(text_captions)
+    # A class the question names ("how many people?", "what colour is the ball?") is read from every detection the
+    # detector kept, first; another only when its surest detection reaches `object_min_score`.
+    asked = [o for o in objects if names_objects(question, o)]
+    first = [(c, o.score) for o in asked for c in object_captions(o, colour)]
+    detected = [(c, o.score) for o in objects if o not in asked and o.score >= object_min_score
+                for c in object_captions(o, colour, object_min_score)]
     if TEXT_CUE.search(question):
-        pairs = texts or tagged + bands
-    elif colour and not named:
-        pairs = bands + tagged + texts
+        pairs = texts or first + tagged + detected + bands
+    elif colour and not named and not asked:
+        pairs = bands + tagged + detected + texts
     else:
-        pairs = tagged + bands + texts
+        pairs = first + tagged + detected + bands + texts
     return [c for c, _ in pairs], [s for _, s in pairs]
 
 
@@ -322,45 +411,61 @@ def tags_from_record(records: Sequence[dict[str, Any]]) -> list[Tag]:
                 colours=tuple(r.get("colours", ())), asked=bool(r.get("asked", False))) for r in records]
 
 
-def existence_phrase(question: str) -> str | None:
-    """The thing an existence question asks about, when it is all one phrase that names ImageNet classes ("Is there a
-    lemon?" → lemon); None for any other question ("Is there a pen on the table?", "Is there a blue candy?")."""
+def _names_a_class(phrase: str) -> bool:
+    """The phrase is some class's own name or basic name, not only a kind ("an animal"): no tag of a kind is weak
+    evidence that there is none, no tag of a dog is strong. A person is neither: ImageNet-1k has no class for one,
+    only a ballplayer, a groom and a scuba diver (named "person"), so the words for people are left to the
+    detector."""
+    return any(phrase in {cls.basic.lower(), *(n.lower() for n in cls.names)}
+               for cls in (load()[i] for i in _vocabulary().get(phrase, ())))
+
+
+def existence_phrase(question: str, detectable: Collection[str] = ()) -> str | None:
+    """The thing an existence question asks about, when it is all one phrase that is an ImageNet class's name ("Is
+    there a lemon?" → lemon; not a kind: "an animal") or a class the object detector knows (`detectable`, its
+    nouns: "Is there a person?"); None for any other question ("Is there a pen on the table?", "a blue candy?")."""
     match = EXISTENCE_QUESTION.match(question)
     if match is None:
         return None
     words = match["thing"].lower().split()
-    whole = {" ".join(words), " ".join([*words[:-1], _singular(words[-1])])} if words else set()
-    return next((p for p in named_phrases(" ".join(words)) if p in whole), None)
+    forms = [" ".join(words), " ".join([*words[:-1], _singular(words[-1])])] if words else []
+    named = next((p for p in named_phrases(" ".join(words))
+                  if p in forms and p not in PERSON_WORDS and _names_a_class(p)), None)
+    if named is not None:
+        return named
+    return next((f for f in forms if f in detectable or ("person" in detectable and f in PERSON_WORDS)), None)
 
 
-def answer_check(question: str, checks: Sequence[AnswerCheck], text_lines: Sequence[TextLine]) -> AnswerCheck | None:
+def answer_check(question: str, checks: Sequence[AnswerCheck], text_lines: Sequence[TextLine],
+                 detectable: Collection[str] = ()) -> AnswerCheck | None:
     """Which check the LLM's answer to `question` goes through (docs/methods.md §8), if any: `text` for a question
     about text (not a yes/no one) in a photo where text was read, `existence` for "is there a <thing>?"."""
     if "text" in checks and text_lines and TEXT_CUE.search(question) and not YES_NO_QUESTION.match(question):
         return "text"
-    if "existence" in checks and existence_phrase(question) is not None:
+    if "existence" in checks and existence_phrase(question, detectable) is not None:
         return "existence"
     return None
 
 
 def checked_answer(check: AnswerCheck, question: str, answer: str, tags: Sequence[Tag],
-                   text_lines: Sequence[TextLine]) -> tuple[str, str] | None:
+                   text_lines: Sequence[TextLine], objects: Sequence[SeenObjects] = (),
+                   detectable: Collection[str] = ()) -> tuple[str, str] | None:
     """The answer the reading gives instead of the LLM's, and why; None when the LLM's stands. `text`: an answer
     read in no line becomes the tallest line (the 0.5B LLM answered "What word is on the sign?" with "sign" beside
-    `the text reads "HOTEL"`). `existence`: yes when a tag names the thing, else no (it answered "no" to "Is there a
-    lemon in the picture?" beside `a photo of a lemon`)."""
+    `the text reads "HOTEL"`). `existence`: yes when a tag or a detection names the thing, else no (it answered "no"
+    to "Is there a lemon in the picture?" beside `a photo of a lemon`)."""
     if check == "text":
         line = unread_answer(answer, text_lines)
         return None if line is None else (" ".join(line.text.lower().split()), f'the text reads "{line.text}"')
-    phrase = existence_phrase(question)
+    phrase = existence_phrase(question, detectable)
     if phrase is None:
         return None
-    named = [t for t in tags if names_tag(phrase, t)]
-    seen = "yes" if named else "no"
+    evidence = [tag_caption(t) for t in tags if names_tag(phrase, t)]
+    evidence += [object_captions(o)[0] for o in objects if names_objects(phrase, o)]
+    seen = "yes" if evidence else "no"
     if answer == seen:
         return None
-    why = f"tagged: {', '.join(tag_caption(t) for t in named)}" if named else f"no tag names {phrase!r}"
-    return seen, why
+    return seen, (f"seen: {', '.join(evidence)}" if evidence else f"nothing seen is {_article(phrase)} {phrase}")
 
 
 def question_kind(question: str) -> str:

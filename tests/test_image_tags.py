@@ -271,3 +271,22 @@ def test_an_existence_question_reads_the_detections_too() -> None:
         ("yes", "seen: a photo of a person")
     assert checked_answer("existence", "Is there a giraffe?", "yes", [], [], people, detectable) == \
         ("no", "nothing seen is a giraffe")
+
+
+def test_the_photos_profile_with_the_object_detector(model_cache: Path) -> None:
+    from vqagraph import Engine
+    from vqagraph.request import AskRequest
+
+    engine = Engine.from_profile("photos", llm={"id": "builtin:smollm2-135m-instruct"},
+                                 img2llm={"object_detector": "builtin:centernet-coco"})
+    photo = Image.open(Path(__file__).parents[1] / "vqagraph/data/demo/fosters-sign.jpg")
+    answer: Any = engine.answer(AskRequest(question="How many people are there?", image=photo))
+    record = answer.trace.img2llm
+    people = [o for o in record["objects"] if o["label"] == "person"]
+    assert people and all(o["score"] >= 0.2 for o in record["objects"])
+    count = ["a person", "two people", "three people", "four people", "five people", "six people"][len(people) - 1]
+    assert record["captions"][0] == f"a photo of {count}"  # the question names people: their count first
+    assert engine.explain(answer) is not None
+    plain: Any = Engine.from_profile("photos", llm={"id": "builtin:smollm2-135m-instruct"}).answer(
+        AskRequest(question="How many people are there?", image=photo))
+    assert plain.trace.img2llm["objects"] == []  # the photos profile runs without it (docs/methods.md §8)

@@ -458,16 +458,15 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
     "photos": {
         "name": "photos",
         "description": "real photographs: ImageNet tags and colours of the photo's regions from the frozen "
-        "EfficientNet-Lite0, COCO objects from a frozen CenterNet, the text read by RapidOCR, template exemplars, "
-        "Qwen2.5-Coder-0.5B-Instruct in its chat template; runs offline",
+        "EfficientNet-Lite0, the text read by RapidOCR, template exemplars, Qwen2.5-Coder-0.5B-Instruct in its chat "
+        "template; runs offline",
         "itm": "builtin:shapes-blip-itm",
         "captioner": "builtin:shapes-blip-captioner",
         "question_generator": "builtin:shapes-t5-qg",
         "llm": "builtin:qwen2.5-coder-0.5b-instruct",
         "image_encoder": {"model": "builtin:efficientnet-lite0", "image_size": 224, "stages": [4],
                           "resize": "stretch"},
-        "img2llm": {"captions": "imagenet-tags", "read_text": True, "object_detector": "builtin:centernet-coco",
-                    "answer_checks": ["text", "existence"],
+        "img2llm": {"captions": "imagenet-tags", "read_text": True, "answer_checks": ["text", "existence"],
                     "question_generation": "template",
                     "prompt_format": "chat",
                     "max_exemplars": 5, "unique_exemplar_questions": True},

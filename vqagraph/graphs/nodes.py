@@ -23,12 +23,13 @@ from vqagraph.tools.image_tags import (
     checked_answer,
     detectable_nouns,
     group_detections,
+    photo_captions,
     tags_from_record,
 )
 from vqagraph.tools.llm.base import Generation, GenerationParams
 from vqagraph.tools.llm.calibration import CONTENT_FREE, calibrate_yes_no
 from vqagraph.tools.llm.postprocess import postprocess_answer
-from vqagraph.tools.ocr import TextLine
+from vqagraph.tools.ocr import TextLine, text_caption
 from vqagraph.tools.prompts import (
     YES_NO_QUESTION,
     build_prompt,
@@ -146,9 +147,6 @@ def _photo_captions(image: Any, question: str, tools: Any) -> dict[str, Any]:
     """A real photograph's captions: ImageNet tags over its regions with their colours, the colours of its top,
     middle and bottom, and the text read in it, what the question asks about first (docs/methods.md §8); the record
     keeps each tag's probability as its caption score and the box its activation map covers."""
-    from vqagraph.tools.image_tags import photo_captions
-    from vqagraph.tools.ocr import text_caption
-
     settings = tools.profile.img2llm
     reading = tools.image_tagger(image, question)
     lines = tools.text_reader(image) if settings.read_text else []

@@ -266,17 +266,30 @@ def llm_answer(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
     tools = runtime.context.tools
     settings = tools.profile.img2llm
     params = generation_params(state, settings.answer_max_new_tokens, settings.stop)
-    content_free = state["img2llm"].get("content_free_prompt")
+    record = state["img2llm"]
     write = token_writer(runtime, "img2llm")
+    greedy = params.temperature == 0  # a sampled answer is the LLM's own draw: neither checked nor calibrated
     question = vision_question(state)
     lines = [TextLine(line["text"], line["score"], tuple(line["box"]))  # type: ignore[arg-type]
-             for line in state["img2llm"].get("text_lines", [])]
+             for line in record.get("text_lines", [])]
     detectable = detectable_nouns(tools.object_detector.labels) if settings.object_detector else frozenset()
-    check = answer_check(question, settings.answer_checks, lines, detectable) if params.temperature == 0 else None
-    if check is not None:  # checked against the photo's reading (§8), then streamed once, decided
-        (generation,) = tools.llm.generate([state["img2llm"]["prompt"]], params)
-        answer = route_answer(generation)
-        record = state["img2llm"]
+    check = answer_check(question, settings.answer_checks, lines, detectable) if greedy else None
+    calibrate = greedy and check is None and bool(record.get("content_free_prompt"))
+    if check is None and not calibrate:
+        (generation,) = tools.llm.generate([record["prompt"]], params, on_token=write)
+        return {"route_answers": {"img2llm": route_answer(generation)}}
+    # The answer is decided after the LLM's, then streamed once (docs/methods.md §8): contextual calibration sends
+    # the content-free prompt in the same batched call; a check reads the photo's reading.
+    generations = (tools.llm.generate([record["prompt"], record["content_free_prompt"]],
+                                      params.model_copy(update={"top_logprobs": 20})) if calibrate
+                   else tools.llm.generate([record["prompt"]], params))
+    answer = route_answer(generations[0])
+    calibration = calibrate_yes_no(tools.llm.tokenizer, *generations) if calibrate else None
+    if calibration is not None:
+        chosen = calibration.calibrated_p_yes if calibration.answer == "yes" else 1 - calibration.calibrated_p_yes
+        answer["answer"], answer["mean_logprob"] = calibration.answer, round(math.log(chosen), 5)
+        answer["calibration"] = calibration.model_dump()
+    if check is not None:
         objects = group_detections([Detection(o["label"], o["score"], tuple(o["box"]))  # type: ignore[arg-type]
                                     for o in record.get("objects", [])])
         checked = checked_answer(check, question, answer["answer"], tags_from_record(record.get("tags", [])), lines,
@@ -284,21 +297,6 @@ def llm_answer(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
         if checked is not None:
             answer["checked"] = {"by": check, "llm_answer": answer["answer"], "why": checked[1]}
             answer["answer"] = checked[0]
-        if write is not None:
-            write(answer["answer"])
-        return {"route_answers": {"img2llm": answer}}
-    if not content_free or params.temperature > 0:  # a sampled answer is the LLM's own draw: nothing to calibrate
-        (generation,) = tools.llm.generate([state["img2llm"]["prompt"]], params, on_token=write)
-        return {"route_answers": {"img2llm": route_answer(generation)}}
-    # Contextual calibration (docs/methods.md §8): both prompts in one batched call, the answer streamed once decided
-    asked, blank = tools.llm.generate([state["img2llm"]["prompt"], content_free],
-                                      params.model_copy(update={"top_logprobs": 20}))
-    answer = route_answer(asked)
-    calibration = calibrate_yes_no(tools.llm.tokenizer, asked, blank)
-    if calibration is not None:
-        chosen = calibration.calibrated_p_yes if calibration.answer == "yes" else 1 - calibration.calibrated_p_yes
-        answer["answer"], answer["mean_logprob"] = calibration.answer, round(math.log(chosen), 5)
-        answer["calibration"] = calibration.model_dump()
     if write is not None:
         write(answer["answer"])
     return {"route_answers": {"img2llm": answer}}

@@ -22,7 +22,9 @@ from vqagraph.tools.image_tags import (
     region_boxes,
     srgb_to_lab,
     tag_caption,
+    whole_photo_captions,
 )
+from vqagraph.tools.ocr import TextLine
 
 
 def test_each_colour_term_is_its_own_nearest_name() -> None:
@@ -43,7 +45,11 @@ def test_colours_under_a_mask_and_of_the_bands() -> None:
     reading = PhotoReading(tags=[], band_colours={"top": ["blue"], "middle": ["yellow", "green"], "bottom": []},
                            dark=True)
     assert band_captions(reading) == ["the top of the picture is blue", "the middle of the picture is yellow and "
-                                      "green", "the picture is dark"]
+                                      "green"]
+    assert whole_photo_captions(reading) == ["the picture is dark"]
+    # what the whole photo is reaches every question; the bands only a question about colour
+    assert photo_captions(reading, "What is this?")[0] == ["the picture is dark"]
+    assert photo_captions(reading, "What colour is the sky?")[0][0] == "the top of the picture is blue"
 
 
 def test_the_question_orders_the_captions() -> None:
@@ -110,6 +116,35 @@ def test_a_yes_no_question_reads_the_class_it_names(tagger: ImageTagger) -> None
     asked = [t for t in strict(picture, "Is there a lemon in the picture?").tags if t.name == "lemon"]
     assert len(asked) == 1 and asked[0].asked and asked[0].label == "lemon"
     assert not any(t.asked for t in strict(picture, "What fruit is this?").tags)  # open questions add nothing
+
+
+def test_a_photo_without_chroma_is_black_and_white(tagger: ImageTagger) -> None:
+    from vqagraph.tools.image_tags import answer_check, asks_black_and_white, checked_answer
+
+    rng = np.random.default_rng(1)
+    grey = rng.integers(0, 255, (120, 160, 1), dtype=np.uint8).repeat(3, axis=2)
+    grey[:, :, 0] = np.clip(grey[:, :, 0].astype(int) + 2, 0, 255)  # a scan's faint cast is still grey
+    assert tagger(Image.fromarray(grey)).black_and_white
+    assert tagger(Image.fromarray(grey).convert("L")).black_and_white
+    dull = Image.new("RGB", (160, 120), (128, 128, 128))
+    ImageDraw.Draw(dull).rectangle((0, 0, 40, 30), fill=(150, 120, 110))  # a brownish tenth: a colour photo
+    assert not tagger(dull).black_and_white
+    assert "the picture is black and white" in photo_captions(tagger(Image.fromarray(grey)), "What is this?")[0]
+
+    for question in ("Is this a black and white photo?", "Is this picture black and white?", "is the image grayscale",
+                     "Was this photo taken in black & white?"):
+        assert asks_black_and_white(question) is True, question
+    for question in ("Is the photo in colour?", "Is this a color photograph?", "Is this picture colored?"):
+        assert asks_black_and_white(question) is False, question
+    for question in ("Is the car black and white?", "Is it black and white?", "Is this photo old?", "What colour?"):
+        assert asks_black_and_white(question) is None, question  # about a thing, or not about the photo's colour
+    checks = ["text", "existence", "black-and-white"]
+    assert answer_check("Is this a black and white photo?", checks, []) == "black-and-white"
+    assert answer_check("Is this a black and white photo?", ["existence"], []) is None
+    assert checked_answer("black-and-white", "Is this a black and white photo?", "no", [], [], black_and_white=True) \
+        == ("yes", "the picture is black and white")
+    assert checked_answer("black-and-white", "Is the photo in colour?", "no", [], [], black_and_white=True) is None
+    assert checked_answer("black-and-white", "Is the photo in colour?", "no", [], [], black_and_white=False)[0] == "yes"
 
 
 def test_the_class_activation_maps_sum_to_the_logits(tagger: ImageTagger) -> None:
@@ -196,6 +231,13 @@ def test_the_answer_to_a_question_about_text_is_text_that_was_read(model_cache: 
     assert answer.answer == "hotel" and mine["checked"]["by"] == "text"
     assert mine["checked"]["why"] == 'the text reads "HOTEL"'
     assert not any(mine["checked"]["llm_answer"] in line for line in read)
+    key = (answer.trace.seen_image_ref, "text-lines", 0.6)
+    lines = engine.tools.features.get(key)  # read once, kept for the next question about the same image
+    assert [line.text.lower() for line in lines] == read
+    engine.tools.features.put(key, [TextLine("MOTEL", 0.9, (20, 20, 300, 116))])
+    again: Any = engine.answer(AskRequest(question="What word is on the sign?", image=sign))
+    assert again.trace.img2llm["text_lines"] == [{"text": "MOTEL", "score": 0.9, "box": [20, 20, 300, 116]}]
+    engine.tools.features.put(key, lines)
     events = list(engine.conversation(store="memory").stream("What word is on the sign?", image=sign))
     assert "".join(value for kind, value in events if kind == "token") == "hotel"  # streamed once, as decided
     quoted: Any = engine.answer(AskRequest(question="What is written on the sign?", image=sign))
@@ -205,6 +247,9 @@ def test_the_answer_to_a_question_about_text_is_text_that_was_read(model_cache: 
     giraffe: Any = engine.answer(AskRequest(question="Is there a giraffe in the picture?", image=sign))
     assert giraffe.answer == "no" and not any(t["name"] == "giraffe" for t in giraffe.trace.img2llm["tags"])
     assert giraffe.trace.route_answers["img2llm"].get("checked", {"by": "existence"})["by"] == "existence"
+    grey: Any = engine.answer(AskRequest(question="Is this a black and white photo?", image=sign))
+    assert grey.answer == "yes" and grey.trace.img2llm["black_and_white"]
+    assert grey.trace.route_answers["img2llm"].get("checked", {"by": "black-and-white"})["by"] == "black-and-white"
     plain = Engine.from_profile("photos", llm={"id": "builtin:smollm2-135m-instruct"},
                                 img2llm={"answer_checks": []})
     own: Any = plain.answer(AskRequest(question="What word is on the sign?", image=sign))

@@ -49,6 +49,7 @@ class TextRouteRecord(TypedDict, total=False):
     tags: list[dict[str, Any]]  # imagenet-tags captions: each tag's name, own label, probability, region, box
     text_lines: list[dict[str, Any]]  # read_text: each line of text read, its score and box
     band_colours: dict[str, list[str]]  # imagenet-tags: the main colour terms of the photo's top, middle, bottom
+    black_and_white: bool  # imagenet-tags: the photo has (nearly) no chroma
     objects: list[dict[str, Any]]  # object_detector: each detection's COCO label, score and box
     candidates: list[str]
     answer_captions: dict[str, list[int]]

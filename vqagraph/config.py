@@ -62,10 +62,11 @@ class Img2LLMSettings(BaseModel):
     object_question_min_score: float = Field(0.2, ge=0, le=1, description="object_detector: a class the question "
                                              "names is a caption, and counted, from this score up (the detector's "
                                              "package default)")
-    answer_checks: list[Literal["text", "existence"]] = Field(
+    answer_checks: list[Literal["text", "existence", "black-and-white"]] = Field(
         default_factory=list, description="imagenet-tags: the LLM's answer checked against what was read in the photo "
         "(docs/methods.md §8). text: a question about text is answered with text that was read (an answer in no line "
-        "becomes the tallest line); existence: 'is there a <thing>?' is yes when a tag names the thing, else no")
+        "becomes the tallest line); existence: 'is there a <thing>?' is yes when a tag names the thing, else no; "
+        "black-and-white: 'is this a black and white photo?' / 'in colour?' from the photo's chroma")
     gradcam_layer: int = Field(7, ge=0, description="ITM text-encoder layer whose cross-attention is used (§1.1)")
     gradcam_floor: float = Field(1e-6, gt=0, description="added to the normalised map so sampling never fails")
     num_patches: int = Field(20, ge=1, description="K' patches sampled per caption (§1.2)")
@@ -466,7 +467,8 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
         "llm": "builtin:qwen2.5-coder-0.5b-instruct",
         "image_encoder": {"model": "builtin:efficientnet-lite0", "image_size": 224, "stages": [4],
                           "resize": "stretch"},
-        "img2llm": {"captions": "imagenet-tags", "read_text": True, "answer_checks": ["text", "existence"],
+        "img2llm": {"captions": "imagenet-tags", "read_text": True,
+                    "answer_checks": ["text", "existence", "black-and-white"],
                     "question_generation": "template",
                     "prompt_format": "chat",
                     "max_exemplars": 5, "unique_exemplar_questions": True},

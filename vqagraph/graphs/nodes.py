@@ -116,12 +116,12 @@ def resolve_followup(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str,
 @node("region_captions", reads=("image_ref", "question", "standalone_question", "visual_prompt.boxes"),
       writes=("img2llm.captions", "img2llm.caption_scores", "img2llm.caption_stats", "img2llm.gradcam",
               "img2llm.grid", "img2llm.patch_ids", "img2llm.image_encoded", "img2llm.tags",
-              "img2llm.text_lines", "img2llm.band_colours", "img2llm.objects"))
+              "img2llm.text_lines", "img2llm.band_colours", "img2llm.black_and_white", "img2llm.objects"))
 def region_captions(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
     tools = runtime.context.tools
     image = tools.images.get(state["image_ref"])
     if tools.profile.img2llm.captions == "imagenet-tags":
-        return _photo_captions(image, vision_question(state), tools)
+        return _photo_captions(state["image_ref"], image, vision_question(state), tools)
     boxes = state.get("visual_prompt", {}).get("boxes") or []
     # With one mark, sample patches inside it so the captions describe what the user pointed at.
     region = tuple(boxes[0]) if len(boxes) == 1 and tools.profile.img2llm.restrict_to_mark else None
@@ -143,14 +143,17 @@ def region_captions(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, 
     }}
 
 
-def _photo_captions(image: Any, question: str, tools: Any) -> dict[str, Any]:
+def _photo_captions(ref: str, image: Any, question: str, tools: Any) -> dict[str, Any]:
     """A real photograph's captions: ImageNet tags over its regions with their colours, the colours of its top,
     middle and bottom, and the text read in it, what the question asks about first (docs/methods.md §8); the record
-    keeps each tag's probability as its caption score and the box its activation map covers."""
+    keeps each tag's probability as its caption score and the box its activation map covers. The text read and the
+    objects detected do not depend on the question: read once per image, kept in the feature cache."""
     settings = tools.profile.img2llm
     reading = tools.image_tagger(image, question)
-    lines = tools.text_reader(image) if settings.read_text else []
-    detections = tools.object_detector(image) if settings.object_detector else []
+    lines = _once_per_image(tools, (ref, "text-lines", settings.text_min_score), lambda: tools.text_reader(image)) \
+        if settings.read_text else []
+    detections = _once_per_image(tools, (ref, "detections", settings.object_detector),
+                                 lambda: tools.object_detector(image)) if settings.object_detector else []
     objects = group_detections(detections, image)
     captions, scores = photo_captions(reading, question, [(text_caption(line), line.score) for line in lines],
                                       settings.tag_own_names, objects, settings.object_min_score)
@@ -163,9 +166,18 @@ def _photo_captions(image: Any, question: str, tools: Any) -> dict[str, Any]:
         "tags": [{"name": t.name, "label": t.label, "index": t.index, "probability": t.probability, "region": t.region,
                   "box": list(t.box), "colours": list(t.colours), "asked": t.asked} for t in reading.tags],
         "band_colours": reading.band_colours,
+        "black_and_white": reading.black_and_white,
         "text_lines": [{"text": line.text, "score": line.score, "box": list(line.box)} for line in lines],
         "objects": [{"label": d.label, "score": d.score, "box": list(d.box)} for d in detections],
     }}
+
+
+def _once_per_image(tools: Any, key: tuple[Any, ...], read: Callable[[], list[Any]]) -> list[Any]:
+    cached = tools.features.get(key)
+    if cached is None:
+        cached = read()
+        tools.features.put(key, cached)
+    return list(cached)
 
 
 @node("question_generation", reads=("img2llm.captions",),
@@ -261,7 +273,8 @@ def route_answer(generation: Generation) -> RouteAnswer:
 
 
 @node("llm_answer", reads=("question", "standalone_question", "img2llm.prompt", "img2llm.content_free_prompt",
-                           "img2llm.text_lines", "img2llm.tags", "img2llm.objects"), writes=("route_answers",))
+                           "img2llm.text_lines", "img2llm.tags", "img2llm.objects", "img2llm.black_and_white"),
+      writes=("route_answers",))
 def llm_answer(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
     tools = runtime.context.tools
     settings = tools.profile.img2llm
@@ -293,7 +306,7 @@ def llm_answer(state: VQAState, runtime: Runtime[VQAContext]) -> dict[str, Any]:
         objects = group_detections([Detection(o["label"], o["score"], tuple(o["box"]))  # type: ignore[arg-type]
                                     for o in record.get("objects", [])])
         checked = checked_answer(check, question, answer["answer"], tags_from_record(record.get("tags", [])), lines,
-                                 objects, detectable)
+                                 objects, detectable, bool(record.get("black_and_white", False)))
         if checked is not None:
             answer["checked"] = {"by": check, "llm_answer": answer["answer"], "why": checked[1]}
             answer["answer"] = checked[0]

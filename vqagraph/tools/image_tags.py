@@ -73,11 +73,13 @@ class Tag:
 @dataclass(frozen=True)
 class PhotoReading:
     """What the photo captioner saw in one photo: its tags, the colours of its top, middle and bottom, whether it
-    is dark. Captions, answer candidates and exemplars are all written from this one reading."""
+    is dark, whether it is black and white. Captions, answer candidates and exemplars are all written from this one
+    reading."""
 
     tags: list[Tag]
     band_colours: dict[str, list[str]] = field(default_factory=dict)  # "top" / "middle" / "bottom" → terms
     dark: bool = False
+    black_and_white: bool = False
 
 
 def region_boxes(size: tuple[int, int]) -> list[tuple[str, tuple[int, int, int, int]]]:
@@ -128,6 +130,9 @@ def main_colours(image: Image.Image, box: tuple[int, int, int, int] | None = Non
 _NOT_THINGS = frozenset({"picture", "photo", "image", "thing", "object", "colour", "color", "kind", "type", "one",
                          "this", "that", "it", "is", "are", "the", "a", "an", "there", "what", "which"})
 DARK_LIGHTNESS = 30.0  # mean CIELAB L* (0-100) under which the photo is called dark
+# A photo is black and white when under 1% of its pixels reach CIELAB chroma C* 8: on the dev photos the grey ones
+# (a scan, grey PNGs) have none, the dullest colour photos (an aerial view, a desk) 8-21% (docs/methods.md §8).
+GREY_CHROMA, GREY_MAX_SHARE = 8.0, 0.01
 
 
 def _singular(word: str) -> str:
@@ -225,10 +230,12 @@ class ImageTagger:
         bands = {"top": (0, 0, width, max(1, height // 3)),
                  "middle": (width // 4, height // 4, width - width // 4, height - height // 4),
                  "bottom": (0, height - max(1, height // 3), width, height)}
-        lightness = srgb_to_lab(np.asarray(rgb.resize((48, 48), Image.Resampling.BILINEAR)))[..., 0].mean()
+        lab = srgb_to_lab(np.asarray(rgb.resize((48, 48), Image.Resampling.BILINEAR)))
+        chromatic = float((np.hypot(lab[..., 1], lab[..., 2]) >= GREY_CHROMA).mean())
         return PhotoReading(tags=sorted(tags, key=lambda t: (t.asked, -t.probability)),
                             band_colours={name: main_colours(rgb, box) for name, box in bands.items()},
-                            dark=bool(lightness < DARK_LIGHTNESS))
+                            dark=bool(lab[..., 0].mean() < DARK_LIGHTNESS),
+                            black_and_white=chromatic < GREY_MAX_SHARE)
 
     def _tag(self, image: Image.Image, region: tuple[str, tuple[int, int, int, int]], cam: torch.Tensor, p: float,
              index: int, asked: bool) -> Tag:
@@ -270,10 +277,16 @@ def tag_colour_caption(tag: Tag) -> str | None:
 
 def band_captions(reading: PhotoReading) -> list[str]:
     """'the top of the picture is blue': the main colours of its top, middle and bottom, for what no tag names
-    (the sky, grass, a wall); 'the picture is dark' for a night or unlit photo."""
-    captions = [f"the {band} of the picture is {_terms(colours)}"
-                for band, colours in reading.band_colours.items() if colours]
-    return captions + (["the picture is dark"] if reading.dark else [])
+    (the sky, grass, a wall); what the whole photo is (`photo_captions`)."""
+    return [f"the {band} of the picture is {_terms(colours)}"
+            for band, colours in reading.band_colours.items() if colours]
+
+
+def whole_photo_captions(reading: PhotoReading) -> list[str]:
+    """What the whole photo is, read for every question: 'the picture is dark' (a night or unlit photo), 'the
+    picture is black and white'."""
+    return [caption for caption, seen in (("the picture is black and white", reading.black_and_white),
+                                          ("the picture is dark", reading.dark)) if seen]
 
 
 # COCO's labels as a person says them ("sports ball" → ball), and their plurals where "s" is wrong.
@@ -380,7 +393,8 @@ def photo_captions(reading: PhotoReading, question: str = "", text_captions: Seq
         coloured = tag_colour_caption(tag) if colour and tag.name not in boxed else None
         if coloured:
             tagged.append((coloured, tag.probability))
-    bands = [(c, 1.0) for c in band_captions(reading) if colour or c == "the picture is dark"]
+    bands = [(c, 1.0) for c in (band_captions(reading) if colour else [])] + \
+        [(c, 1.0) for c in whole_photo_captions(reading)]
     texts = list(text_captions)
     # A class the question names ("how many people?", "what colour is the ball?") is read from every detection the
     # detector kept, first; another only when its surest detection reaches `object_min_score`.
@@ -401,7 +415,14 @@ def photo_captions(reading: PhotoReading, question: str = "", text_captions: Seq
 EXISTENCE_QUESTION = re.compile(r"^\s*(?:is|are)\s+(?:there|this|that|it|these|those)\s+(?:an?\s+|any\s+|some\s+)?"
                                 r"(?P<thing>[a-z][a-z' -]*?)\s*(?:in\s+(?:the|this)\s+(?:picture|photo|image))?"
                                 r"\s*\??\s*$", re.IGNORECASE)
-AnswerCheck = Literal["text", "existence"]
+# "Is this a black and white photo?", "Is the picture in colour?": what the whole photo is (a photo word must be
+# there: "Is the car black and white?" is about the car).
+PHOTO_COLOUR_QUESTION = re.compile(
+    r"^\s*(?:is|was)\s+(?:this|that|it|the)\s+(?:(?P<before>photo|picture|image|photograph|pic|shot)\s+)?"
+    r"(?:(?:taken|shot)\s+)?(?:in\s+)?(?:an?\s+)?(?P<kind>black\s*(?:and|&|-)\s*white|b\s*&\s*w|gr[ae]y\s*scale|"
+    r"monochrome|full[ -]colou?r|colou?r(?:ed)?)\s*(?P<after>photo|picture|image|photograph|pic|shot)?\s*\??\s*$",
+    re.IGNORECASE)
+AnswerCheck = Literal["text", "existence", "black-and-white"]
 
 
 def tags_from_record(records: Sequence[dict[str, Any]]) -> list[Tag]:
@@ -436,12 +457,23 @@ def existence_phrase(question: str, detectable: Collection[str] = ()) -> str | N
     return next((f for f in forms if f in detectable or ("person" in detectable and f in PERSON_WORDS)), None)
 
 
+def asks_black_and_white(question: str) -> bool | None:
+    """True for "Is this a black and white photo?", False for "Is the picture in colour?", None for any other."""
+    match = PHOTO_COLOUR_QUESTION.match(question)
+    if match is None or not (match["before"] or match["after"]):
+        return None
+    return not match["kind"].lower().replace("full", "").strip(" -").startswith("colo")
+
+
 def answer_check(question: str, checks: Sequence[AnswerCheck], text_lines: Sequence[TextLine],
                  detectable: Collection[str] = ()) -> AnswerCheck | None:
     """Which check the LLM's answer to `question` goes through (docs/methods.md §8), if any: `text` for a question
-    about text (not a yes/no one) in a photo where text was read, `existence` for "is there a <thing>?"."""
+    about text (not a yes/no one) in a photo where text was read, `existence` for "is there a <thing>?",
+    `black-and-white` for whether the photo is."""
     if "text" in checks and text_lines and TEXT_CUE.search(question) and not YES_NO_QUESTION.match(question):
         return "text"
+    if "black-and-white" in checks and asks_black_and_white(question) is not None:
+        return "black-and-white"
     if "existence" in checks and existence_phrase(question, detectable) is not None:
         return "existence"
     return None
@@ -449,14 +481,23 @@ def answer_check(question: str, checks: Sequence[AnswerCheck], text_lines: Seque
 
 def checked_answer(check: AnswerCheck, question: str, answer: str, tags: Sequence[Tag],
                    text_lines: Sequence[TextLine], objects: Sequence[SeenObjects] = (),
-                   detectable: Collection[str] = ()) -> tuple[str, str] | None:
+                   detectable: Collection[str] = (), black_and_white: bool = False) -> tuple[str, str] | None:
     """The answer the reading gives instead of the LLM's, and why; None when the LLM's stands. `text`: an answer
     read in no line becomes the tallest line (the 0.5B LLM answered "What word is on the sign?" with "sign" beside
     `the text reads "HOTEL"`). `existence`: yes when a tag or a detection names the thing, else no (it answered "no"
-    to "Is there a lemon in the picture?" beside `a photo of a lemon`)."""
+    to "Is there a lemon in the picture?" beside `a photo of a lemon`). `black-and-white`: from the photo's chroma
+    (it answered "no" to "Is this a black and white photo?" about a grey one)."""
     if check == "text":
         line = unread_answer(answer, text_lines)
         return None if line is None else (" ".join(line.text.lower().split()), f'the text reads "{line.text}"')
+    if check == "black-and-white":
+        asked = asks_black_and_white(question)
+        if asked is None:
+            return None
+        seen = "yes" if asked == black_and_white else "no"
+        why = ("the picture is black and white" if black_and_white else
+               f"the picture is in colour (at least {GREY_MAX_SHARE:.0%} of its pixels reach chroma {GREY_CHROMA:g})")
+        return None if answer == seen else (seen, why)
     phrase = existence_phrase(question, detectable)
     if phrase is None:
         return None

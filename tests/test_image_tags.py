@@ -14,6 +14,7 @@ from vqagraph.tools.image_tags import (
     ImageTagger,
     PhotoReading,
     Tag,
+    answer_check,
     band_captions,
     main_colours,
     named_phrases,
@@ -73,6 +74,14 @@ def test_the_question_orders_the_captions() -> None:
     assert named_phrases("What colour are the flowers?") == ["flower"] and named_phrases("What is it?") == []
     assert [question_kind(q) for q in ("What does it say?", "Is there a cat?", "What colour is it?", "What is it?")] \
         == ["text", "yes/no", "colour", "object"]
+    # a question that mentions a sign or text but asks its colour, or how many, is not about what the text says
+    assert [question_kind(q) for q in ("What colour is the sign?", "How many lines of text are on the sign?")] == \
+        ["colour", "object"]
+    captions, _ = photo_captions(reading, "What colour is the sign?", text)
+    assert captions[0] == "the top of the picture is blue" and captions[-1] == 'the text reads "HOTEL"'
+    assert answer_check("What colour is the sign?", ["text"], [TextLine("HOTEL", 0.9, (0, 0, 9, 9))]) is None
+    assert answer_check("How many words are on the sign?", ["text"], [TextLine("HOTEL", 0.9, (0, 0, 9, 9))]) is None
+    assert answer_check("What does the sign say?", ["text"], [TextLine("HOTEL", 0.9, (0, 0, 9, 9))]) == "text"
 
 
 def test_regions_cover_the_photo_and_captions_read_naturally() -> None:

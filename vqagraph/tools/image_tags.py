@@ -369,10 +369,22 @@ def object_captions(seen: SeenObjects, colour: bool = False, min_score: float = 
     return captions
 
 
+COLOUR_WORDS = frozenset({"colour", "color", "colours", "colors"})
+HOW_MANY = re.compile(r"^\s*how\s+many\b", re.IGNORECASE)
+
+
 def asks_colour(question: str) -> bool:
     """The question asks for a colour or names one ("is there a blue candy?"): colour captions are worth reading."""
     words = set(re.findall(r"[a-z]+", question.lower()))
-    return bool(words & {"colour", "color", "colours", "colors", *COLOUR_SHADES})
+    return bool(words & {*COLOUR_WORDS, *COLOUR_SHADES})
+
+
+def asks_text(question: str) -> bool:
+    """The question asks what the photo's text says (TEXT_CUE), not what colour or how many: "What colour is the
+    sign?" and "How many lines of text are there?" read the tags and the text like any other question, and their
+    answers are not text."""
+    words = set(re.findall(r"[a-z]+", question.lower()))
+    return bool(TEXT_CUE.search(question)) and not words & COLOUR_WORDS and not HOW_MANY.match(question)
 
 
 def photo_captions(reading: PhotoReading, question: str = "", text_captions: Sequence[tuple[str, float]] = (),
@@ -402,7 +414,7 @@ def photo_captions(reading: PhotoReading, question: str = "", text_captions: Seq
     first = [(c, o.score) for o in asked for c in object_captions(o, colour)]
     detected = [(c, o.score) for o in objects if o not in asked and o.score >= object_min_score
                 for c in object_captions(o, colour, object_min_score)]
-    if TEXT_CUE.search(question):
+    if asks_text(question):
         pairs = texts or first + tagged + detected + bands
     elif colour and not named and not asked:
         pairs = bands + tagged + detected + texts
@@ -470,7 +482,7 @@ def answer_check(question: str, checks: Sequence[AnswerCheck], text_lines: Seque
     """Which check the LLM's answer to `question` goes through (docs/methods.md §8), if any: `text` for a question
     about text (not a yes/no one) in a photo where text was read, `existence` for "is there a <thing>?",
     `black-and-white` for whether the photo is."""
-    if "text" in checks and text_lines and TEXT_CUE.search(question) and not YES_NO_QUESTION.match(question):
+    if "text" in checks and text_lines and asks_text(question) and not YES_NO_QUESTION.match(question):
         return "text"
     if "black-and-white" in checks and asks_black_and_white(question) is not None:
         return "black-and-white"
@@ -511,7 +523,7 @@ def checked_answer(check: AnswerCheck, question: str, answer: str, tags: Sequenc
 
 def question_kind(question: str) -> str:
     """What a question about a photo asks for: text, yes/no, colour or an object."""
-    if TEXT_CUE.search(question):
+    if asks_text(question):
         return "text"
     if YES_NO_QUESTION.match(question):
         return "yes/no"

@@ -24,10 +24,16 @@ class TextLine:
 
 
 def _same_line(a: TextLine, b: TextLine) -> bool:
-    """b continues a's line: they overlap vertically by half the smaller height and b starts within a height."""
+    """b continues a's line: they overlap vertically by half the smaller height and b starts within a height and a
+    half of a's end, or up to half a height before it (the detector's boxes of neighbouring words overlap: "the
+    copy centre" came as three boxes, each reaching 8-22 px into the next). Text set vertically (a box taller than
+    wide, more than two characters: the side of a packet) is not joined: its boxes' heights are its lines' lengths."""
+    if any(w.box[3] - w.box[1] > w.box[2] - w.box[0] and len(w.text) > 2 for w in (a, b)):
+        return False
     overlap = min(a.box[3], b.box[3]) - max(a.box[1], b.box[1])
     height = min(a.box[3] - a.box[1], b.box[3] - b.box[1])
-    return overlap >= height / 2 and 0 <= b.box[0] - a.box[2] <= 1.5 * max(a.box[3] - a.box[1], 1)
+    line_height = max(a.box[3] - a.box[1], 1)
+    return overlap >= height / 2 and -0.5 * line_height <= b.box[0] - a.box[2] <= 1.5 * line_height
 
 
 def join_lines(words: list[TextLine]) -> list[TextLine]:
@@ -83,13 +89,14 @@ def _letters(text: str) -> str:
 
 
 def unread_answer(answer: str, lines: Sequence[TextLine]) -> TextLine | None:
-    """For a question about text: None when `answer` is text that was read (in a line, or a line in it, letters and
-    digits compared); else the line to answer with, the most prominent one (the tallest, as titles and signs are).
-    The 0.5B LLM answered "What word is on the sign?" with "sign" beside `the text reads "HOTEL"` (§8)."""
+    """For a question about text: None when `answer` is text that was read (in a line, or a line that is at least
+    half of it, letters and digits compared: "hotel sign" holds "HOTEL", "the shop" holds only "the"); else the line
+    to answer with, the most prominent one (the tallest, as titles and signs are). The 0.5B LLM answered "What word
+    is on the sign?" with "sign" beside `the text reads "HOTEL"` (§8)."""
     if not lines:
         return None
     key = _letters(answer)
-    if key and any(key in _letters(line.text) or (_letters(line.text) and _letters(line.text) in key)
-                   for line in lines):
+    if key and any(key in read or (read and read in key and 2 * len(read) >= len(key))
+                   for read in (_letters(line.text) for line in lines)):
         return None
     return max(lines, key=lambda line: line.box[3] - line.box[1])

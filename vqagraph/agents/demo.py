@@ -67,7 +67,7 @@ def run_photo_demo(profile: str, out: Path, explain: bool = True) -> None:
             path = out / f"explain-photo-{k}.png"
             picture.save(path)
             print(f"  explain: {path}")
-    print("a real measurement (the photo dev set, 72 questions): python benchmarks/photos/fetch.py --out photos && "
+    print("a real measurement (the photo dev set, 96 questions): python benchmarks/photos/fetch.py --out photos && "
           "vqagraph eval photos/questions.jsonl")
 
 

@@ -377,5 +377,13 @@ class FeatureCache(LRUStore):
     def __init__(self, capacity: int = 64) -> None:
         super().__init__(capacity)
 
+    def get_or_compute(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """The value kept under `key`, computed and kept on a miss (what an image gives whatever the question)."""
+        value = self.get(key)
+        if value is None:
+            value = compute()
+            self.put(key, value)
+        return value
+
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False

@@ -150,10 +150,10 @@ def _photo_captions(ref: str, image: Any, question: str, tools: Any) -> dict[str
     objects detected do not depend on the question: read once per image, kept in the feature cache."""
     settings = tools.profile.img2llm
     reading = tools.image_tagger(image, question)
-    lines = _once_per_image(tools, (ref, "text-lines", settings.text_min_score), lambda: tools.text_reader(image)) \
-        if settings.read_text else []
-    detections = _once_per_image(tools, (ref, "detections", settings.object_detector),
-                                 lambda: tools.object_detector(image)) if settings.object_detector else []
+    lines = tools.features.get_or_compute((ref, "text-lines", settings.text_min_score),
+                                          lambda: tools.text_reader(image)) if settings.read_text else []
+    detections = tools.features.get_or_compute((ref, "detections", settings.object_detector),
+                                               lambda: tools.object_detector(image)) if settings.object_detector else []
     objects = group_detections(detections, image)
     captions, scores = photo_captions(reading, question, [(text_caption(line), line.score) for line in lines],
                                       settings.tag_own_names, objects, settings.object_min_score)
@@ -170,14 +170,6 @@ def _photo_captions(ref: str, image: Any, question: str, tools: Any) -> dict[str
         "text_lines": [{"text": line.text, "score": line.score, "box": list(line.box)} for line in lines],
         "objects": [{"label": d.label, "score": d.score, "box": list(d.box)} for d in detections],
     }}
-
-
-def _once_per_image(tools: Any, key: tuple[Any, ...], read: Callable[[], list[Any]]) -> list[Any]:
-    cached = tools.features.get(key)
-    if cached is None:
-        cached = read()
-        tools.features.put(key, cached)
-    return list(cached)
 
 
 @node("question_generation", reads=("img2llm.captions",),

@@ -474,7 +474,7 @@ def asks_black_and_white(question: str) -> bool | None:
     match = PHOTO_COLOUR_QUESTION.match(question)
     if match is None or not (match["before"] or match["after"]):
         return None
-    return not match["kind"].lower().replace("full", "").strip(" -").startswith("colo")
+    return "colo" not in match["kind"].lower()  # colour, color, coloured, full colour: not black and white
 
 
 def answer_check(question: str, checks: Sequence[AnswerCheck], text_lines: Sequence[TextLine],
